@@ -1,0 +1,1 @@
+"""ssmkit task apps. Each subpackage is one app; apps never import each other."""

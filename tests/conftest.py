@@ -1,0 +1,31 @@
+"""Shared test fixtures: seeded RNG per test, few threads (CI has 2 cores), device helpers."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    """Each test starts from the same seed, so a failure reproduces; inputs are still fresh per test."""
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def cuda_device():
+    # gpu tests are deselected by default; run on purpose without a GPU, they fail loudly.
+    if not torch.cuda.is_available():
+        raise RuntimeError("this test is marked gpu and needs a CUDA device; run it on a GPU machine")
+    return torch.device("cuda")
+
+
+def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |a - e| / max(max |e|, tiny): the relative-error measure used across the op tests."""
+    a, e = actual.detach().double(), expected.detach().double()
+    return float((a - e).abs().max() / e.abs().max().clamp_min(1e-12)) if e.numel() else 0.0
