@@ -18,6 +18,7 @@ import torch
 
 from ssmkit.ops.selective_scan._validate import validate_selective_scan
 from ssmkit.ops.selective_scan.reference import selective_scan_reference
+from ssmkit.ops.selective_scan.state_update import selective_state_update
 
 BACKENDS = ("auto", "reference", "chunked", "triton")
 
@@ -113,4 +114,5 @@ def selective_scan(
     return selective_scan_triton(u, delta, A, B, C, **kwargs)
 
 
-__all__ = ["BACKENDS", "resolve_backend", "selective_scan", "selective_scan_reference", "triton_status"]
+__all__ = ["BACKENDS", "resolve_backend", "selective_scan", "selective_scan_reference", "selective_state_update",
+           "triton_status"]
