@@ -1,0 +1,157 @@
+"""ops.gla: the chunked form against the recurrent reference (outputs, final state, every
+gradient), varlen, layouts, validation and backend choice."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ssmkit.ops.gla import gla, resolve_backend
+from tests.conftest import rel_err
+
+TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float64: 1e-10}
+
+
+def _inputs(B, H, T, K, V, dtype, device="cpu", gate_scale=2.0, with_state=True):
+    q = torch.randn(B, H, T, K, device=device)
+    k = torch.randn(B, H, T, K, device=device)
+    v = torch.randn(B, H, T, V, device=device)
+    # a wide gate range: some channels barely decay, some forget almost at once
+    gk = F.logsigmoid(torch.randn(B, H, T, K, device=device) * gate_scale + 1.0)
+    h0 = torch.randn(B, H, K, V, device=device) if with_state else None
+    ins = [t.to(dtype).requires_grad_() for t in (q, k, v, gk)]
+    if h0 is not None:
+        h0 = h0.to(torch.float64 if dtype == torch.float64 else torch.float32).requires_grad_()
+    return ins, h0
+
+
+def _run(backend, ins, h0, **kw):
+    o, ht = gla(*ins, initial_state=h0, output_final_state=True, backend=backend, **kw)
+    w = torch.linspace(-1, 1, o.numel(), dtype=torch.float32).reshape(o.shape)  # fixed, not all-ones
+    loss = (o.float() * w).sum() + ht.float().square().sum() * 0.1
+    leaves = [*ins] + ([h0] if h0 is not None else [])
+    grads = torch.autograd.grad(loss, leaves)
+    return o, ht, grads
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape,chunk", [((2, 3, 63, 5, 7), 16), ((1, 2, 1, 4, 3), 64), ((2, 1, 130, 8, 6), 32)])
+def test_chunked_matches_reference(shape, chunk, dtype):
+    ins, h0 = _inputs(*shape, dtype)
+    o_r, h_r, g_r = _run("reference", ins, h0)
+    o_c, h_c, g_c = _run("chunked", ins, h0, chunk_size=chunk)
+    assert o_c.dtype == dtype and o_c.shape == o_r.shape
+    tol = TOL[dtype]
+    assert rel_err(o_c, o_r) < tol
+    assert rel_err(h_c, h_r) < tol
+    for name, a, e in zip(["dq", "dk", "dv", "dgk", "dh0"], g_c, g_r):
+        assert rel_err(a, e) < tol * (4 if dtype == torch.bfloat16 else 1), name
+
+
+def test_chunked_float64_and_gradcheck():
+    ins, h0 = _inputs(1, 2, 11, 3, 2, torch.float64)
+    o_r, h_r, g_r = _run("reference", ins, h0)
+    o_c, h_c, g_c = _run("chunked", ins, h0, chunk_size=8)
+    assert o_c.dtype == torch.float64
+    assert rel_err(o_c, o_r) < 1e-12 and rel_err(h_c, h_r) < 1e-12
+    assert all(rel_err(a, e) < 1e-11 for a, e in zip(g_c, g_r))
+
+    def f(q, k, v, gk, s):
+        o, ht = gla(q, k, v, gk, initial_state=s, output_final_state=True, backend="chunked", chunk_size=4)
+        return o, ht
+
+    small = [t.detach()[:, :1, :6].clone().requires_grad_() for t in ins]
+    assert torch.autograd.gradcheck(f, (*small, h0.detach()[:, :1].clone().requires_grad_()))
+
+
+def test_strong_decay_stays_finite_and_exact():
+    # exp(-b) of a 64-step cumulative gate of -30/step would overflow any float; log-space must not
+    ins, h0 = _inputs(1, 2, 150, 4, 3, torch.float32, with_state=True)
+    with torch.no_grad():
+        ins[3].copy_(torch.full_like(ins[3], -30.0))
+        ins[3][..., 0] = -1e-4
+    o_r, h_r, g_r = _run("reference", ins, h0)
+    o_c, h_c, g_c = _run("chunked", ins, h0)
+    assert torch.isfinite(o_c).all() and all(torch.isfinite(g).all() for g in g_c)
+    assert rel_err(o_c, o_r) < 1e-4 and rel_err(h_c, h_r) < 1e-4
+    assert all(rel_err(a, e) < 1e-4 for a, e in zip(g_c, g_r))
+
+
+@pytest.mark.parametrize("backend", ["reference", "chunked"])
+def test_varlen_equals_separate_sequences(backend):
+    lens = [5, 0, 40, 18]
+    H, K, V = 2, 4, 5
+    T = sum(lens)
+    ins, _ = _inputs(1, H, T, K, V, torch.float32, with_state=False)
+    h0 = torch.randn(len(lens), H, K, V, requires_grad=True)
+    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()])
+    o, ht = gla(*ins, initial_state=h0, output_final_state=True, cu_seqlens=cu, backend=backend, chunk_size=16)
+    for n, (s, e) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist())):
+        o_n, h_n = gla(*(t[:, :, s:e] for t in ins), initial_state=h0[n : n + 1], output_final_state=True,
+                       backend="reference")
+        assert rel_err(o[:, :, s:e], o_n) < 1e-5
+        assert rel_err(ht[n : n + 1], h_n) < 1e-5
+    # gradients flow into every sequence's initial state
+    (g,) = torch.autograd.grad(o.sum() + ht.sum(), h0)
+    assert (g.abs().sum(dim=(1, 2, 3)) > 0).all()
+
+
+def test_time_first_layout_matches_head_first():
+    ins, h0 = _inputs(2, 3, 20, 4, 5, torch.float32)
+    o_h = gla(*ins, initial_state=h0, backend="chunked")
+    o_t = gla(*(t.transpose(1, 2) for t in ins), initial_state=h0, head_first=False, backend="chunked")
+    assert o_t.shape == (2, 20, 3, 5)
+    assert rel_err(o_t.transpose(1, 2), o_h) < 1e-6
+
+
+def test_default_scale_and_custom_scale():
+    ins, _ = _inputs(1, 1, 9, 4, 2, torch.float32, with_state=False)
+    o_default = gla(*ins, backend="reference")
+    o_one = gla(*ins, scale=1.0, backend="reference")
+    assert rel_err(o_default, o_one * 4 ** -0.5) < 1e-6
+
+
+def test_validation_errors():
+    q = torch.randn(1, 2, 5, 4)
+    v = torch.randn(1, 2, 5, 3)
+    with pytest.raises(ValueError, match="4-D"):
+        gla(q[0], q[0], v[0], q[0])
+    with pytest.raises(ValueError, match="one shape"):
+        gla(q, q[..., :3], v, q)
+    with pytest.raises(ValueError, match="first three dims"):
+        gla(q, q, v[:, :, :4], q)
+    with pytest.raises(ValueError, match=r"initial_state must be \[N, H, K, V\]"):
+        gla(q, q, v, -q.abs(), initial_state=torch.zeros(1, 2, 3, 3))
+    with pytest.raises(ValueError, match="batch must be 1"):
+        gla(q.expand(2, -1, -1, -1), q.expand(2, -1, -1, -1), v.expand(2, -1, -1, -1), q.expand(2, -1, -1, -1),
+            cu_seqlens=torch.tensor([0, 5]))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        gla(q, q, v, -q.abs(), cu_seqlens=torch.tensor([0, 3, 2, 5]))
+    with pytest.raises(ValueError, match="must be <= 0"):
+        gla(q, q, v, q.abs() + 0.1, check_finite=True)
+    with pytest.raises(ValueError, match="unknown GLA backend"):
+        gla(q, q, v, -q.abs(), backend="cuda")
+    with pytest.raises(TypeError, match="integer"):
+        gla(q, q, v, -q.abs(), cu_seqlens=torch.tensor([0.0, 5.0]))
+
+
+def test_backend_choice_on_cpu(monkeypatch):
+    monkeypatch.delenv("SSMKIT_BACKEND", raising=False)
+    assert resolve_backend("auto", torch.device("cpu")) == "chunked"
+    monkeypatch.setenv("SSMKIT_BACKEND", "reference")
+    assert resolve_backend("auto", torch.device("cpu")) == "reference"
+    # the fla path is never silently replaced: asking for it on CPU (or without fla) is an error
+    with pytest.raises(RuntimeError, match="backend='fla'"):
+        resolve_backend("fla", torch.device("cpu"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fla_matches_reference_on_gpu(cuda_device, dtype):
+    ins, h0 = _inputs(2, 3, 200, 64, 32, dtype, device=cuda_device)
+    o_r, h_r, g_r = _run("chunked", ins, h0)
+    o_f, h_f, g_f = _run("fla", ins, h0)
+    tol = 5e-3 if dtype == torch.float32 else 2e-2  # fla's kernels use tf32 / bf16 matmuls
+    assert rel_err(o_f, o_r) < tol and rel_err(h_f, h_r) < tol
+    assert all(rel_err(a, e) < 4 * tol for a, e in zip(g_f, g_r))
