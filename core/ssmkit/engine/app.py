@@ -51,7 +51,7 @@ Hooks, in the order the engine calls them (``self.cfg`` is the loaded, typed con
   training and on ``test`` (or ``val``) by ``ssmkit <app> evaluate``. ``ctx.plots_dir`` is
   where to write figures; ``ctx.autocast()`` and ``ctx.to_device(batch)`` help.
 - ``report(metrics, ctx)`` -> markdown appended to the run's report.md (optional).
-- ``add_arguments(command, parser)``: extra per-command CLI flags (e.g. ``infer FILE --out``,
+- ``add_arguments(command, parser)`` (classmethod): extra per-command CLI flags (e.g. ``infer FILE --out``,
   ``--stream``); they arrive in ``infer``'s ``args``.
 - ``infer(model, args, ctx)`` -> exit code. ``model`` holds the trained weights (``--ckpt``
   or ``--run``).
@@ -234,8 +234,12 @@ class App:
         """Markdown appended to report.md after the final evaluation (plots go to ctx.plots_dir)."""
         return ""
 
-    def add_arguments(self, command: str, parser: argparse.ArgumentParser) -> None:
-        """Add app-specific flags to ``command`` ("train", "evaluate", "infer", "demo")."""
+    @classmethod
+    def add_arguments(cls, command: str, parser: argparse.ArgumentParser) -> None:
+        """Add app-specific flags to ``command`` ("train", "evaluate", "infer", "demo").
+
+        A classmethod: the CLI builds its parsers before any config is loaded.
+        """
 
     def infer(self, model: nn.Module, args: argparse.Namespace, ctx: EvalContext) -> int:
         raise DataError(f"app {self.name!r} has no infer command")
@@ -268,4 +272,16 @@ class App:
         return doc[0] if doc else ""
 
 
-__all__ = ["App", "DataError", "EvalContext", "StepContext", "check_data_dir", "move_to"]
+def get_app(name: str) -> type[App]:
+    """The App class registered as ``name`` (unknown names raise with the nearest valid one)."""
+    from ssmkit import registry
+
+    cls = registry.get("app", name)
+    if not (isinstance(cls, type) and issubclass(cls, App)):
+        raise TypeError(f"app {name!r} is registered as {cls!r}, which is not a subclass of ssmkit.engine.app.App")
+    if not cls.__dict__.get("name"):
+        cls.name = name
+    return cls
+
+
+__all__ = ["App", "DataError", "EvalContext", "StepContext", "check_data_dir", "get_app", "move_to"]
