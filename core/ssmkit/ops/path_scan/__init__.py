@@ -1,0 +1,116 @@
+"""Multi-path selective scan: K scans of one feature map along K index paths, merged back.
+
+This is the op under SS2D/SS3D. A 2-D/3-D scan strategy visits the same map along K paths
+(``path_index[k, t]`` = raster position visited by path ``k`` at step ``t``). The naive
+pipeline writes K permuted copies of the map, runs a 1-D scan on them and permutes the K
+outputs back. Here the shared input ``u`` and the output stay in raster order and the op does
+the gather / scatter itself:
+
+- ``backend="reference"``: :func:`path_scan_reference`, a loop over paths that materialises
+  each copy and scans it with the reference loop: the oracle.
+- any other backend (``"auto"``, ``"chunked"``, ``"triton"``): the batched path. One gather
+  builds all K paths at once, ONE selective-scan call runs over K*D channels with the paths
+  as groups, and the outputs are merged by their exact inverse permutations. On the CPU this
+  is the fast path. On the GPU the 1-D scan is the Triton kernel, but the gather and the merge
+  are still separate passes (one [B, K*D, L] copy in, one out); an in-kernel gather/scatter
+  would remove those two copies.
+
+The per-path inputs ``delta``, ``B`` and ``C`` are taken already in visit order: SS2D builds
+them from a low-rank projection that it gathers cheaply (R + 2N channels instead of D).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ssmkit.ops.path_scan.indexing import inverse_permutation, pairwise_sum
+from ssmkit.ops.path_scan.reference import path_scan_reference
+from ssmkit.ops.selective_scan import BACKENDS, selective_scan
+
+REDUCTIONS = ("sum", "mean", "none")
+
+
+def _shape(t) -> str:
+    return "[" + ", ".join(str(s) for s in t.shape) + "]" if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def _validate(u, delta, B, path_index, path_inverse, reduce, backend) -> None:
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {list(REDUCTIONS)}; got {reduce!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
+    if not isinstance(u, torch.Tensor) or u.dim() != 3:
+        raise ValueError(f"u must be [B, D, L] (batch, channels, raster length); got {_shape(u)}")
+    if not isinstance(path_index, torch.Tensor) or path_index.dim() != 2:
+        raise ValueError(f"path_index must be a [K, L] integer tensor of raster positions; got {_shape(path_index)}")
+    if path_index.dtype != torch.int64:
+        raise TypeError(f"path_index has dtype {path_index.dtype}; expected torch.int64")
+    K, L = path_index.shape
+    batch, dim, length = u.shape
+    if length != L:
+        raise ValueError(f"path_index is [K, L] = {_shape(path_index)} but u has L={length} ({_shape(u)})")
+    if path_index.device != u.device:
+        raise ValueError(f"path_index is on {path_index.device} but u is on {u.device}; expected one device")
+    if path_inverse is not None and (path_inverse.shape != path_index.shape or path_inverse.dtype != torch.int64):
+        raise ValueError(f"path_inverse must be int64 {_shape(path_index)} like path_index; got {_shape(path_inverse)}")
+    if not isinstance(delta, torch.Tensor) or tuple(delta.shape) != (batch, K * dim, L):
+        raise ValueError(f"delta must be [B, K*D, L] = [{batch}, {K * dim}, {L}] (path-major channels); got {_shape(delta)}")
+    if not isinstance(B, torch.Tensor) or B.dim() != 4 or B.shape[1] % K != 0:
+        raise ValueError(f"B must be [B, G, N, L] with G a multiple of K={K} (groups per path); got {_shape(B)}")
+
+
+def fused_path_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    path_index: torch.Tensor,
+    D: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = True,
+    reduce: str = "sum",
+    path_inverse: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Selective scan of one map along K paths, merged back to raster order.
+
+    Args:
+        u: [B, D, L] shared input in raster order (every path reads it).
+        delta: [B, K*D, L] per-path step sizes, path-major (channel ``k*D + d``), in visit order.
+        A: [K*D, N] per-path state matrices.
+        B, C: [B, G, N, L] in visit order, G = K*g (g groups per path, path k owns groups
+            ``k*g .. k*g+g-1``).
+        path_index: [K, L] int64; row k is a permutation of range(L), the raster position
+            that path k visits at each step.
+        D, delta_bias: [K*D] per-path skip and step bias.
+        reduce: "sum" | "mean" merge the paths into [B, D, L]; "none" returns the per-path
+            outputs [B, K, D, L], each already back in raster order.
+        path_inverse: the [K, L] inverse permutation, when the caller has it cached.
+        backend: "reference" runs the materialising oracle; others pick the 1-D scan backend
+            of the batched path (see :func:`ssmkit.ops.selective_scan.selective_scan`).
+
+    Returns:
+        [B, D, L] (or [B, K, D, L] for ``reduce="none"``) in u's dtype, raster order.
+    """
+    _validate(u, delta, B, path_index, path_inverse, reduce, backend)
+    if backend == "reference":
+        return path_scan_reference(u, delta, A, B, C, path_index, D=D, delta_bias=delta_bias,
+                                   delta_softplus=delta_softplus, reduce=reduce)
+    batch, dim, L = u.shape
+    K = path_index.shape[0]
+    gather_idx = path_index.view(1, K, 1, L).expand(batch, K, dim, L)
+    # A single gather writes all K paths; the broadcast view of u costs no memory.
+    u_paths = u.unsqueeze(1).expand(batch, K, dim, L).gather(-1, gather_idx).view(batch, K * dim, L)
+    y = selective_scan(u_paths, delta, A, B, C, D=D, delta_bias=delta_bias,
+                       delta_softplus=delta_softplus, backend=backend)
+    del u_paths
+    inv = inverse_permutation(path_index) if path_inverse is None else path_inverse
+    y = y.view(batch, K, dim, L)
+    if reduce == "none":
+        return y.gather(-1, inv.view(1, K, 1, L).expand(batch, K, dim, L))
+    out = pairwise_sum(y[:, k].index_select(-1, inv[k]) for k in range(K))
+    return out / K if reduce == "mean" else out
+
+
+__all__ = ["REDUCTIONS", "fused_path_scan", "inverse_permutation", "pairwise_sum", "path_scan_reference"]
