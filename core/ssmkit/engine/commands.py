@@ -1,0 +1,209 @@
+"""What ``ssmkit <app> train|evaluate|infer|demo`` do, independent of argument parsing.
+
+The CLI (:mod:`ssmkit.cli`) turns flags into calls of these functions; tests and notebooks can
+call them directly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ssmkit.engine.app import App, DataError, EvalContext
+from ssmkit.engine.checkpoint import CheckpointError, atomic_write_text, load_model_weights
+from ssmkit.engine.config import AppConfig, ConfigError, load_config, read_yaml
+from ssmkit.engine.report import metrics_table, write_report
+from ssmkit.engine.runtime import (
+    DistInfo,
+    amp_dtype,
+    broadcast_str,
+    dist_from_env,
+    init_distributed,
+    resolve_device,
+    seed_everything,
+    shutdown_distributed,
+)
+from ssmkit.engine.trainer import Trainer, run_evaluation
+
+
+def app_config(app_cls: type[App], config: str | Path | None = None, overrides: list[str] | None = None,
+               run_dir: Path | None = None) -> AppConfig:
+    """The app's default YAML <- ``run_dir/config.yaml`` (resume/evaluate) <- ``config`` <- overrides."""
+    base: dict[str, Any] = {}
+    default = app_cls.default_config_path()
+    if default is not None:
+        base = read_yaml(default)
+    if run_dir is not None:
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"run directory {str(run_dir)!r} has no config.yaml; is it a run of app {app_cls.name!r}?")
+        base = read_yaml(saved)
+    if config is not None:
+        extra = read_yaml(config)
+        from ssmkit.engine.config import _deep_merge
+
+        base = _deep_merge(base, extra)
+    return load_config(app_cls.config_class, None, overrides, base=base)
+
+
+def new_run_dir(cfg: AppConfig, app_name: str, dist: DistInfo) -> Path:
+    run_id = cfg.run.id or time.strftime("%Y%m%d-%H%M%S")
+    run_id = broadcast_str(dist, run_id)
+    root = Path(cfg.run.root) / app_name
+    path = root / run_id
+    if not cfg.run.id and dist.is_main:
+        n = 1
+        while path.exists():  # two runs started within the same second
+            n += 1
+            path = root / f"{run_id}-{n}"
+    return Path(broadcast_str(dist, str(path)))
+
+
+def latest_run(root: str | Path, app_name: str) -> Path:
+    base = Path(root) / app_name
+    runs = sorted((p for p in base.glob("*") if (p / "config.yaml").is_file()), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise CheckpointError(f"--resume: no runs of app {app_name!r} under {str(base)!r}; pass the run directory")
+    return runs[-1]
+
+
+def train(app_cls: type[App], config: str | Path | None = None, overrides: list[str] | None = None,
+          resume: str | Path | None = None, verbose: bool = True) -> tuple[Path, dict[str, float]]:
+    """Train (or resume, ``resume`` = a run dir or ``"latest"``); returns (run dir, val metrics).
+
+    Under torchrun (WORLD_SIZE > 1) every rank calls this; the process group is set up here.
+    """
+    dist = dist_from_env()
+    run_dir: Path | None = None
+    if resume is not None:
+        if str(resume) == "latest":
+            cfg0 = app_config(app_cls, config, overrides)
+            run_dir = latest_run(cfg0.run.root, app_cls.name)
+        else:
+            run_dir = Path(resume)
+            if not run_dir.is_dir():
+                raise CheckpointError(f"--resume {str(run_dir)!r}: no such run directory")
+    cfg = app_config(app_cls, config, overrides, run_dir=run_dir)
+    device = resolve_device(cfg.train.device, dist.local_rank)
+    init_distributed(dist, device)
+    try:
+        if run_dir is None:
+            run_dir = new_run_dir(cfg, app_cls.name, dist)
+        if verbose and dist.is_main:
+            print(f"run directory: {run_dir}", flush=True)
+        app = app_cls(cfg)
+        metrics = Trainer(app, run_dir, dist, verbose=verbose).fit(resume=resume is not None)
+    finally:
+        shutdown_distributed()
+    return run_dir, metrics
+
+
+def weights_for(run: str | Path | None, ckpt: str | Path | None) -> Path:
+    """The weights to evaluate: ``--ckpt`` if given, else the run's best, else its final weights."""
+    if ckpt is not None:
+        return Path(ckpt)
+    if run is None:
+        raise CheckpointError("no weights given: pass --run RUN_DIR (a training run) or --ckpt FILE")
+    r = Path(run)
+    for cand in (r / "checkpoints" / "best.safetensors", r / "model.safetensors"):
+        if cand.is_file():
+            return cand
+    raise CheckpointError(f"run {str(r)!r} has no weights (checkpoints/best.safetensors or model.safetensors); "
+                          "did its training finish?")
+
+
+def load_app_model(app_cls: type[App], run: str | Path | None, ckpt: str | Path | None,
+                   config: str | Path | None, overrides: list[str] | None):
+    """(app, model on its device, eval context) ready for evaluation or inference."""
+    run_dir = Path(run) if run is not None else None
+    if run_dir is not None and not run_dir.is_dir():
+        raise CheckpointError(f"--run {str(run_dir)!r}: no such run directory")
+    cfg = app_config(app_cls, config, overrides, run_dir=run_dir)
+    seed_everything(cfg.seed, cfg.train.deterministic)
+    device = resolve_device(cfg.train.device)
+    app = app_cls(cfg)
+    model = app.build_model()
+    load_model_weights(model, weights_for(run_dir, ckpt))
+    model.to(device).eval()
+    ctx = EvalContext(device=device, amp_dtype=amp_dtype(cfg.train.amp, device), run_dir=run_dir)
+    return app, model, ctx
+
+
+def evaluate(app_cls: type[App], run: str | Path | None = None, ckpt: str | Path | None = None,
+             split: str = "test", config: str | Path | None = None, overrides: list[str] | None = None,
+             verbose: bool = True) -> dict[str, float]:
+    """Evaluate trained weights on ``split``; with a run dir, also write ``eval_<split>.json``."""
+    app, model, ctx = load_app_model(app_cls, run, ckpt, config, overrides)
+    ctx.split = split
+    ds = app.build_dataset(split)
+    if len(ds) == 0:
+        raise DataError(f"the {split!r} split of app {app_cls.name!r} is empty")
+    metrics = run_evaluation(app, model, ds, ctx)
+    if ctx.run_dir is not None:
+        atomic_write_text(ctx.run_dir / f"eval_{split}.json", json.dumps(metrics, indent=2) + "\n")
+    if verbose:
+        print(f"{app_cls.name} {split} metrics:")
+        print(metrics_table(metrics))
+    return metrics
+
+
+def infer(app_cls: type[App], args: Any) -> int:
+    app, model, ctx = load_app_model(app_cls, args.run, args.ckpt, args.config, args.set)
+    return int(app.infer(model, args, ctx) or 0)
+
+
+@dataclass
+class DemoResult:
+    app: str
+    run_dir: Path
+    val: dict[str, float]
+    test: dict[str, float]
+    summary: str
+    seconds: float
+
+
+def demo(app_cls: type[App], root: str | Path = "runs/demo", overrides: list[str] | None = None,
+         verbose: bool = True) -> DemoResult:
+    """Train with the default config + the app's ``demo_overrides``, evaluate on test, report."""
+    t0 = time.monotonic()
+    ov = [*app_cls.demo_overrides, f"run.root={root}", f"run.id={app_cls.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+          *(overrides or [])]
+    run_dir, val = train(app_cls, None, ov, verbose=verbose)
+    test = evaluate(app_cls, run=run_dir, split="test", verbose=False)
+    app = app_cls(app_config(app_cls, run_dir=run_dir))
+    summary = app.demo_summary(test)
+    seconds = time.monotonic() - t0
+    if verbose:
+        print(f"{app_cls.name} demo: test {summary} [{seconds:.0f} s, {run_dir}]", flush=True)
+    return DemoResult(app_cls.name, run_dir, val, test, summary, seconds)
+
+
+def demo_all(apps: list[type[App]], root: str | Path = "runs/demo", verbose: bool = True) -> tuple[Path, list]:
+    """Run every app's demo and write one combined ``<root>/report.md``. Failures are reported, not fatal."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    results: list[DemoResult | tuple[str, str]] = []
+    for cls in apps:
+        try:
+            results.append(demo(cls, root / cls.name, verbose=verbose))
+        except (ValueError, TypeError, RuntimeError, OSError) as err:
+            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            results.append((cls.name, f"{type(err).__name__}: {msg}"))
+            if verbose:
+                print(f"{cls.name} demo FAILED: {msg}", flush=True)
+    rows = ["| app | test result | time | run |", "|---|---|---|---|"]
+    for r in results:
+        if isinstance(r, DemoResult):
+            rows.append(f"| {r.app} | {r.summary} | {r.seconds:.0f} s | [{r.run_dir.name}]({r.run_dir.relative_to(root)}/report.md) |")
+        else:
+            rows.append(f"| {r[0]} | FAILED: {r[1]} | | |")
+    body = ("Each app trained from scratch on its embedded data with its quick demo settings, then was "
+            "evaluated on its held-out test split.\n\n" + "\n".join(rows))
+    report = write_report(root, "ssmkit demo", [("Results", body)])
+    return report, results
+
+
+__all__ = ["DemoResult", "app_config", "demo", "demo_all", "evaluate", "infer", "load_app_model", "train"]
