@@ -28,18 +28,19 @@ def path_scan_reference(
 ) -> torch.Tensor:
     """Loop over the K paths. Shapes as in :func:`ssmkit.ops.path_scan.fused_path_scan`.
 
-    u: [B, D, L] raster order; delta: [B, K*D, L], B/C: [B, K, N, L] in visit order;
+    u: [B, D, L] raster order; delta: [B, K*D, L], B/C: [B, K*g, N, L] in visit order;
     A: [K*D, N]; D, delta_bias: [K*D]; path_index: [K, L].
     Returns [B, D, L] (reduce "sum"/"mean") or [B, K, D, L] (reduce "none"), raster order.
     """
     K, L = path_index.shape
     dim = u.shape[1]
+    g = B.shape[1] // K  # groups per path
     outs = []
     for k in range(K):
         ch = slice(k * dim, (k + 1) * dim)
         u_k = u.index_select(-1, path_index[k])  # the materialised copy this path reads
         y_k = selective_scan_reference(
-            u_k, delta[:, ch], A[ch], B[:, k : k + 1], C[:, k : k + 1],
+            u_k, delta[:, ch], A[ch], B[:, k * g : (k + 1) * g], C[:, k * g : (k + 1) * g],
             D=None if D is None else D[ch],
             delta_bias=None if delta_bias is None else delta_bias[ch],
             delta_softplus=delta_softplus,
