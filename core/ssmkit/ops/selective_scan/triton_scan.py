@@ -32,6 +32,11 @@ import triton.language as tl
 
 _LOG2E = 1.4426950408889634
 
+# Every buffer a kernel fills is allocated through these two names, so a test can swap in
+# NaN-filled allocations and catch elements the kernels fail to write.
+_empty = torch.empty
+_empty_like = torch.empty_like
+
 
 @triton.jit
 def _affine_combine(a1, b1, a2, b2):
@@ -353,9 +358,9 @@ class _SelectiveScanTriton(torch.autograd.Function):
         BD = _channels_per_program(elems, T, NP, dpg)
         nch = triton.cdiv(maxlen, T) if needs_grad else 0
 
-        y = torch.empty_like(u)
-        hlast = torch.empty(nseq, dim, N, device=u.device, dtype=compute) if return_final else None
-        hsave = torch.empty(nseq, dim, max(nch, 1), N, device=u.device, dtype=compute) if needs_grad else None
+        y = _empty_like(u)
+        hlast = _empty(nseq, dim, N, device=u.device, dtype=compute) if return_final else None
+        hsave = _empty(nseq, dim, max(nch, 1), N, device=u.device, dtype=compute) if needs_grad else None
         dummy = A2
         if nseq > 0 and dim > 0:
             grid = (dim // BD, nseq)
@@ -400,15 +405,15 @@ class _SelectiveScanTriton(torch.autograd.Function):
         T = m["T"]
         BD = _channels_per_program(elems, T, NP, dpg)
 
-        du = torch.empty_like(u)
-        ddelta = torch.empty_like(delta)
-        dz = torch.empty_like(z) if z is not None else None
+        du = _empty_like(u)
+        ddelta = _empty_like(delta)
+        dz = _empty_like(z) if z is not None else None
         dB = torch.zeros(Bm.shape, device=u.device, dtype=compute)
         dC = torch.zeros(Cm.shape, device=u.device, dtype=compute)
-        dA_part = torch.empty(nseq, dim, N, device=u.device, dtype=compute)
-        dD_part = torch.empty(nseq, dim, device=u.device, dtype=compute) if Dc is not None else None
-        dbias_part = torch.empty(nseq, dim, device=u.device, dtype=compute) if bias is not None else None
-        dh0 = torch.empty(nseq, dim, N, device=u.device, dtype=compute)
+        dA_part = _empty(nseq, dim, N, device=u.device, dtype=compute)
+        dD_part = _empty(nseq, dim, device=u.device, dtype=compute) if Dc is not None else None
+        dbias_part = _empty(nseq, dim, device=u.device, dtype=compute) if bias is not None else None
+        dh0 = _empty(nseq, dim, N, device=u.device, dtype=compute)
         dummy = A2
         if nseq > 0 and dim > 0:
             grid = (dim // BD, nseq)
