@@ -139,10 +139,13 @@ class MegaLayer(nn.Module):
         self.ema_beta.copy_(torch.randn_like(self.ema_beta) * 0.02 + signs)
         nn.init.normal_(self.ema_eta, mean=0.0, std=1.0)
         nn.init.normal_(self.omega, mean=0.0, std=1.0)
+        # fan-in scaled weights (Mega's fixed std 0.02 starves narrow layers of signal), and
+        # q/k scales near 1 so queries and keys start as the same vector z: attention begins as
+        # similarity search instead of uniform averaging, which trains much faster at small widths
         for lin in (self.v_proj, self.mx_proj, self.h_proj):
-            nn.init.normal_(lin.weight, mean=0.0, std=0.02)
+            nn.init.normal_(lin.weight, mean=0.0, std=lin.in_features ** -0.5)
             nn.init.zeros_(lin.bias)
-        nn.init.normal_(self.qk_gamma, mean=0.0, std=0.02)
+        nn.init.normal_(self.qk_gamma, mean=1.0, std=0.02)
         nn.init.zeros_(self.qk_beta)
         self.rel_bias.weight.zero_()
 
