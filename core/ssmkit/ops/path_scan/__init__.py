@@ -8,12 +8,15 @@ the gather / scatter itself:
 
 - ``backend="reference"``: :func:`path_scan_reference`, a loop over paths that materialises
   each copy and scans it with the reference loop: the oracle.
-- any other backend (``"auto"``, ``"chunked"``, ``"triton"``): the batched path. One gather
-  builds all K paths at once, ONE selective-scan call runs over K*D channels with the paths
-  as groups, and the outputs are merged by their exact inverse permutations. On the CPU this
-  is the fast path. On the GPU the 1-D scan is the Triton kernel, but the gather and the merge
-  are still separate passes (one [B, K*D, L] copy in, one out); an in-kernel gather/scatter
-  would remove those two copies.
+- ``"triton"`` (what ``"auto"`` picks on CUDA) when no gradient is needed: the fused kernel
+  of ``triton_path_scan.py`` reads ``u`` through the path index and scatter-adds its output
+  to raster positions inside the kernel; neither the K permuted copies nor the K un-merged
+  outputs are ever written.
+- otherwise (``"chunked"``, or any backend while a gradient is needed) the batched path: one
+  gather builds all K paths at once, ONE selective-scan call runs over K*D channels with the
+  paths as groups, and the outputs are merged by their exact inverse permutations. On the CPU
+  this is the fast path; on the GPU training still writes one [B, K*D, L] copy in and one out
+  (the fused kernel has no backward yet).
 
 The per-path inputs ``delta``, ``B`` and ``C`` are taken already in visit order: SS2D builds
 them from a low-rank projection that it gathers cheaply (R + 2N channels instead of D).
@@ -25,7 +28,7 @@ import torch
 
 from ssmkit.ops.path_scan.indexing import inverse_permutation, pairwise_sum
 from ssmkit.ops.path_scan.reference import path_scan_reference
-from ssmkit.ops.selective_scan import BACKENDS, selective_scan
+from ssmkit.ops.selective_scan import BACKENDS, resolve_backend, selective_scan
 
 REDUCTIONS = ("sum", "mean", "none")
 
@@ -34,7 +37,7 @@ def _shape(t) -> str:
     return "[" + ", ".join(str(s) for s in t.shape) + "]" if isinstance(t, torch.Tensor) else type(t).__name__
 
 
-def _validate(u, delta, B, path_index, path_inverse, reduce, backend) -> None:
+def _validate(u, delta, A, B, C, D, delta_bias, path_index, path_inverse, reduce, backend) -> None:
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {list(REDUCTIONS)}; got {reduce!r}")
     if backend not in BACKENDS:
@@ -55,8 +58,21 @@ def _validate(u, delta, B, path_index, path_inverse, reduce, backend) -> None:
         raise ValueError(f"path_inverse must be int64 {_shape(path_index)} like path_index; got {_shape(path_inverse)}")
     if not isinstance(delta, torch.Tensor) or tuple(delta.shape) != (batch, K * dim, L):
         raise ValueError(f"delta must be [B, K*D, L] = [{batch}, {K * dim}, {L}] (path-major channels); got {_shape(delta)}")
+    if not isinstance(A, torch.Tensor) or A.dim() != 2 or A.shape[0] != K * dim:
+        raise ValueError(f"A must be [K*D, N] with K*D={K * dim}; got {_shape(A)}")
     if not isinstance(B, torch.Tensor) or B.dim() != 4 or B.shape[1] % K != 0:
         raise ValueError(f"B must be [B, G, N, L] with G a multiple of K={K} (groups per path); got {_shape(B)}")
+    want = (batch, B.shape[1], A.shape[1], L)
+    for name, t in (("B", B), ("C", C)):
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != want:
+            raise ValueError(f"{name} must be [B, G, N, L] = {list(want)}; got {_shape(t)}")
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None and (not isinstance(t, torch.Tensor) or tuple(t.shape) != (K * dim,)):
+            raise ValueError(f"{name} must be [K*D] = [{K * dim}]; got {_shape(t)}")
+    devices = {n: t.device for n, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D),
+                                         ("delta_bias", delta_bias)) if isinstance(t, torch.Tensor)}
+    if len(set(devices.values())) > 1:
+        raise ValueError(f"all inputs must be on one device; got {devices}")
 
 
 def fused_path_scan(
@@ -93,17 +109,26 @@ def fused_path_scan(
     Returns:
         [B, D, L] (or [B, K, D, L] for ``reduce="none"``) in u's dtype, raster order.
     """
-    _validate(u, delta, B, path_index, path_inverse, reduce, backend)
+    _validate(u, delta, A, B, C, D, delta_bias, path_index, path_inverse, reduce, backend)
     if backend == "reference":
         return path_scan_reference(u, delta, A, B, C, path_index, D=D, delta_bias=delta_bias,
                                    delta_softplus=delta_softplus, reduce=reduce)
+    chosen = resolve_backend(backend, u.device)
+    needs_grad = torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in (u, delta, A, B, C, D, delta_bias))
+    nstate = A.shape[-1]
+    if chosen == "triton" and not needs_grad and nstate & (nstate - 1) == 0:
+        from ssmkit.ops.path_scan.triton_path_scan import path_scan_triton_forward
+
+        return path_scan_triton_forward(u, delta, A, B, C, path_index, D=D, delta_bias=delta_bias,
+                                        delta_softplus=delta_softplus, reduce=reduce)
     batch, dim, L = u.shape
     K = path_index.shape[0]
     gather_idx = path_index.view(1, K, 1, L).expand(batch, K, dim, L)
     # A single gather writes all K paths; the broadcast view of u costs no memory.
     u_paths = u.unsqueeze(1).expand(batch, K, dim, L).gather(-1, gather_idx).view(batch, K * dim, L)
     y = selective_scan(u_paths, delta, A, B, C, D=D, delta_bias=delta_bias,
-                       delta_softplus=delta_softplus, backend=backend)
+                       delta_softplus=delta_softplus, backend=chosen)
     del u_paths
     inv = inverse_permutation(path_index) if path_inverse is None else path_inverse
     y = y.view(batch, K, dim, L)
