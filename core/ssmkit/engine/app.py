@@ -112,7 +112,7 @@ class EvalContext:
     amp_dtype: torch.dtype | None = None  # bf16 on CUDA unless disabled; None: full precision
     split: str = "val"
     run_dir: Path | None = None
-    step: int = 0
+    global_step: int = 0  # optimizer steps taken so far
 
     @property
     def plots_dir(self) -> Path | None:
@@ -146,7 +146,7 @@ class StepContext(EvalContext):
     def backward(self, loss: torch.Tensor, retain_graph: bool = False) -> None:
         """Backpropagate ``loss`` (bf16 autocast needs no loss scaling)."""
         if not torch.isfinite(loss.detach()).all():
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.step}")
+            raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step}")
         loss.backward(retain_graph=retain_graph)
 
     def step(self, name: str = "main") -> None:
@@ -220,7 +220,14 @@ class App:
 
     def configure_optimizers(self, model: nn.Module) -> dict[str, torch.optim.Optimizer]:
         t = self.cfg.train
-        params = [p for p in model.parameters() if p.requires_grad]
+        # Weight decay shrinks matrices; on biases, norm gains and parameters flagged
+        # ``_no_weight_decay`` (Mamba's A_log and D) it would change the dynamics instead.
+        decay, no_decay = [], []
+        for p in model.parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or getattr(p, "_no_weight_decay", False) else decay).append(p)
+        params = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        params = [g for g in params if g["params"]]
         if t.optimizer == "sgd":
             opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
         elif t.optimizer == "adam":

@@ -158,7 +158,7 @@ class Trainer:
         model.train()
         while step < total:
             for batch in self._train_batches(train_ds, epoch, batch_i):
-                ctx.step, ctx.epoch = step, epoch
+                ctx.global_step, ctx.epoch = step, epoch
                 ctx.grad_norms = {}
                 out = app.train_step(ctx, move_to(batch, self.device))
                 step, batch_i, count = step + 1, batch_i + 1, count + 1
@@ -198,7 +198,7 @@ class Trainer:
 
     def _eval_ctx(self, split: str, step: int) -> EvalContext:
         return EvalContext(device=self.device, amp_dtype=self.amp, split=split,
-                           run_dir=self.run_dir if self.dist.is_main else None, step=step)
+                           run_dir=self.run_dir if self.dist.is_main else None, global_step=step)
 
     def _validate(self, model, val_ds, step, epoch, logger, progress, best):
         """Rank 0 evaluates and keeps the best weights; other ranks wait at the barrier."""
