@@ -1,0 +1,286 @@
+"""MAAT and its baselines: every detector maps windows [B, L, C] to per-step scores [B, L].
+
+- ``maat``: Anomaly-Transformer association discrepancy (learned Gaussian prior per head vs the
+  series association), optional block-sparse attention, and a Mamba reconstruction path with a
+  skip connection fused into the attention branch by a sigmoid gate and core GatedAttention.
+- ``anomaly_transformer``: the same network without the Mamba path.
+- ``mamba_recon``: Mamba-only reconstruction; the score is the reconstruction error.
+- ``isolation_forest``: scikit-learn IsolationForest on flattened windows, exported to tensors
+  (:mod:`ssmkit_apps.anomaly.forest`) so it saves to safetensors like the others.
+
+Every torch model holds its input standardisation (``scale_mean``/``scale_std`` [C]) and its
+fitted threshold as buffers, so a checkpoint alone can score a new file.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssmkit.layers.mamba import MambaBlock
+from ssmkit.registry import register_model
+
+KL_EPS = 1e-4  # keeps log() finite where an association is exactly zero (masked blocks)
+
+
+class DetectorBase(nn.Module):
+    """Buffers shared by every detector: standardisation and the validation-fitted threshold."""
+
+    score_kind = "reconstruction"
+
+    def __init__(self, n_channels: int, window: int) -> None:
+        super().__init__()
+        if n_channels < 1:
+            raise ValueError(f"n_channels must be >= 1, got {n_channels}")
+        if window < 2:
+            raise ValueError(f"window must be >= 2, got {window}")
+        self.n_channels, self.window = int(n_channels), int(window)
+        self.register_buffer("scale_mean", torch.zeros(n_channels))
+        self.register_buffer("scale_std", torch.ones(n_channels))
+        # NaN until a validation pass fits it; scoring a file without one raises, never guesses.
+        self.register_buffer("threshold", torch.tensor(float("nan")))
+
+    def set_scaler(self, mean, std) -> None:
+        self.scale_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.scale_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.scale_mean.to(x.dtype)) / self.scale_std.to(x.dtype)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or x.ndim != 3:
+            raise ValueError(f"expected windows [B, L, C], got {getattr(x, 'shape', type(x))}")
+        if x.shape[-1] != self.n_channels:
+            raise ValueError(f"input has {x.shape[-1]} channels, the model was built for {self.n_channels}")
+
+
+class DataEmbedding(nn.Module):
+    """Token embedding (circular conv over time, as in Anomaly Transformer) + fixed sinusoids."""
+
+    def __init__(self, c_in: int, d_model: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(c_in, d_model, 3, padding=1, padding_mode="circular", bias=False)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_in", nonlinearity="leaky_relu")
+        self.d_model = d_model
+        self.drop = nn.Dropout(dropout)
+
+    def positional(self, L: int, device, dtype) -> torch.Tensor:
+        pos = torch.arange(L, device=device, dtype=torch.float32)[:, None]
+        div = torch.exp(torch.arange(0, self.d_model, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / self.d_model))
+        pe = torch.zeros(L, self.d_model, device=device)
+        pe[:, 0::2] = torch.sin(pos * div)
+        pe[:, 1::2] = torch.cos(pos * div[: self.d_model // 2])
+        return pe.to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, L, C] -> [B, L, d_model]."""
+        h = self.conv(x.transpose(1, 2)).transpose(1, 2)
+        return self.drop(h + self.positional(x.shape[1], x.device, h.dtype))
+
+
+def block_sparse_mask(L: int, block: int, reach: int = 1, n_global: int = 0, device=None) -> torch.Tensor:
+    """Boolean [L, L] mask of allowed query->key pairs: keys within ``reach`` blocks of the
+    query's block of size ``block``, plus ``n_global`` leading tokens that see and are seen by all."""
+    if block < 1:
+        raise ValueError(f"block size must be >= 1, got {block}")
+    if reach < 0 or n_global < 0:
+        raise ValueError(f"reach and n_global must be >= 0, got reach={reach}, n_global={n_global}")
+    b = torch.arange(L, device=device) // block
+    mask = (b[:, None] - b[None, :]).abs() <= reach
+    if n_global:
+        g = torch.arange(L, device=device) < n_global
+        mask = mask | g[:, None] | g[None, :]
+    return mask
+
+
+class AnomalyAttention(nn.Module):
+    """Multi-head attention that also returns the series association, a learned Gaussian prior
+    association and its per-head scale.
+
+    forward(x [B, L, d]) -> (out [B, L, d], series [B, H, L, L], prior [B, H, L, L]).
+    Rows of ``series`` and ``prior`` sum to one. With ``sparse_block > 0`` both are restricted
+    to the block-sparse pattern, so masked pairs carry exactly zero weight in either and the
+    discrepancy compares like with like.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, sparse_block: int = 0,
+                 sparse_reach: int = 1, n_global: int = 0) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        self.h, self.dh = n_heads, d_model // n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.sigma = nn.Linear(d_model, n_heads)
+        self.out = nn.Linear(d_model, d_model)
+        self.drop = nn.Dropout(dropout)
+        self.sparse_block, self.sparse_reach, self.n_global = sparse_block, sparse_reach, n_global
+
+    def mask(self, L: int, device) -> torch.Tensor | None:
+        if self.sparse_block <= 0:
+            return None
+        return block_sparse_mask(L, self.sparse_block, self.sparse_reach, self.n_global, device)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, L, _ = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.h, self.dh).permute(2, 0, 3, 1, 4)
+        logits = (q @ k.transpose(-1, -2)).float() / math.sqrt(self.dh)  # [B, H, L, L]
+        mask = self.mask(L, x.device)
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        series = logits.softmax(dim=-1)
+        # sigma in (0, 2]: the sigmoid keeps the scale bounded, the 3**s - 1 map lets it spread
+        # from very narrow to a few steps (the Anomaly Transformer parameterisation).
+        s = torch.sigmoid(5.0 * self.sigma(x).float()) + 1e-5
+        sigma = (torch.pow(3.0, s) - 1.0).transpose(1, 2)  # [B, H, L]
+        idx = torch.arange(L, device=x.device, dtype=torch.float32)
+        dist2 = (idx[:, None] - idx[None, :]) ** 2
+        prior = torch.exp(-dist2 / (2 * sigma[..., None] ** 2)) / (math.sqrt(2 * math.pi) * sigma[..., None])
+        if mask is not None:
+            prior = prior * mask
+        prior = prior / prior.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        ctx = (self.drop(series).to(v.dtype) @ v).transpose(1, 2).reshape(B, L, self.h * self.dh)
+        return self.out(ctx), series, prior
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm Transformer layer around :class:`AnomalyAttention` (as the original model)."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, **attn_kw) -> None:
+        super().__init__()
+        self.attn = AnomalyAttention(d_model, n_heads, dropout, **attn_kw)
+        self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        a, series, prior = self.attn(x)
+        x = self.norm1(x + self.drop(a))
+        return self.norm2(x + self.drop(self.ff(x))), series, prior
+
+
+def association_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) over the key axis, averaged over heads: [B, H, L, L] -> [B, L]."""
+    return (p * (torch.log(p + KL_EPS) - torch.log(q + KL_EPS))).sum(-1).mean(1)
+
+
+class GatedFusion(nn.Module):
+    """Fuse the attention branch ``a`` and the Mamba branch ``m`` ([B, L, d] each).
+
+    A per-feature sigmoid gate chooses between them, then core GatedAttention (attention with a
+    head-wise sigmoid output gate) refines the mixture with a residual."""
+
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        from ssmkit.layers.gated_attention import GatedAttention
+
+        self.gate = nn.Linear(2 * d_model, d_model)
+        self.norm = nn.LayerNorm(d_model)
+        self.attn = GatedAttention(d_model, num_heads=n_heads)
+
+    def forward(self, a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        g = torch.sigmoid(self.gate(torch.cat([a, m], dim=-1)))
+        mixed = g * a + (1 - g) * m
+        return mixed + self.attn(self.norm(mixed))
+
+
+@register_model("maat")
+class MAAT(DetectorBase):
+    """Mamba Adaptive Anomaly Transformer: windows [B, L, C] -> reconstruction [B, L, C] plus
+    per-layer series and prior associations [B, H, L, L].
+
+    Args:
+        n_channels: C. window: L used for training and scoring.
+        d_model, n_heads, n_layers, d_ff, dropout: the association (Transformer) branch.
+        sparse_block: block size of block-sparse attention (0 = dense); sparse_reach: how many
+            neighbouring blocks a query sees; n_global: leading tokens that see everything.
+        mamba_layers: depth of the Mamba reconstruction path (0 = plain Anomaly Transformer).
+        d_state, backend, bidirectional: passed to the core Mamba blocks.
+        temperature: scale of the discrepancy inside softmax(-discrepancy) of the score.
+    """
+
+    score_kind = "association"
+
+    def __init__(self, n_channels: int = 8, window: int = 64, d_model: int = 64, n_heads: int = 4,
+                 n_layers: int = 2, d_ff: int = 128, dropout: float = 0.0, sparse_block: int = 0,
+                 sparse_reach: int = 1, n_global: int = 0, mamba_layers: int = 2, d_state: int = 16,
+                 backend: str = "auto", bidirectional: bool = False, temperature: float = 50.0) -> None:
+        super().__init__(n_channels, window)
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        self.temperature = float(temperature)
+        self.embed = DataEmbedding(n_channels, d_model, dropout)
+        attn_kw = dict(sparse_block=sparse_block, sparse_reach=sparse_reach, n_global=n_global)
+        self.layers = nn.ModuleList(EncoderLayer(d_model, n_heads, d_ff, dropout, **attn_kw) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.mamba = nn.ModuleList(
+            MambaBlock(d_model, d_state=d_state, backend=backend, bidirectional=bidirectional) for _ in range(mamba_layers)
+        )
+        self.fusion = GatedFusion(d_model, n_heads) if mamba_layers else None
+        self.proj = nn.Linear(d_model, n_channels)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """x: standardised windows [B, L, C]."""
+        self.check_input(x)
+        e = self.embed(x)
+        h, series, prior = e, [], []
+        for layer in self.layers:
+            h, s, p = layer(h)
+            series.append(s)
+            prior.append(p)
+        h = self.norm(h)
+        if self.fusion is not None:
+            m = e
+            for blk in self.mamba:
+                m = blk(m)  # pre-norm residual blocks: the skip path keeps the raw embedding
+            h = self.fusion(h, m + e)
+        return {"recon": self.proj(h), "series": series, "prior": prior}
+
+    def discrepancy(self, series: list[torch.Tensor], prior: list[torch.Tensor]) -> torch.Tensor:
+        """Symmetric KL between each layer's series and prior, summed over layers: [B, L]."""
+        return sum(association_kl(s, p) + association_kl(p, s) for s, p in zip(series, prior))
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Anomaly score per step of standardised windows [B, L, C] -> [B, L]:
+        softmax over the window of -discrepancy, times the reconstruction error."""
+        out = self.forward(x)
+        err = (out["recon"].float() - x.float()).pow(2).mean(-1)
+        weight = torch.softmax(-self.temperature * self.discrepancy(out["series"], out["prior"]), dim=-1)
+        return weight * err
+
+
+@register_model("anomaly_transformer")
+def anomaly_transformer(**kw) -> MAAT:
+    """Plain Anomaly Transformer: MAAT with the Mamba path switched off."""
+    kw["mamba_layers"] = 0
+    return MAAT(**kw)
+
+
+@register_model("mamba_recon")
+class MambaRecon(DetectorBase):
+    """Mamba-only reconstruction baseline: [B, L, C] -> reconstruction [B, L, C]; score = MSE per step."""
+
+    def __init__(self, n_channels: int = 8, window: int = 64, d_model: int = 64, mamba_layers: int = 2,
+                 d_state: int = 16, dropout: float = 0.0, backend: str = "auto", bidirectional: bool = False,
+                 **_unused_attention_kw) -> None:
+        super().__init__(n_channels, window)
+        if mamba_layers < 1:
+            raise ValueError(f"mamba_recon needs mamba_layers >= 1, got {mamba_layers}")
+        self.embed = DataEmbedding(n_channels, d_model, dropout)
+        self.blocks = nn.ModuleList(
+            MambaBlock(d_model, d_state=d_state, backend=backend, bidirectional=bidirectional) for _ in range(mamba_layers)
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.proj = nn.Linear(d_model, n_channels)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        self.check_input(x)
+        h = self.embed(x)
+        for blk in self.blocks:
+            h = blk(h)
+        return {"recon": self.proj(self.norm(h)), "series": [], "prior": []}
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.forward(x)["recon"].float() - x.float()).pow(2).mean(-1)

@@ -1,0 +1,192 @@
+"""Per-step anomaly scores from window scores, in batch and as a bounded-memory stream.
+
+One rule assigns each time step to exactly one window, so batch and streaming scores are
+identical by construction. With window L and hop h (1 <= h <= L):
+
+- the first window covers rows [0, L) and emits all L scores;
+- every h rows after that, the window ending at the newest row emits its last h scores;
+- at the end of the series, a final window ending at the last row emits the rows not yet
+  scored (fewer than h).
+
+h = L scores non-overlapping blocks (the Anomaly Transformer protocol); h = 1 scores each row
+with the window that ends at it (lowest delay, L times the compute).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import sys
+from typing import IO, Iterable, Iterator
+
+import numpy as np
+import torch
+
+
+def window_plan(T: int, window: int, hop: int) -> list[tuple[int, int]]:
+    """[(window start, number of trailing positions it emits)] covering rows 0..T-1 once each."""
+    if not 1 <= hop <= window:
+        raise ValueError(f"hop must be in [1, window={window}], got {hop}")
+    if T < window:
+        raise ValueError(f"{T} rows is fewer than one window of {window} rows")
+    plan = [(0, window)]
+    end = window - 1
+    while end + hop <= T - 1:
+        end += hop
+        plan.append((end - window + 1, hop))
+    if end < T - 1:
+        plan.append((T - window, T - 1 - end))
+    return plan
+
+
+@torch.no_grad()
+def score_windows(model, windows: torch.Tensor, device: torch.device | None = None, amp_dtype=None) -> torch.Tensor:
+    """Standardised windows [N, L, C] -> scores [N, L] (float32, on CPU)."""
+    device = device or next(iter(model.buffers())).device
+    x = windows.to(device)
+    if amp_dtype is not None and device.type == "cuda":
+        with torch.autocast(device_type="cuda", dtype=amp_dtype):
+            s = model.score(x)
+    else:
+        s = model.score(x)
+    return s.float().cpu()
+
+
+@torch.no_grad()
+def score_series(model, series: np.ndarray, hop: int, *, batch_size: int = 64, device=None, amp_dtype=None,
+                 normalized: bool = False) -> np.ndarray:
+    """Raw (or ``normalized=True``: already standardised) series [T, C] -> per-step scores [T]."""
+    x = torch.from_numpy(np.ascontiguousarray(series, dtype=np.float32))
+    model.check_input(x[None, :1])
+    if not normalized:
+        x = model.normalize(x.to(model.scale_mean.device)).cpu()
+    plan = window_plan(x.shape[0], model.window, hop)
+    out = np.empty(x.shape[0], dtype=np.float32)
+    for i in range(0, len(plan), batch_size):
+        chunk = plan[i : i + batch_size]
+        wins = torch.stack([x[s : s + model.window] for s, _ in chunk])
+        sc = score_windows(model, wins, device, amp_dtype).numpy()
+        for (s, n), row in zip(chunk, sc):
+            out[s + model.window - n : s + model.window] = row[model.window - n :]
+    return out
+
+
+class StreamScorer:
+    """Scores rows one at a time with memory bounded by one window.
+
+    ``push(row)`` takes one raw row [C] and returns the (row index, score) pairs that became
+    final; ``flush()`` emits the tail at the end of the stream. The emitted scores equal
+    :func:`score_series` on the same rows.
+    """
+
+    def __init__(self, model, hop: int, device=None, amp_dtype=None) -> None:
+        if not 1 <= hop <= model.window:
+            raise ValueError(f"hop must be in [1, window={model.window}], got {hop}")
+        self.model, self.hop, self.device, self.amp_dtype = model, hop, device, amp_dtype
+        self.buf: collections.deque[np.ndarray] = collections.deque(maxlen=model.window)
+        self.n = 0  # rows consumed
+        self.mean = model.scale_mean.detach().cpu().numpy()
+        self.std = model.scale_std.detach().cpu().numpy()
+
+    def _score_last(self, k: int) -> list[tuple[int, float]]:
+        win = torch.from_numpy(np.stack(self.buf))[None]
+        s = score_windows(self.model, win, self.device, self.amp_dtype)[0, -k:].numpy()
+        return [(self.n - k + i, float(v)) for i, v in enumerate(s)]
+
+    def push(self, row: np.ndarray) -> list[tuple[int, float]]:
+        row = np.asarray(row, dtype=np.float32)
+        if row.shape != self.mean.shape:
+            raise ValueError(f"row has {row.size} values, the model expects {self.mean.size} channels")
+        # Same float32 arithmetic as DetectorBase.normalize, so streaming matches batch bit for bit.
+        self.buf.append(((row - self.mean) / self.std).astype(np.float32))
+        self.n += 1
+        W = self.model.window
+        if self.n == W:
+            return self._score_last(W)
+        if self.n > W and (self.n - W) % self.hop == 0:
+            return self._score_last(self.hop)
+        return []
+
+    def flush(self) -> list[tuple[int, float]]:
+        W = self.model.window
+        if self.n < W:
+            return []
+        rest = (self.n - W) % self.hop
+        return self._score_last(rest) if rest else []
+
+
+def parse_rows(lines: Iterable[str], n_channels: int, err: IO[str] = sys.stderr,
+               drop: tuple[str, ...] = ("timestamp", "is_anomaly", "label")) -> Iterator[tuple[int, np.ndarray]]:
+    """CSV text rows -> (data-row index, values [C]). A header (non-numeric first line) is used
+    to drop ``drop`` columns by name. Malformed rows are reported on ``err`` and skipped, so one
+    bad line never stops a stream; their index is not reused."""
+    keep: list[int] | None = None
+    width = n_channels  # fields per row: the header's width once a header is seen
+    idx = -1
+    first = True
+    for raw in lines:
+        line = raw.strip()
+        if not line:
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        if first:
+            first = False
+            try:
+                [float(f) for f in fields]
+            except ValueError:
+                keep = [i for i, f in enumerate(fields) if f.lower() not in drop]
+                if len(keep) != n_channels:
+                    raise ValueError(
+                        f"stream header has {len(keep)} value columns {[fields[i] for i in keep]}; "
+                        f"the model expects {n_channels} channels"
+                    ) from None
+                width = len(fields)
+                continue
+        idx += 1
+        if len(fields) != width:
+            print(f"stream row {idx}: expected {width} fields, got {len(fields)} in {line[:80]!r}; skipped",
+                  file=err, flush=True)
+            continue
+        vals = [fields[i] for i in keep] if keep is not None else fields
+        try:
+            arr = np.array([float(v) for v in vals], dtype=np.float32)
+        except ValueError:
+            print(f"stream row {idx}: non-numeric value in {line[:80]!r}; skipped", file=err, flush=True)
+            continue
+        if not np.isfinite(arr).all():
+            print(f"stream row {idx}: non-finite value in {line[:80]!r}; skipped", file=err, flush=True)
+            continue
+        yield idx, arr
+
+
+def stream(model, lines: Iterable[str], out: IO[str], *, hop: int, threshold: float | None = None,
+           err: IO[str] = sys.stderr, device=None) -> int:
+    """Score CSV ``lines`` as they arrive; write ``index,score,flag`` per row, flushed per window.
+
+    Returns the number of rows scored. Memory holds one window and one window's index map."""
+    thr = float(model.threshold) if threshold is None else float(threshold)
+    if math.isnan(thr):
+        raise ValueError("the model has no fitted threshold; evaluate it on a validation split first or pass --threshold")
+    scorer = StreamScorer(model, hop, device)
+    # Input indices can skip (malformed rows), so remember the last window's worth of them.
+    ids: collections.deque[int] = collections.deque(maxlen=model.window)
+    out.write("index,score,flag\n")
+    done = 0
+
+    def emit(pairs):
+        nonlocal done
+        base = scorer.n - len(ids)
+        for pos, s in pairs:
+            out.write(f"{ids[pos - base]},{s:.6g},{int(s > thr)}\n")
+        done += len(pairs)
+        if pairs:
+            out.flush()
+
+    for idx, row in parse_rows(lines, model.n_channels, err):
+        ids.append(idx)
+        emit(scorer.push(row))
+    emit(scorer.flush())
+    if scorer.n < model.window:
+        print(f"stream ended after {scorer.n} rows, fewer than one window of {model.window}; nothing scored",
+              file=err, flush=True)
+    return done
