@@ -1,0 +1,284 @@
+"""``ssmkit bench scan2d``: the SS2D multi-path scan core, fused vs "materialise K copies".
+
+Two pipelines compute the same [B, Di, H, W] -> [B, Di, H, W] map, K paths of one strategy:
+
+- ``materialized``: the VMamba pipeline the issue anchors on: ``strategy.scan`` writes K
+  permuted copies, ONE 1-D selective-scan call over K*Di channels (G=K groups, no z), then
+  ``strategy.merge`` permutes the K outputs back and sums them.
+- ``fused``: :func:`ssmkit.ops.path_scan.fused_path_scan` on the raster-order map.
+
+``--level layer`` times :meth:`SS2D.core` instead (the per-path x_proj/dt_proj included; the
+fused core projects in raster order and gathers only the R + 2N projected channels).
+
+Forward is timed under ``no_grad``; fwd+bwd backpropagates a random output gradient into the
+map and every scan input. Peak memory is the extra memory over what was live before the call:
+``torch.cuda.max_memory_allocated`` on the GPU; on the CPU the process's peak resident set
+(``VmHWM``, reset through ``/proc/self/clear_refs``) with glibc told to mmap large blocks so
+freed tensors leave the resident set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import statistics
+import time
+
+import torch
+
+from ssmkit.registry import register_bench
+
+ISSUE_VMAMBA_H100 = {  # the issue's anchor (bf16, B=8, d_inner=384, N=16): fwd ms, fwd+bwd ms, peak GB
+    64: (1.31, 6.18, 0.85),
+    128: (5.68, 24.2, 3.40),
+}
+
+
+# --------------------------------------------------------------------------------- memory
+def _proc_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def _mmap_threshold(nbytes: int) -> None:
+    # glibc keeps freed blocks below the mmap threshold in its heap, so RSS would not fall
+    # between calls and the peak delta would understate the working set. Memory is measured
+    # with a small threshold (every tensor mmapped, freed back at once); timing runs with a
+    # large one, because an mmap + page faults per tensor would dominate the CPU times.
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, nbytes)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, nbytes)  # M_TRIM_THRESHOLD
+        libc.malloc_trim(0)  # return what the heap holds now, so the baseline RSS is live memory
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_mb(fn, device: torch.device) -> float:
+    """Extra memory (MB) at the peak of ``fn()`` over what was live just before it."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    _mmap_threshold(1 << 16)
+    try:
+        gc.collect()
+        base = _proc_kb("VmRSS")
+        if base is None or not _reset_peak_rss():
+            return float("nan")
+        fn()
+        return (_proc_kb("VmHWM") - base) / 1024
+    finally:
+        _mmap_threshold(32 << 20)
+
+
+# ---------------------------------------------------------------------------------- timing
+def time_ms(fn, device: torch.device, reps: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``reps`` calls (CUDA events on the GPU)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+# -------------------------------------------------------------------------------- variants
+def make_case(batch: int, d_model: int, d_state: int, size: int, strategy: str, dtype, device, seed: int = 0):
+    """An SS2D layer plus its core's inputs at one size: the conv output and the scan inputs."""
+    from ssmkit.layers.ss2d import SS2D
+
+    torch.manual_seed(seed)
+    layer = SS2D(d_model=d_model, d_state=d_state, strategy=strategy, device=device).to(dtype)
+    Di, K, L = layer.d_inner, layer.num_paths, size * size
+    x = torch.randn(batch, Di, size, size, device=device, dtype=dtype)
+    scan_in = {
+        "delta": (0.5 * torch.randn(batch, K * Di, L, device=device) - 2.0).to(dtype),
+        "A": -torch.exp(layer.A_log.detach().float()),
+        "B": torch.randn(batch, K, d_state, L, device=device, dtype=dtype),
+        "C": torch.randn(batch, K, d_state, L, device=device, dtype=dtype),
+        "D": layer.D.detach().float().clone(),
+        "delta_bias": layer.dt_proj_bias.detach().float().reshape(-1).repeat(K // layer.dt_proj_bias.shape[0]),
+    }
+    return layer, x, scan_in
+
+
+def op_materialized(layer, x, s):
+    """VMamba: K copies -> one scan over K*Di channels -> merge."""
+    from ssmkit.ops.selective_scan import selective_scan
+
+    batch, Di, *shape = x.shape
+    xs = layer.strategy.scan(x)
+    K, L = xs.shape[1], xs.shape[-1]
+    y = selective_scan(xs.view(batch, K * Di, L), s["delta"], s["A"], s["B"], s["C"], D=s["D"],
+                       delta_bias=s["delta_bias"], backend=layer.backend)
+    return layer.strategy.merge(y.view(batch, K, Di, L), tuple(shape))
+
+
+def op_fused(layer, x, s):
+    """fused_path_scan on the raster-order map."""
+    from ssmkit.ops.path_scan import fused_path_scan
+
+    batch, Di, *shape = x.shape
+    shape = tuple(shape)
+    y = fused_path_scan(x.reshape(batch, Di, -1), s["delta"], s["A"], s["B"], s["C"],
+                        layer.strategy.index(shape, x.device), D=s["D"], delta_bias=s["delta_bias"],
+                        path_inverse=layer.strategy.inverse(shape, x.device), backend=layer.backend)
+    return y.view(batch, Di, *shape)
+
+
+VARIANTS = {
+    "op": {"materialized": op_materialized, "fused": op_fused},
+    "layer": {"materialized": lambda layer, x, s: layer.core(x, impl="materialized"),
+              "fused": lambda layer, x, s: layer.core(x, impl="fused")},
+}
+
+
+def _closures(fn, layer, x, s, level: str):
+    def fwd():
+        with torch.no_grad():
+            return fn(layer, x, s)
+
+    grads_of = [x] + ([s["delta"], s["B"], s["C"]] if level == "op" else list(layer.parameters()))
+
+    def fwd_bwd():
+        for t in grads_of:
+            t.grad = None
+        out = fn(layer, x, s)
+        out.backward(torch.ones_like(out))
+
+    return fwd, fwd_bwd
+
+
+def bench_size(args, size: int, device: torch.device, dtype) -> list[dict]:
+    layer, x, s = make_case(args.batch, args.d_model, args.d_state, size, args.strategy, dtype, device)
+    layer.backend = args.backend
+    rows = []
+    for mode in args.modes:
+        if mode == "fwdbwd":
+            x.requires_grad_(True)
+            if args.level == "op":
+                for k in ("delta", "B", "C"):
+                    s[k].requires_grad_(True)
+        row = {"size": size, "mode": mode, "batch": args.batch, "d_inner": layer.d_inner, "K": layer.num_paths,
+               "d_state": args.d_state, "dtype": str(dtype).replace("torch.", ""), "level": args.level,
+               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+        for name, fn in VARIANTS[args.level].items():
+            fwd, fwd_bwd = _closures(fn, layer, x, s, args.level)
+            call = fwd if mode == "fwd" else fwd_bwd
+            row[f"{name}_ms"] = time_ms(call, device, args.reps)
+            row[f"{name}_peak_mb"] = peak_mb(call, device)
+        rows.append(row)
+        x.grad = None
+    with torch.no_grad():  # the two pipelines must agree, or the timing means nothing
+        a = op_fused(layer, x, s) if args.level == "op" else layer.core(x, impl="fused")
+        b = op_materialized(layer, x, s) if args.level == "op" else layer.core(x, impl="materialized")
+        err = float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12))
+    for row in rows:
+        row["rel_err"] = err
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    head = (f"{'size':>8} {'mode':>7} {'materialized ms':>16} {'fused ms':>9} {'speedup':>8} "
+            f"{'mat. peak MB':>13} {'fused peak MB':>14} {'rel err':>8}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        speed = r["materialized_ms"] / r["fused_ms"] if r["fused_ms"] > 0 else float("nan")
+        print(f"{r['size']:>4}x{r['size']:<3} {r['mode']:>7} {r['materialized_ms']:>16.2f} {r['fused_ms']:>9.2f} "
+              f"{speed:>7.2f}x {r['materialized_peak_mb']:>13.1f} {r['fused_peak_mb']:>14.1f} {r['rel_err']:>8.1e}")
+
+
+@register_bench("scan2d")
+def run(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="ssmkit bench scan2d", description=__doc__.split("\n\n")[0])
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--cpu", action="store_true", help="run on the CPU (default when no CUDA device)")
+    where.add_argument("--gpu", action="store_true", help="run on the CUDA device")
+    p.add_argument("--quick", action="store_true",
+                   help="small shapes that finish in minutes on 2 CPU cores (B=2, d_model=48, 32x32 and 64x64)")
+    p.add_argument("--sizes", type=str, default=None, help="comma-separated H=W sizes (default 64,128)")
+    p.add_argument("--batch", type=int, default=None, help="B (default 8)")
+    p.add_argument("--d-model", type=int, default=None, help="d_model; d_inner = 2 * d_model (default 192)")
+    p.add_argument("--d-state", type=int, default=16, help="N (default 16)")
+    p.add_argument("--strategy", default="cross", help="a registered scan strategy (default cross, K=4)")
+    p.add_argument("--level", choices=["op", "layer"], default="op",
+                   help="op: copies + scan + merge (the issue's anchor); layer: SS2D.core with projections")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="default bf16 on GPU, fp32 on CPU")
+    p.add_argument("--modes", default="fwd,fwdbwd", help="comma-separated: fwd, fwdbwd")
+    p.add_argument("--backend", default="auto", help="selective-scan backend of both pipelines")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 10 GPU, 3 CPU)")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = p.parse_args(argv)
+
+    use_gpu = args.gpu or (not args.cpu and torch.cuda.is_available())
+    if use_gpu and not torch.cuda.is_available():
+        p.error("--gpu needs a CUDA device; none is visible (use --cpu)")
+    device = torch.device("cuda" if use_gpu else "cpu")
+    quick = args.quick
+    args.batch = args.batch or (2 if quick else 8)
+    args.d_model = args.d_model or (48 if quick else 192)
+    sizes = [int(v) for v in (args.sizes or ("32,64" if quick else "64,128")).split(",") if v]
+    args.modes = [m for m in args.modes.split(",") if m]
+    bad = [m for m in args.modes if m not in ("fwd", "fwdbwd")]
+    if bad:
+        p.error(f"--modes accepts fwd and fwdbwd; got {bad}")
+    args.reps = args.reps or (10 if use_gpu else 3)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype or ("bf16" if use_gpu else "fp32")]
+    if not use_gpu:
+        _mmap_threshold(32 << 20)
+
+    print(f"ssmkit bench scan2d: {args.level} level, strategy={args.strategy}, B={args.batch}, "
+          f"d_inner={2 * args.d_model}, N={args.d_state}, {str(dtype).replace('torch.', '')}, "
+          f"device={'cuda: ' + torch.cuda.get_device_name() if use_gpu else f'cpu ({torch.get_num_threads()} threads)'}, "
+          f"median of {args.reps}")
+    rows = []
+    for size in sizes:
+        rows.extend(bench_size(args, size, device, dtype))
+    print_table(rows)
+    if use_gpu and args.level == "op" and args.batch == 8 and args.d_model == 192 and args.d_state == 16:
+        print("\nissue anchor (VMamba copies + mamba-ssm v2.3.2 CUDA scan + merge, H100 bf16):")
+        for r in rows:
+            ref = ISSUE_VMAMBA_H100.get(r["size"])
+            if ref:
+                ms = ref[0] if r["mode"] == "fwd" else ref[1]
+                print(f"  {r['size']}x{r['size']} {r['mode']}: anchor {ms:.2f} ms, fused {r['fused_ms']:.2f} ms "
+                      f"({ms / r['fused_ms']:.2f}x); anchor peak {ref[2]:.2f} GB, fused {r['fused_peak_mb'] / 1024:.2f} GB")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+    return 0
