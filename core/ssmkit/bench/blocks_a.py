@@ -1,0 +1,184 @@
+"""Timing helpers for the gated blocks of part A (GLA, Mega's EMA); no registration here.
+
+``ssmkit bench blocks`` (``bench/blocks.py``) imports these and prints their rows. Every helper
+returns a list of dicts ``{name, shape, ms_fast, ms_ref, ratio}`` with ``ratio = ms_ref /
+ms_fast``: for the fast-vs-reference comparisons it is the speed-up of the fast form; for the
+fla overhead rows ``ms_fast`` is the raw fla-core call and ``ms_ref`` ours, so the ratio is our
+cost relative to raw fla (the target is <= 1.10).
+
+Run directly for a quick table: ``python -m ssmkit.bench.blocks_a [--gpu]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ssmkit.ops.ema import ema
+from ssmkit.ops.gla import fla_status, gla
+
+
+def time_ms(fn: Callable[[], object], device: torch.device, warmup: int = 2, iters: int = 5) -> float:
+    """Median wall time of ``fn()`` in milliseconds (CUDA work is synchronised)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _row(name: str, shape: str, ms_fast: float, ms_ref: float) -> dict:
+    return {"name": name, "shape": shape, "ms_fast": round(ms_fast, 3), "ms_ref": round(ms_ref, 3),
+            "ratio": round(ms_ref / ms_fast, 3) if ms_fast > 0 else float("inf")}
+
+
+def _fwd_bwd(fn: Callable[[], torch.Tensor | tuple], leaves: list[torch.Tensor], backward: bool):
+    def run():
+        out = fn()
+        o = out[0] if isinstance(out, tuple) else out
+        if backward:
+            torch.autograd.grad(o.float().sum(), leaves)
+    return run
+
+
+def _gla_inputs(B, H, T, K, V, dtype, device, head_first=True, grad=False):
+    shape_k = (B, H, T, K) if head_first else (B, T, H, K)
+    shape_v = (B, H, T, V) if head_first else (B, T, H, V)
+    q = torch.randn(shape_k, device=device, dtype=dtype)
+    k = torch.randn(shape_k, device=device, dtype=dtype)
+    v = torch.randn(shape_v, device=device, dtype=dtype)
+    gk = F.logsigmoid(torch.randn(shape_k, device=device, dtype=torch.float32)) / 16
+    return [t.requires_grad_(grad) for t in (q, k, v, gk)]
+
+
+def gla_vs_recurrent(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                     shapes: list[tuple[int, int, int, int, int]] | None = None,
+                     backward: bool = False, iters: int = 3) -> list[dict]:
+    """GLA chunked form vs the recurrent reference, per (B, H, T, K, V) shape.
+
+    The default shape is what the GLA layer runs at the issue's standard size (B=8, L=1024,
+    d=256 with 4 heads: K = 32, V = 64).
+    """
+    device = torch.device(device)
+    shapes = shapes or [(8, 4, 1024, 32, 64)]
+    rows = []
+    for B, H, T, K, V in shapes:
+        ins = _gla_inputs(B, H, T, K, V, dtype, device, grad=backward)
+        fast = _fwd_bwd(lambda: gla(*ins, backend="chunked"), ins, backward)
+        ref = _fwd_bwd(lambda: gla(*ins, backend="reference"), ins, backward)
+        tag = "fwd+bwd" if backward else "fwd"
+        rows.append(_row(f"gla chunked vs recurrent ({tag}, {device.type}, {str(dtype)[6:]})",
+                         f"B={B} H={H} T={T} K={K} V={V}",
+                         time_ms(fast, device, warmup=1, iters=iters), time_ms(ref, device, warmup=1, iters=iters)))
+    return rows
+
+
+def ema_fft_vs_recurrence(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                          shapes: list[tuple[int, int, int, int]] | None = None,
+                          backward: bool = False, iters: int = 3) -> list[dict]:
+    """Mega's EMA: FFT convolution vs the recurrence, per (B, D, N, L) shape (default B=8,
+    D=256, N=16, L=1024)."""
+    device = torch.device(device)
+    shapes = shapes or [(8, 256, 16, 1024)]
+    rows = []
+    for B, D, N, L in shapes:
+        x = torch.randn(B, D, L, device=device, dtype=dtype, requires_grad=backward)
+        params = [torch.sigmoid(torch.randn(D, N, device=device)), torch.sigmoid(torch.randn(D, N, device=device)),
+                  torch.randn(D, N, device=device), torch.randn(D, N, device=device)]
+        params = [p.requires_grad_(backward) for p in params]
+        leaves = [x, *params]
+        fast = _fwd_bwd(lambda: ema(x, *params, backend="fft"), leaves, backward)
+        ref = _fwd_bwd(lambda: ema(x, *params, backend="reference"), leaves, backward)
+        tag = "fwd+bwd" if backward else "fwd"
+        rows.append(_row(f"ema fft vs recurrence ({tag}, {device.type}, {str(dtype)[6:]})",
+                         f"B={B} D={D} N={N} L={L}",
+                         time_ms(fast, device, warmup=1, iters=iters), time_ms(ref, device, warmup=1, iters=iters)))
+    return rows
+
+
+def gla_fla_overhead(B: int = 8, T: int = 4096, H: int = 16, K: int = 128, V: int = 128,
+                     dtype: torch.dtype = torch.bfloat16, iters: int = 20) -> list[dict]:
+    """On CUDA with fla-core: our GLA op and layer against the raw ``fla.ops.gla.chunk_gla`` call.
+
+    Rows: (1) ``ssmkit.ops.gla.gla(..., head_first=False, backend="fla")`` vs raw chunk_gla, fwd
+    and fwd+bwd, on identical [B, T, H, K] tensors (the layer's own call path: validation,
+    dispatch, no layout copies); (2) the whole GLA layer (d_model = 2 * H * K, so H heads of
+    K = V = 128; projections, gates, norm and output gate included) vs the raw call, as context
+    for where the time goes. Raises RuntimeError when CUDA or fla-core is missing.
+    """
+    if not torch.cuda.is_available():
+        raise RuntimeError("gla_fla_overhead needs a CUDA device")
+    ok, why = fla_status()
+    if not ok:
+        raise RuntimeError(f"gla_fla_overhead needs fla-core: {why}")
+    from fla.ops.gla import chunk_gla  # noqa: PLC0415 - optional GPU dependency
+
+    from ssmkit.layers.gla import GLA  # noqa: PLC0415 - bench sits above layers
+
+    dev = torch.device("cuda")
+    shape = f"B={B} T={T} H={H} K={K} V={V} {str(dtype)[6:]}"
+    rows = []
+    for backward in (False, True):
+        ins = _gla_inputs(B, H, T, K, V, dtype, dev, head_first=False, grad=backward)
+        raw = _fwd_bwd(lambda: chunk_gla(*ins, scale=K ** -0.5), ins, backward)
+        ours = _fwd_bwd(lambda: gla(*ins, scale=K ** -0.5, head_first=False, backend="fla"), ins, backward)
+        tag = "fwd+bwd" if backward else "fwd"
+        rows.append(_row(f"gla op ssmkit(fla) / raw chunk_gla ({tag})", shape,
+                         time_ms(raw, dev, warmup=3, iters=iters), time_ms(ours, dev, warmup=3, iters=iters)))
+        layer = GLA(d_model=2 * H * K, num_heads=H, expand_k=0.5, expand_v=V * H / (2 * H * K),
+                    backend="fla").to(dev, dtype)
+        x = torch.randn(B, T, 2 * H * K, device=dev, dtype=dtype, requires_grad=backward)
+        lay = _fwd_bwd(lambda: layer(x), [x, *layer.parameters()] if backward else [x], backward)
+        rows.append(_row(f"GLA layer d={2 * H * K} (with projections) / raw chunk_gla ({tag})", shape,
+                         time_ms(raw, dev, warmup=3, iters=iters), time_ms(lay, dev, warmup=3, iters=iters)))
+        del layer, x, ins
+        torch.cuda.empty_cache()
+    return rows
+
+
+def run_all(device: str = "cpu", gpu_fla: bool = False, backward: bool = True) -> list[dict]:
+    """Every comparison of this module for one device (plus the fla overhead rows on request)."""
+    rows = []
+    for bwd in (False, True) if backward else (False,):
+        rows += gla_vs_recurrent(device, backward=bwd)
+        rows += ema_fft_vs_recurrence(device, backward=bwd)
+    if device == "cuda":
+        rows += gla_vs_recurrent(device, torch.bfloat16)
+    if gpu_fla:
+        rows += gla_fla_overhead()
+    return rows
+
+
+def format_rows(rows: list[dict]) -> str:
+    """A plain-text table of the rows."""
+    head = f"{'name':<62} {'shape':<34} {'ms_fast':>9} {'ms_ref':>9} {'ratio':>7}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['name']:<62} {r['shape']:<34} {r['ms_fast']:>9.3f} {r['ms_ref']:>9.3f} {r['ratio']:>7.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ssmkit.bench.blocks_a",
+                                     description="GLA chunked vs recurrent, EMA FFT vs recurrence, fla overhead")
+    parser.add_argument("--gpu", action="store_true", help="run on CUDA and include the fla-core overhead rows")
+    parser.add_argument("--no-backward", action="store_true", help="forward timings only")
+    args = parser.parse_args(argv)
+    device = "cuda" if args.gpu else "cpu"
+    print(format_rows(run_all(device, gpu_fla=args.gpu, backward=not args.no_backward)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
