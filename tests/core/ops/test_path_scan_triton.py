@@ -25,31 +25,43 @@ CHECK = textwrap.dedent(
     assert os.environ["TRITON_INTERPRET"] == "1"
     import torch
     from ssmkit.ops.path_scan import fused_path_scan, path_scan_reference
+    from ssmkit.ops.path_scan.triton_path_scan import path_scan_triton
     from ssmkit.registry import create_scan
 
     torch.manual_seed(0)
     results = []
-    # (strategy, shape, D per path, N, groups per path, reduce, dtype, D/bias given)
-    cases = [("cross", (3, 5), 3, 4, 1, "sum", torch.float32, True),
-             ("sass", (2, 3), 4, 2, 2, "none", torch.float32, True),
-             ("tri_orient", (2, 1, 3), 2, 4, 1, "mean", torch.bfloat16, False)]
-    for strategy, shape, dim, n, gpp, reduce, dtype, extras in cases:
+    # (strategy, shape, D per path, N, groups per path, reduce, dtype, D/bias given, with grads)
+    cases = [("cross", (3, 5), 3, 4, 1, "sum", torch.float32, True, True),
+             ("sass", (2, 3), 4, 2, 2, "none", torch.float32, True, True),
+             ("bidirectional", (1, 7), 8, 2, 4, "mean", torch.float32, False, True),
+             ("tri_orient", (2, 1, 3), 2, 4, 1, "mean", torch.bfloat16, False, False)]
+    for strategy, shape, dim, n, gpp, reduce, dtype, extras, grads in cases:
         index = create_scan(strategy).index(shape)
         K, L = index.shape
-        u = torch.randn(2, dim, L).to(dtype)
-        delta = (0.5 * torch.randn(2, K * dim, L)).to(dtype)
-        A = -(torch.rand(K * dim, n) + 0.5)
-        B = torch.randn(2, K * gpp, n, L).to(dtype)
-        C = torch.randn(2, K * gpp, n, L).to(dtype)
-        D = torch.randn(K * dim) if extras else None
-        bias = 0.3 * torch.randn(K * dim) if extras else None
-        with torch.no_grad():
-            out = fused_path_scan(u, delta, A, B, C, index, D=D, delta_bias=bias, reduce=reduce, backend="triton")
-        ref = path_scan_reference(u.float(), delta.float(), A, B.float(), C.float(), index, D=D,
-                                  delta_bias=bias, reduce=reduce)
-        err = float((out.float() - ref).abs().max() / ref.abs().max())
-        results.append({"case": strategy, "err": err, "dtype": str(out.dtype), "shape": list(out.shape),
-                        "want_shape": list(ref.shape), "finite": bool(torch.isfinite(out.float()).all())})
+        nb = 2 if strategy == "sass" else 1  # the interpreter is slow: one case covers batch strides
+        ts = [torch.randn(nb, dim, L), 0.5 * torch.randn(nb, K * dim, L), -(torch.rand(K * dim, n) + 0.5),
+              torch.randn(nb, K * gpp, n, L), torch.randn(nb, K * gpp, n, L)]
+        ts = [t.to(dtype) if i != 2 else t for i, t in enumerate(ts)]
+        ts += [torch.randn(K * dim), 0.3 * torch.randn(K * dim)] if extras else [None, None]
+        if grads:
+            leaves = [t.requires_grad_(True) for t in ts if t is not None]
+            # chunk_size=4 makes every sequence cross chunk boundaries (carried state and adjoint)
+            out = path_scan_triton(*ts[:5], index, D=ts[5], delta_bias=ts[6], reduce=reduce, chunk_size=4)
+        else:
+            with torch.no_grad():
+                out = fused_path_scan(*ts[:5], index, D=ts[5], delta_bias=ts[6], reduce=reduce, backend="triton")
+        f32 = [None if t is None else t.detach().float().requires_grad_(grads) for t in ts]
+        ref = path_scan_reference(*f32[:5], index, D=f32[5], delta_bias=f32[6], reduce=reduce)
+        err = float((out.detach().float() - ref.detach()).abs().max() / ref.detach().abs().max())
+        gerr = []
+        if grads:
+            gy = torch.randn_like(ref)
+            g_out = torch.autograd.grad(out, leaves, gy)
+            g_ref = torch.autograd.grad(ref, [t for t in f32 if t is not None], gy)
+            gerr = [float((a - b).abs().max() / b.abs().max()) for a, b in zip(g_out, g_ref)]
+        results.append({"case": strategy, "err": err, "grad_errs": gerr, "dtype": str(out.dtype),
+                        "shape": list(out.shape), "want_shape": list(ref.shape),
+                        "finite": bool(torch.isfinite(out.float()).all())})
     print("RESULT" + json.dumps(results))
     """
 )
@@ -62,13 +74,15 @@ def test_fused_kernel_matches_reference_under_interpreter():
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
     results = json.loads(line[len("RESULT"):])
-    assert len(results) == 3
+    assert len(results) == 4
     for r in results:
         assert r["shape"] == r["want_shape"], r
         assert r["finite"], r
         tol = 1e-2 if "bfloat16" in r["dtype"] else 1e-5
         assert r["err"] < tol, r
-    assert results[2]["dtype"] == "torch.bfloat16"
+        assert all(e < 1e-5 for e in r["grad_errs"]), r
+    assert [len(r["grad_errs"]) for r in results] == [7, 7, 5, 0]  # every input's gradient checked
+    assert results[3]["dtype"] == "torch.bfloat16"
 
 
 @pytest.mark.gpu
@@ -88,7 +102,15 @@ def test_fused_kernel_on_gpu(cuda_device, reduce, dtype):
     B = torch.randn(2, K, n, L, device=cuda_device).to(dtype)
     C = torch.randn(2, K, n, L, device=cuda_device).to(dtype)
     D = torch.randn(K * dim, device=cuda_device)
+    tol = 1e-2 if dtype == torch.bfloat16 else 1e-4
     with torch.no_grad():
         out = fused_path_scan(u, delta, A, B, C, index, D=D, reduce=reduce, backend="triton")
     ref = path_scan_reference(u.float(), delta.float(), A, B.float(), C.float(), index, D=D, reduce=reduce)
-    assert rel_err(out, ref) < (1e-2 if dtype == torch.bfloat16 else 1e-4)
+    assert rel_err(out, ref) < tol
+    leaves = [t.detach().requires_grad_(True) for t in (u, delta, A, B, C, D)]
+    out = fused_path_scan(*leaves[:5], index, D=leaves[5], reduce=reduce, backend="triton")
+    f32 = [t.detach().float().requires_grad_(True) for t in leaves]
+    ref = path_scan_reference(*f32[:5], index, D=f32[5], reduce=reduce)
+    gy = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(out, leaves, gy.to(out.dtype)), torch.autograd.grad(ref, f32, gy)):
+        assert rel_err(a, b) < tol

@@ -8,15 +8,14 @@ the gather / scatter itself:
 
 - ``backend="reference"``: :func:`path_scan_reference`, a loop over paths that materialises
   each copy and scans it with the reference loop: the oracle.
-- ``"triton"`` (what ``"auto"`` picks on CUDA) when no gradient is needed: the fused kernel
-  of ``triton_path_scan.py`` reads ``u`` through the path index and scatter-adds its output
-  to raster positions inside the kernel; neither the K permuted copies nor the K un-merged
-  outputs are ever written.
-- otherwise (``"chunked"``, or any backend while a gradient is needed) the batched path: one
-  gather builds all K paths at once, ONE selective-scan call runs over K*D channels with the
-  paths as groups, and the outputs are merged by their exact inverse permutations. On the CPU
-  this is the fast path; on the GPU training still writes one [B, K*D, L] copy in and one out
-  (the fused kernel has no backward yet).
+- ``"triton"`` (what ``"auto"`` picks on CUDA): the fused kernels of ``triton_path_scan.py``.
+  The forward reads ``u`` through the path index and scatter-adds its output to raster
+  positions inside the kernel; the backward gathers the output gradient the same way and
+  scatter-adds du. Neither the K permuted copies nor the K un-merged outputs are ever written.
+  Needs a power-of-two N (other N take the batched path).
+- ``"chunked"`` (the CPU default): the batched path. One gather builds all K paths at once,
+  ONE selective-scan call runs over K*D channels with the paths as groups, and the outputs
+  are merged by their exact inverse permutations.
 
 The per-path inputs ``delta``, ``B`` and ``C`` are taken already in visit order: SS2D builds
 them from a low-rank projection that it gathers cheaply (R + 2N channels instead of D).
@@ -114,14 +113,12 @@ def fused_path_scan(
         return path_scan_reference(u, delta, A, B, C, path_index, D=D, delta_bias=delta_bias,
                                    delta_softplus=delta_softplus, reduce=reduce)
     chosen = resolve_backend(backend, u.device)
-    needs_grad = torch.is_grad_enabled() and any(
-        isinstance(t, torch.Tensor) and t.requires_grad for t in (u, delta, A, B, C, D, delta_bias))
     nstate = A.shape[-1]
-    if chosen == "triton" and not needs_grad and nstate & (nstate - 1) == 0:
-        from ssmkit.ops.path_scan.triton_path_scan import path_scan_triton_forward
+    if chosen == "triton" and nstate & (nstate - 1) == 0 and u.shape[1] % (B.shape[1] // path_index.shape[0]) == 0:
+        from ssmkit.ops.path_scan.triton_path_scan import path_scan_triton
 
-        return path_scan_triton_forward(u, delta, A, B, C, path_index, D=D, delta_bias=delta_bias,
-                                        delta_softplus=delta_softplus, reduce=reduce)
+        return path_scan_triton(u, delta, A, B, C, path_index, D=D, delta_bias=delta_bias,
+                                delta_softplus=delta_softplus, reduce=reduce)
     batch, dim, L = u.shape
     K = path_index.shape[0]
     gather_idx = path_index.view(1, K, 1, L).expand(batch, K, dim, L)
