@@ -235,7 +235,7 @@ def save_checkpoint(
     rng_js, rng_t = rng_state()
     tensors.update(rng_t)
     opt_js = {n: _split_optimizer(n, o.state_dict(), tensors) for n, o in optimizers.items()}
-    sched_js = {n: {k: v for k, v in s.state_dict().items() if k != "lr_lambdas"} for n, s in schedulers.items()}
+    sched_js = {n: s.state_dict() for n, s in schedulers.items()}
     save_file(_contiguous_state(model), str(tmp / "model.safetensors"))
     save_file(tensors, str(tmp / "state.safetensors"))
     files = {f: {"sha256": _sha256(tmp / f), "bytes": (tmp / f).stat().st_size}
