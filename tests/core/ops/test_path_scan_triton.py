@@ -45,8 +45,10 @@ CHECK = textwrap.dedent(
         ts += [torch.randn(K * dim), 0.3 * torch.randn(K * dim)] if extras else [None, None]
         if grads:
             leaves = [t.requires_grad_(True) for t in ts if t is not None]
-            # chunk_size=4 makes every sequence cross chunk boundaries (carried state and adjoint)
-            out = path_scan_triton(*ts[:5], index, D=ts[5], delta_bias=ts[6], reduce=reduce, chunk_size=4)
+            # Tiny tiles (T_fwd, T_bwd, SEG) make every sequence cross chunk and segment boundaries:
+            # the carried state, the adjoint carry and the rebuilt chunk-entry states are all used.
+            tiles = (4, 2, 8) if strategy == "cross" else (4, 4, 8)
+            out = path_scan_triton(*ts[:5], index, D=ts[5], delta_bias=ts[6], reduce=reduce, tiles=tiles)
         else:
             with torch.no_grad():
                 out = fused_path_scan(*ts[:5], index, D=ts[5], delta_bias=ts[6], reduce=reduce, backend="triton")
