@@ -28,6 +28,8 @@ each chunk's states from its boundary state and runs the adjoint recurrence
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -63,6 +65,9 @@ class _Workspace:
 
     def __init__(self, dtT, dtuT, A_T, BT, CT, chunk: int, reverse: bool):
         self.dtT, self.dtuT, self.A_T, self.BT, self.CT = dtT, dtuT, A_T, BT, CT
+        # exp(x) = exp2(x log2 e): PyTorch's CPU exp2 is 2-3x faster than its exp here, and exp
+        # goes through MKL's threaded VML, which stalls tiny calls on a busy machine.
+        self.A2_T = A_T * math.log2(math.e)
         self.reverse = reverse
         _, batch, dim = dtT.shape
         groups, nstate = BT.shape[2], BT.shape[3]
@@ -115,8 +120,8 @@ class _Workspace:
         """Fill dA[:T] and hs[:T+1] for chunk [t0, t1) starting from state h_in [B, N, D]."""
         T = t1 - t0
         dA = self.dA[:T]
-        torch.mul(self.dtT[t0:t1].unsqueeze(2), self.A_T, out=dA)
-        dA.exp_()
+        torch.mul(self.dtT[t0:t1].unsqueeze(2), self.A2_T, out=dA)
+        torch.exp2(dA, out=dA)
         first, out_rows, _ = self.split(self.hs[: T + 1], T)
         self.hs[first].copy_(h_in)
         self.outer(self.dtuT[t0:t1], self.BT[t0:t1], out_rows)
