@@ -94,26 +94,32 @@ def peak_mb(fn, device: torch.device) -> float:
 
 
 # ---------------------------------------------------------------------------------- timing
-def time_ms(fn, device: torch.device, reps: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` over ``reps`` calls (CUDA events on the GPU)."""
-    for _ in range(warmup):
-        fn()
-    times = []
+def time_ms(fns: dict, device: torch.device, reps: int, warmup: int = 1) -> dict[str, float]:
+    """Median wall time (ms) of each ``fns[name]()`` over ``reps`` calls (CUDA events on the GPU).
+
+    The variants run interleaved, one call of each per round, so on a shared or throttling
+    machine they see the same conditions.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     if device.type == "cuda":
         torch.cuda.synchronize()
-        for _ in range(reps):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    else:
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    for _ in range(reps):
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times[name].append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 # -------------------------------------------------------------------------------- variants
@@ -196,10 +202,13 @@ def bench_size(args, size: int, device: torch.device, dtype) -> list[dict]:
         row = {"size": size, "mode": mode, "batch": args.batch, "d_inner": layer.d_inner, "K": layer.num_paths,
                "d_state": args.d_state, "dtype": str(dtype).replace("torch.", ""), "level": args.level,
                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+        calls = {}
         for name, fn in VARIANTS[args.level].items():
             fwd, fwd_bwd = _closures(fn, layer, x, s, args.level)
-            call = fwd if mode == "fwd" else fwd_bwd
-            row[f"{name}_ms"] = time_ms(call, device, args.reps)
+            calls[name] = fwd if mode == "fwd" else fwd_bwd
+        for name, ms in time_ms(calls, device, args.reps).items():
+            row[f"{name}_ms"] = ms
+        for name, call in calls.items():
             row[f"{name}_peak_mb"] = peak_mb(call, device)
         rows.append(row)
         x.grad = None

@@ -225,8 +225,8 @@ class SS2D(nn.Module):
             index = self.strategy.index(shape, x.device)
             # Project in raster order (the projection is per position), then gather only the
             # R + 2N projected channels into each path's visit order.
-            x_dbl = torch.einsum("bdl,kcd->bkcl", flat, self.x_proj_weight)
-            c = x_dbl.shape[2]
+            Kp, c = self.x_proj_weight.shape[:2]
+            x_dbl = torch.matmul(self.x_proj_weight.reshape(Kp * c, Di), flat).view(batch, Kp, c, L)
             x_dbl = x_dbl.expand(batch, K, c, L).gather(-1, index.view(1, K, 1, L).expand(batch, K, c, L))
             dt_r, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
             delta = torch.einsum("bkrl,kdr->bkdl", dt_r, dt_w).reshape(batch, K * Di, L)

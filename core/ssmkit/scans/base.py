@@ -119,10 +119,10 @@ class ScanStrategy:
         shape = tuple(x.shape[2:])
         index = self.index(shape, x.device)
         K, L = index.shape
-        flat = x.reshape(batch, chans, L)
-        # One gather by the concatenated paths, then a [B, C, K, L] -> [B, K, C, L] transpose.
-        out = flat.index_select(-1, index.reshape(-1)).view(batch, chans, K, L)
-        return out.transpose(1, 2).contiguous()
+        flat = x.reshape(batch, chans, 1, L).transpose(1, 2)  # [B, 1, C, L] view
+        # One gather writes [B, K, C, L] directly; on the CPU it is several times faster than
+        # index_select along the last axis followed by a transposing copy.
+        return flat.expand(batch, K, chans, L).gather(-1, index.view(1, K, 1, L).expand(batch, K, chans, L))
 
     def merge(self, y: torch.Tensor, shape: tuple[int, ...], reduce: str = "sum") -> torch.Tensor:
         """[B, K, C, L] -> [B, C, *shape]: each path's output put back in place, summed or averaged.
@@ -141,7 +141,8 @@ class ScanStrategy:
             raise ValueError(
                 f"merge for {self.name!r} at spatial shape {list(shape)} expects y [B, {K}, C, {L}]; got {_shape(y)}"
             )
-        out = pairwise_sum(y[:, k].index_select(-1, index_inv[k]) for k in range(K))
+        B_, C_ = y.shape[0], y.shape[2]
+        out = pairwise_sum(y[:, k].gather(-1, index_inv[k].expand(B_, C_, L)) for k in range(K))
         if reduce == "mean":
             out = out / K
         return out.reshape(y.shape[0], y.shape[2], *shape)

@@ -131,7 +131,7 @@ def fused_path_scan(
     y = y.view(batch, K, dim, L)
     if reduce == "none":
         return y.gather(-1, inv.view(1, K, 1, L).expand(batch, K, dim, L))
-    out = pairwise_sum(y[:, k].index_select(-1, inv[k]) for k in range(K))
+    out = pairwise_sum(y[:, k].gather(-1, inv[k].expand(batch, dim, L)) for k in range(K))
     return out / K if reduce == "mean" else out
 
 
