@@ -155,24 +155,25 @@ def check_full(device, log) -> bool:
 
 
 def sweep(device, log) -> None:
-    fwd_cfgs = [(4096, 64, 4), (2048, 32, 4), (4096, 32, 4), (4096, 16, 4), (8192, 16, 8), (4096, 128, 4),
-                (8192, 64, 8), (2048, 8, 4)]
-    bwd_cfgs = [(2048, 64, 4), (1024, 32, 4), (2048, 32, 4), (2048, 16, 4), (4096, 64, 8), (4096, 32, 8)]
+    """Time tiling knobs at the first and third issue shapes in bf16 (triton_scan.set_tile_config)."""
+    fwd_cfgs = [dict(), dict(T_fwd=16), dict(T_fwd=4), dict(states_per_warp=64), dict(states_per_warp=256),
+                dict(warps=2), dict(warps=4)]
+    bwd_cfgs = [dict(), dict(T_bwd=2), dict(T_bwd=8), dict(states_per_warp=64), dict(seg=256), dict(warps=2)]
     for shape in (ISSUE_SHAPES[0], ISSUE_SHAPES[2]):
         ins = make_inputs(shape, torch.bfloat16, device)
         for cfg in fwd_cfgs:
-            triton_scan.set_tile_config(fwd=cfg)
+            triton_scan.set_tile_config(**cfg)
             with torch.no_grad():
                 ms = cuda_time_ms(lambda: run_scan(ins, "triton"), reps=10)
-            log(f"sweep fwd {shape} bf16 cfg={cfg}: {ms:.3f} ms")
-        triton_scan.set_tile_config()
+            log(f"sweep fwd {shape} bf16 {cfg or 'default'}: {ms:.3f} ms")
+            triton_scan.set_tile_config()
         insg = make_inputs(shape, torch.bfloat16, device, requires_grad=True)
         gy = torch.randn(shape[0], shape[1], shape[2], device=device, dtype=torch.bfloat16)
         for cfg in bwd_cfgs:
-            triton_scan.set_tile_config(bwd=cfg)
+            triton_scan.set_tile_config(**cfg)
             ms = cuda_time_ms(lambda: run_scan(insg, "triton").backward(gy), reps=10)
-            log(f"sweep fwd+bwd {shape} bf16 bwd cfg={cfg}: {ms:.3f} ms")
-        triton_scan.set_tile_config()
+            log(f"sweep fwd+bwd {shape} bf16 {cfg or 'default'}: {ms:.3f} ms")
+            triton_scan.set_tile_config()
         del ins, insg
         torch.cuda.empty_cache()
 

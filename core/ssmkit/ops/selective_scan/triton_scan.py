@@ -69,22 +69,28 @@ def _seq_bounds(cu_ptr, pid_s, L, VARLEN: tl.constexpr):
 
 @triton.jit
 def _step_size(delta, bias, t_ok, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    # delta, result: [T, BD]; bias: [BD]; t_ok: [T].
     x = delta
     if HAS_BIAS:
-        x = x + bias[:, None]
+        x = x + bias[None, :]
     dt = x
     if SOFTPLUS:
         dt = _softplus(x)
     # Steps outside the sequence get dt = 0: a = exp2(0) = 1 and b = 0, the scan's identity.
-    return tl.where(t_ok[None, :], dt, 0.0), x
+    return tl.where(t_ok[:, None], dt, 0.0), x
+
+
+# Tiles are [T, N, BD] with the channels innermost: Triton's default layout then spreads lanes
+# over channels (and states, when BD < 32) and keeps the time axis inside each thread, so the
+# scan over time runs sequentially in registers and the sum over N stays within a warp.
 
 
 @triton.jit
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, bias_ptr, h0_ptr,
     y_ptr, hlast_ptr, hsave_ptr, cu_ptr,
-    L, D, N, G, DPG, NCH,
-    COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr,
+    L, D, N, G, DPG, NSEG,
+    COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, KSUB: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_H0: tl.constexpr, SAVE: tl.constexpr, STORE_LAST: tl.constexpr, REVERSE: tl.constexpr,
     VARLEN: tl.constexpr,
@@ -99,7 +105,7 @@ def _scan_fwd_kernel(
     t_idx = tl.arange(0, T)
     grp = d0 // DPG
 
-    A2 = tl.load(A2_ptr + d_offs[:, None] * N + n_offs[None, :], mask=n_ok[None, :], other=0.0)
+    A2 = tl.load(A2_ptr + d_offs[None, :] * N + n_offs[:, None], mask=n_ok[:, None], other=0.0)  # [NP, BD]
     bias = tl.zeros([BD], dtype=COMPUTE)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + d_offs)
@@ -108,15 +114,16 @@ def _scan_fwd_kernel(
         dskip = tl.load(Dskip_ptr + d_offs)
 
     # [S, D, N] state tensors are indexed by the program's sequence (batch row or packed seq).
-    st_offs = (pid_s.to(tl.int64) * D + d_offs[:, None]) * N + n_offs[None, :]
-    h = tl.zeros([BD, NP], dtype=COMPUTE)
+    st_offs = (pid_s.to(tl.int64) * D + d_offs[None, :]) * N + n_offs[:, None]  # [NP, BD]
+    h = tl.zeros([NP, BD], dtype=COMPUTE)
     if HAS_H0:
-        h = tl.load(h0_ptr + st_offs, mask=n_ok[None, :], other=0.0)
+        h = tl.load(h0_ptr + st_offs, mask=n_ok[:, None], other=0.0)
 
     row_offs = (row.to(tl.int64) * D + d_offs) * L + start  # [BD], into u/delta/z/y
     bc_offs = ((row.to(tl.int64) * G + grp) * N + n_offs) * L + start  # [NP], into B/C
-    save_offs = ((pid_s.to(tl.int64) * D + d_offs[:, None]) * NCH) * N + n_offs[None, :]
+    save_offs = ((pid_s.to(tl.int64) * D + d_offs[None, :]) * NSEG) * N + n_offs[:, None]
     last: tl.constexpr = 0 if REVERSE else T - 1
+    first_f: tl.constexpr = T - 1 if REVERSE else 0
 
     nchunks = tl.cdiv(seqlen, T)
     for ci in range(0, nchunks):
@@ -125,41 +132,50 @@ def _scan_fwd_kernel(
         else:
             k = ci
         if SAVE:
-            tl.store(hsave_ptr + save_offs + k * N, h, mask=n_ok[None, :])
+            # The state entering each segment of KSUB chunks (in scan order) is all the backward
+            # needs; it rebuilds the states inside a segment itself.
+            if REVERSE:
+                seg_entry = (k == nchunks - 1) | (k % KSUB == KSUB - 1)
+            else:
+                seg_entry = k % KSUB == 0
+            tl.store(hsave_ptr + save_offs + (k // KSUB) * N, h, mask=n_ok[:, None] & seg_entry)
         t_offs = k * T + t_idx
         t_ok = t_offs < seqlen
-        x_offs = row_offs[:, None] + t_offs[None, :]
-        u = tl.load(u_ptr + x_offs, mask=t_ok[None, :], other=0.0).to(COMPUTE)
-        dl = tl.load(delta_ptr + x_offs, mask=t_ok[None, :], other=0.0).to(COMPUTE)
+        x_offs = row_offs[None, :] + t_offs[:, None]  # [T, BD]
+        u = tl.load(u_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
+        dl = tl.load(delta_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
         dt, _ = _step_size(dl, bias, t_ok, HAS_BIAS, SOFTPLUS)
-        bc_m = n_ok[:, None] & t_ok[None, :]
-        Bt = tl.load(B_ptr + bc_offs[:, None] + t_offs[None, :], mask=bc_m, other=0.0).to(COMPUTE)
-        Ct = tl.load(C_ptr + bc_offs[:, None] + t_offs[None, :], mask=bc_m, other=0.0).to(COMPUTE)
+        bc_m = t_ok[:, None] & n_ok[None, :]
+        bc_ptrs = bc_offs[None, :] + t_offs[:, None]  # [T, NP]
+        Bt = tl.load(B_ptr + bc_ptrs, mask=bc_m, other=0.0).to(COMPUTE)
+        Ct = tl.load(C_ptr + bc_ptrs, mask=bc_m, other=0.0).to(COMPUTE)
 
-        a = tl.exp2(dt[:, None, :] * A2[:, :, None])
-        b = (dt * u)[:, None, :] * Bt[None, :, :]
-        sa, sb = tl.associative_scan((a, b), axis=2, combine_fn=_affine_combine, reverse=REVERSE)
-        hh = sb + sa * h[:, :, None]
-        y = tl.sum(hh * Ct[None, :, :], axis=1)
+        a = tl.exp2(dt[:, None, :] * A2[None, :, :])  # [T, NP, BD]
+        b = (dt * u)[:, None, :] * Bt[:, :, None]
+        # Fold the entering state into the chunk's first step (in scan order), so the scan's
+        # running product of a is never used and the compiler drops it.
+        b = tl.where(t_idx[:, None, None] == first_f, b + a * h[None, :, :], b)
+        _, hh = tl.associative_scan((a, b), axis=0, combine_fn=_affine_combine, reverse=REVERSE)
+        y = tl.sum(hh * Ct[:, :, None], axis=1)  # [T, BD]
         if HAS_D:
-            y += dskip[:, None] * u
+            y += dskip[None, :] * u
         if HAS_Z:
-            zt = tl.load(z_ptr + x_offs, mask=t_ok[None, :], other=0.0).to(COMPUTE)
+            zt = tl.load(z_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
             y = y * (zt * tl.sigmoid(zt))
-        tl.store(y_ptr + x_offs, y.to(y_ptr.dtype.element_ty), mask=t_ok[None, :])
-        h = tl.sum(tl.where(t_idx[None, None, :] == last, hh, 0.0), axis=2)
+        tl.store(y_ptr + x_offs, y.to(y_ptr.dtype.element_ty), mask=t_ok[:, None])
+        h = tl.sum(tl.where(t_idx[:, None, None] == last, hh, 0.0), axis=0)
 
     if STORE_LAST:
-        tl.store(hlast_ptr + st_offs, h, mask=n_ok[None, :])
+        tl.store(hlast_ptr + st_offs, h, mask=n_ok[:, None])
 
 
 @triton.jit
 def _scan_bwd_kernel(
     u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, bias_ptr, hsave_ptr, dout_ptr,
-    dlast_ptr, cu_ptr,
+    dlast_ptr, cu_ptr, scratch_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr,
-    L, D, N, G, DPG, NCH,
-    COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr,
+    L, D, N, G, DPG, NSEG,
+    COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, KSUB: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, REVERSE: tl.constexpr, VARLEN: tl.constexpr,
 ):
@@ -173,7 +189,7 @@ def _scan_bwd_kernel(
     t_idx = tl.arange(0, T)
     grp = d0 // DPG
 
-    A2 = tl.load(A2_ptr + d_offs[:, None] * N + n_offs[None, :], mask=n_ok[None, :], other=0.0)
+    A2 = tl.load(A2_ptr + d_offs[None, :] * N + n_offs[:, None], mask=n_ok[:, None], other=0.0)  # [NP, BD]
     A_nat = A2 * 0.6931471805599453  # ln 2: back to natural-log units for d(exp(dt A))/d dt
     bias = tl.zeros([BD], dtype=COMPUTE)
     if HAS_BIAS:
@@ -182,18 +198,21 @@ def _scan_bwd_kernel(
     if HAS_D:
         dskip = tl.load(Dskip_ptr + d_offs)
 
-    st_offs = (pid_s.to(tl.int64) * D + d_offs[:, None]) * N + n_offs[None, :]
+    st_offs = (pid_s.to(tl.int64) * D + d_offs[None, :]) * N + n_offs[:, None]  # [NP, BD]
     # carry = dLoss/d(state leaving the current chunk in scan order); starts as d(final state).
-    carry = tl.zeros([BD, NP], dtype=COMPUTE)
+    carry = tl.zeros([NP, BD], dtype=COMPUTE)
     if HAS_DLAST:
-        carry = tl.load(dlast_ptr + st_offs, mask=n_ok[None, :], other=0.0)
-    dA_acc = tl.zeros([BD, NP], dtype=COMPUTE)
+        carry = tl.load(dlast_ptr + st_offs, mask=n_ok[:, None], other=0.0)
+    dA_acc = tl.zeros([NP, BD], dtype=COMPUTE)
     dD_acc = tl.zeros([BD], dtype=COMPUTE)
     dbias_acc = tl.zeros([BD], dtype=COMPUTE)
 
     row_offs = (row.to(tl.int64) * D + d_offs) * L + start
     bc_offs = ((row.to(tl.int64) * G + grp) * N + n_offs) * L + start
-    save_offs = ((pid_s.to(tl.int64) * D + d_offs[:, None]) * NCH) * N + n_offs[None, :]
+    save_offs = ((pid_s.to(tl.int64) * D + d_offs[None, :]) * NSEG) * N + n_offs[:, None]
+    # Per-program scratch for the KSUB chunk-entry states of one segment: [KSUB, NP, BD].
+    prog = pid_s.to(tl.int64) * tl.num_programs(0) + pid_d
+    scr_offs = (prog * KSUB * NP + n_offs[:, None]) * BD + tl.arange(0, BD)[None, :]
     # The step after t in scan order is t+1 (t-1 when reversed); within a chunk only, since the
     # chunk's last step hands its gradient on through `carry`.
     if REVERSE:
@@ -202,87 +221,125 @@ def _scan_bwd_kernel(
     else:
         nxt_shift = 1
         nxt_in_chunk = t_idx < T - 1
+    first_f: tl.constexpr = T - 1 if REVERSE else 0
+    last_f: tl.constexpr = 0 if REVERSE else T - 1
+    first_g: tl.constexpr = 0 if REVERSE else T - 1
 
     nchunks = tl.cdiv(seqlen, T)
-    for ci in range(0, nchunks):
+    nseg = tl.cdiv(nchunks, KSUB)
+    for sj in range(0, nseg):
         if REVERSE:
-            k = ci
+            j = sj
         else:
-            k = nchunks - 1 - ci
-        t_offs = k * T + t_idx
-        t_ok = t_offs < seqlen
-        x_offs = row_offs[:, None] + t_offs[None, :]
-        u = tl.load(u_ptr + x_offs, mask=t_ok[None, :], other=0.0).to(COMPUTE)
-        dl = tl.load(delta_ptr + x_offs, mask=t_ok[None, :], other=0.0).to(COMPUTE)
-        dt, x = _step_size(dl, bias, t_ok, HAS_BIAS, SOFTPLUS)
-        tn_ok = nxt_in_chunk & ((t_offs + nxt_shift) < seqlen)
-        dln = tl.load(delta_ptr + x_offs + nxt_shift, mask=tn_ok[None, :], other=0.0).to(COMPUTE)
-        dtn, _ = _step_size(dln, bias, tn_ok, HAS_BIAS, SOFTPLUS)
-        bc_m = n_ok[:, None] & t_ok[None, :]
-        bc_ptrs = bc_offs[:, None] + t_offs[None, :]
-        Bt = tl.load(B_ptr + bc_ptrs, mask=bc_m, other=0.0).to(COMPUTE)
-        Ct = tl.load(C_ptr + bc_ptrs, mask=bc_m, other=0.0).to(COMPUTE)
-        dout = tl.load(dout_ptr + x_offs, mask=t_ok[None, :], other=0.0).to(COMPUTE)
-        h_in = tl.load(hsave_ptr + save_offs + k * N, mask=n_ok[None, :], other=0.0)
+            j = nseg - 1 - sj
+        k0 = j * KSUB
+        k1 = tl.minimum(k0 + KSUB, nchunks)
+        # Pass 1: from the saved segment-entry state, the state entering each chunk (scan order).
+        h = tl.load(hsave_ptr + save_offs + j * N, mask=n_ok[:, None], other=0.0)
+        for i in range(0, k1 - k0):
+            if REVERSE:
+                k = k1 - 1 - i
+            else:
+                k = k0 + i
+            tl.store(scratch_ptr + scr_offs + (k - k0) * (NP * BD), h)
+            t_offs = k * T + t_idx
+            t_ok = t_offs < seqlen
+            x_offs = row_offs[None, :] + t_offs[:, None]
+            u = tl.load(u_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
+            dl = tl.load(delta_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
+            dt, _ = _step_size(dl, bias, t_ok, HAS_BIAS, SOFTPLUS)
+            Bt = tl.load(B_ptr + bc_offs[None, :] + t_offs[:, None], mask=t_ok[:, None] & n_ok[None, :],
+                         other=0.0).to(COMPUTE)
+            a = tl.exp2(dt[:, None, :] * A2[None, :, :])
+            b = (dt * u)[:, None, :] * Bt[:, :, None]
+            b = tl.where(t_idx[:, None, None] == first_f, b + a * h[None, :, :], b)
+            _, hh = tl.associative_scan((a, b), axis=0, combine_fn=_affine_combine, reverse=REVERSE)
+            h = tl.sum(tl.where(t_idx[:, None, None] == last_f, hh, 0.0), axis=0)
+        tl.debug_barrier()
+        # Pass 2: the chunks of the segment against scan order, with the adjoint scan.
+        for ci in range(0, k1 - k0):
+            if REVERSE:
+                k = k0 + ci
+            else:
+                k = k1 - 1 - ci
+            t_offs = k * T + t_idx
+            t_ok = t_offs < seqlen
+            x_offs = row_offs[None, :] + t_offs[:, None]  # [T, BD]
+            u = tl.load(u_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
+            dl = tl.load(delta_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
+            dt, x = _step_size(dl, bias, t_ok, HAS_BIAS, SOFTPLUS)
+            tn_ok = nxt_in_chunk & ((t_offs + nxt_shift) < seqlen)
+            dln = tl.load(delta_ptr + x_offs + nxt_shift, mask=tn_ok[:, None], other=0.0).to(COMPUTE)
+            dtn, _ = _step_size(dln, bias, tn_ok, HAS_BIAS, SOFTPLUS)
+            bc_m = t_ok[:, None] & n_ok[None, :]
+            bc_ptrs = bc_offs[None, :] + t_offs[:, None]  # [T, NP]
+            Bt = tl.load(B_ptr + bc_ptrs, mask=bc_m, other=0.0).to(COMPUTE)
+            Ct = tl.load(C_ptr + bc_ptrs, mask=bc_m, other=0.0).to(COMPUTE)
+            dout = tl.load(dout_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
+            h_in = tl.load(scratch_ptr + scr_offs + (k - k0) * (NP * BD))
 
-        # Rebuild the chunk's states from the saved entry state.
-        a = tl.exp2(dt[:, None, :] * A2[:, :, None])
-        dtu = dt * u
-        b = dtu[:, None, :] * Bt[None, :, :]
-        sa, sb = tl.associative_scan((a, b), axis=2, combine_fn=_affine_combine, reverse=REVERSE)
-        hh = sb + sa * h_in[:, :, None]
+            # Rebuild the chunk's states from the saved entry state.
+            a = tl.exp2(dt[:, None, :] * A2[None, :, :])  # [T, NP, BD]
+            dtu = dt * u
+            b = dtu[:, None, :] * Bt[:, :, None]
+            b_in = tl.where(t_idx[:, None, None] == first_f, b + a * h_in[None, :, :], b)
+            _, hh = tl.associative_scan((a, b_in), axis=0, combine_fn=_affine_combine, reverse=REVERSE)
 
-        dy = dout
-        if HAS_Z:
-            zt = tl.load(z_ptr + x_offs, mask=t_ok[None, :], other=0.0).to(COMPUTE)
-            y = tl.sum(hh * Ct[None, :, :], axis=1)
+            dy = dout
+            if HAS_Z:
+                zt = tl.load(z_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
+                y = tl.sum(hh * Ct[:, :, None], axis=1)
+                if HAS_D:
+                    y += dskip[None, :] * u
+                sz = tl.sigmoid(zt)
+                dz = dout * y * sz * (1.0 + zt * (1.0 - sz))
+                tl.store(dz_ptr + x_offs, dz.to(dz_ptr.dtype.element_ty), mask=t_ok[:, None])
+                dy = dout * zt * sz
+
+            # Adjoint: g[t] = C[t] dy[t] + a[next] g[next], scanned against the forward direction.
+            an = tl.exp2(dtn[:, None, :] * A2[None, :, :])
+            c = dy[:, None, :] * Ct[:, :, None]
+            # The gradient arriving from later chunks enters at the chunk's last step in scan order,
+            # where an = 1 (steps past the sequence end are identities too).
+            c = tl.where(t_idx[:, None, None] == first_g, c + carry[None, :, :], c)
+            _, g = tl.associative_scan((an, c), axis=0, combine_fn=_affine_combine, reverse=not REVERSE)
+
+            ah = hh - b  # a[t] * h[t-1], exact without dividing by a
+            gah = g * ah
+            gB = g * Bt[:, :, None]
+            sum_gB = tl.sum(gB, axis=1)  # [T, BD]
+            ddt = u * sum_gB + tl.sum(gah * A_nat[None, :, :], axis=1)
+            du = dt * sum_gB
             if HAS_D:
-                y += dskip[:, None] * u
-            sz = tl.sigmoid(zt)
-            dz = dout * y * sz * (1.0 + zt * (1.0 - sz))
-            tl.store(dz_ptr + x_offs, dz.to(dz_ptr.dtype.element_ty), mask=t_ok[None, :])
-            dy = dout * zt * sz
+                du += dskip[None, :] * dy
+                dD_acc += tl.sum(dy * u, axis=0)
+            dA_acc += tl.sum(gah * dt[:, None, :], axis=0)
+            if SOFTPLUS:
+                ddelta = ddt * tl.sigmoid(x)
+            else:
+                ddelta = ddt
+            ddelta = tl.where(t_ok[:, None], ddelta, 0.0)
+            dbias_acc += tl.sum(ddelta, axis=0)
+            tl.store(du_ptr + x_offs, du.to(du_ptr.dtype.element_ty), mask=t_ok[:, None])
+            tl.store(ddelta_ptr + x_offs, ddelta.to(ddelta_ptr.dtype.element_ty), mask=t_ok[:, None])
 
-        # Adjoint: g[t] = C[t] dy[t] + a[next] g[next], scanned against the forward direction.
-        an = tl.exp2(dtn[:, None, :] * A2[:, :, None])
-        c = dy[:, None, :] * Ct[None, :, :]
-        ga, gb = tl.associative_scan((an, c), axis=2, combine_fn=_affine_combine, reverse=not REVERSE)
-        g = gb + ga * carry[:, :, None]
+            # dB, dC: reduce this program's channels (all in one group), then one atomic per (t, n).
+            dB_part = tl.sum(g * dtu[:, None, :], axis=2)  # [T, NP]
+            dC_part = tl.sum(hh * dy[:, None, :], axis=2)
+            tl.atomic_add(dB_ptr + bc_ptrs, dB_part, mask=bc_m, sem="relaxed")
+            tl.atomic_add(dC_ptr + bc_ptrs, dC_part, mask=bc_m, sem="relaxed")
 
-        ah = hh - b  # a[t] * h[t-1], exact without dividing by a
-        gah = g * ah
-        gB = g * Bt[None, :, :]
-        sum_gB = tl.sum(gB, axis=1)
-        ddt = u * sum_gB + tl.sum(gah * A_nat[:, :, None], axis=1)
-        du = dt * sum_gB
-        if HAS_D:
-            du += dskip[:, None] * dy
-            dD_acc += tl.sum(dy * u, axis=1)
-        dA_acc += tl.sum(gah * dt[:, None, :], axis=2)
-        if SOFTPLUS:
-            ddelta = ddt * tl.sigmoid(x)
-        else:
-            ddelta = ddt
-        ddelta = tl.where(t_ok[None, :], ddelta, 0.0)
-        dbias_acc += tl.sum(ddelta, axis=1)
-        tl.store(du_ptr + x_offs, du.to(du_ptr.dtype.element_ty), mask=t_ok[None, :])
-        tl.store(ddelta_ptr + x_offs, ddelta.to(ddelta_ptr.dtype.element_ty), mask=t_ok[None, :])
+            # Gradient into the state entering this chunk: a[first] * g[first], first in scan order.
+            if REVERSE:
+                first = tl.minimum(seqlen - k * T, T) - 1
+            else:
+                first = 0
+            carry = tl.sum(tl.where(t_idx[:, None, None] == first, a * g, 0.0), axis=0)
 
-        # dB, dC: reduce this program's channels (all in one group), then one atomic per (n, t).
-        dB_part = tl.sum(g * dtu[:, None, :], axis=0)
-        dC_part = tl.sum(hh * dy[:, None, :], axis=0)
-        tl.atomic_add(dB_ptr + bc_ptrs, dB_part, mask=bc_m, sem="relaxed")
-        tl.atomic_add(dC_ptr + bc_ptrs, dC_part, mask=bc_m, sem="relaxed")
+        tl.debug_barrier()
 
-        # Gradient into the state entering this chunk: a[first] * g[first], first in scan order.
-        if REVERSE:
-            first = tl.minimum(seqlen - k * T, T) - 1
-        else:
-            first = 0
-        carry = tl.sum(tl.where(t_idx[None, None, :] == first, a * g, 0.0), axis=2)
-
-    tl.store(dh0_ptr + st_offs, carry, mask=n_ok[None, :])
-    tl.store(dA_ptr + st_offs, dA_acc, mask=n_ok[None, :])
+    tl.store(dh0_ptr + st_offs, carry, mask=n_ok[:, None])
+    tl.store(dA_ptr + st_offs, dA_acc, mask=n_ok[:, None])
     s_offs = pid_s.to(tl.int64) * D + d_offs
     if HAS_D:
         tl.store(dD_ptr + s_offs, dD_acc)
@@ -292,39 +349,46 @@ def _scan_bwd_kernel(
 
 # ----------------------------------------------------------------------------- host side
 
-# Tile sizes. fwd: (elements per [BD, N, T] tile, T, warps); bwd likewise. The forward run that
-# saves states for a backward uses the backward's T so the saved grid matches its chunks.
-_DEFAULT_CONFIG = {"fwd": (4096, 64, 4), "bwd": (2048, 64, 4)}
+# Tiling. Each program is `warps` warps over BD channels; BD * N is about `states_per_warp`
+# * warps, so each thread keeps ~4 states of one channel for T steps in registers. The forward
+# walks chunks of T_fwd steps; the backward chunks of T_bwd (it holds more live tiles). The
+# forward keeps the state entering every segment of `seg` steps for the backward, which rebuilds
+# the chunk-entry states of one segment at a time into a small per-program scratch buffer.
+_DEFAULT_CONFIG = {"states_per_warp": 128, "T_fwd": 0, "T_bwd": 0, "warps": 1, "seg": 0}
 _config = dict(_DEFAULT_CONFIG)
 
 
-def set_tile_config(fwd: tuple[int, int, int] | None = None, bwd: tuple[int, int, int] | None = None) -> None:
-    """Override tile sizes (elements per tile, chunk length T, warps); None restores the default.
+def set_tile_config(**overrides: int) -> None:
+    """Override tiling knobs (states_per_warp, T_fwd, T_bwd, warps, seg); 0 means automatic:
+    T_fwd = 512/N and T_bwd = 128/N clamped to [2, 8] and [2, 4] (registers), seg = 8·N clamped to
+    [64, 1024]. No arguments restore the defaults. The GPU benchmark sweeps these."""
+    if not overrides:
+        _config.clear()
+        _config.update(_DEFAULT_CONFIG)
+        return
+    for key, val in overrides.items():
+        if key not in _DEFAULT_CONFIG:
+            raise ValueError(f"unknown tile knob {key!r}; expected one of {sorted(_DEFAULT_CONFIG)}")
+        val = int(val)
+        if val < 0 or val & (val - 1) or key in ("states_per_warp", "warps") and val == 0:
+            raise ValueError(f"tile knob {key}={val} must be a power of two")
+        _config[key] = val
 
-    Used by the GPU benchmark to sweep configurations; T and elements must be powers of two.
-    """
-    for key, val in (("fwd", fwd), ("bwd", bwd)):
-        if val is None:
-            _config[key] = _DEFAULT_CONFIG[key]
-            continue
-        elems, T, warps = val
-        if elems & (elems - 1) or T & (T - 1) or elems < T:
-            raise ValueError(f"{key} tile config {val} needs powers of two with elements >= T")
-        _config[key] = (int(elems), int(T), int(warps))
 
-
-def _channels_per_program(elems: int, T: int, NP: int, dpg: int) -> int:
-    """Largest power of two <= elems / (NP * T) that divides the channels of one group."""
-    bd = max(1, elems // (NP * T))
-    bd = 1 << (bd.bit_length() - 1)
-    while dpg % bd:
+def _plan(N: int, dpg: int, maxlen: int) -> dict:
+    """Concrete tile sizes for N states, `dpg` channels per group and the longest sequence."""
+    NP = max(2, triton.next_power_of_2(N))
+    warps = _config["warps"]
+    bd = max(1, (_config["states_per_warp"] * warps) // NP)
+    while dpg % bd:  # a program's channels must share one group (one B/C row)
         bd //= 2
-    return bd
-
-
-def _chunk_len(T: int, maxlen: int) -> int:
-    # Short sequences should not pay for a long masked chunk.
-    return max(16, min(T, triton.next_power_of_2(max(1, maxlen))))
+    cap = triton.next_power_of_2(max(1, maxlen))
+    T_f = _config["T_fwd"] or max(2, min(8, 512 // NP))
+    T_b = _config["T_bwd"] or max(2, min(4, 128 // NP))
+    T_f, T_b = max(2, min(T_f, cap)), max(2, min(T_b, cap))
+    seg = _config["seg"] or min(1024, max(64, 8 * NP))
+    seg = max(T_f, T_b, min(seg, cap))
+    return dict(NP=NP, BD=bd, warps=warps, T_f=T_f, T_b=T_b, seg=seg)
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
@@ -350,35 +414,30 @@ class _SelectiveScanTriton(torch.autograd.Function):
             cu, nseq, maxlen = None, batch, L
 
         needs_grad = any(ctx.needs_input_grad[:9])
-        NP = max(2, triton.next_power_of_2(N))
-        elems, T, warps = _config["fwd"]
-        if needs_grad:
-            T = _config["bwd"][1]
-        T = _chunk_len(T, maxlen)
-        BD = _channels_per_program(elems, T, NP, dpg)
-        nch = triton.cdiv(maxlen, T) if needs_grad else 0
+        plan = _plan(N, dpg, maxlen)
+        nseg = max(1, triton.cdiv(maxlen, plan["seg"]))
 
         y = _empty_like(u)
         hlast = _empty(nseq, dim, N, device=u.device, dtype=compute) if return_final else None
-        hsave = _empty(nseq, dim, max(nch, 1), N, device=u.device, dtype=compute) if needs_grad else None
+        hsave = _empty(nseq, dim, nseg, N, device=u.device, dtype=compute) if needs_grad else None
         dummy = A2
         if nseq > 0 and dim > 0:
-            grid = (dim // BD, nseq)
-            _scan_fwd_kernel[grid](
+            _scan_fwd_kernel[(dim // plan["BD"], nseq)](
                 u, delta, A2, Bm, Cm,
                 Dc if Dc is not None else dummy, z if z is not None else dummy,
                 bias if bias is not None else dummy, h0c if h0c is not None else dummy,
                 y, hlast if hlast is not None else dummy, hsave if hsave is not None else dummy,
                 cu if cu is not None else dummy,
-                L, dim, N, G, dpg, max(nch, 1),
+                L, dim, N, G, dpg, nseg,
                 COMPUTE=tl.float64 if compute == torch.float64 else tl.float32,
-                BD=BD, NP=NP, T=T, HAS_D=Dc is not None, HAS_Z=z is not None,
+                BD=plan["BD"], NP=plan["NP"], T=plan["T_f"], KSUB=plan["seg"] // plan["T_f"],
+                HAS_D=Dc is not None, HAS_Z=z is not None,
                 HAS_BIAS=bias is not None, SOFTPLUS=bool(delta_softplus), HAS_H0=h0c is not None,
                 SAVE=needs_grad, STORE_LAST=return_final, REVERSE=bool(reverse), VARLEN=varlen,
-                num_warps=warps,
+                num_warps=plan["warps"],
             )
         ctx.save_for_backward(u, delta, A2, Bm, Cm, Dc, z, bias, hsave, cu)
-        ctx.meta = dict(softplus=bool(delta_softplus), reverse=bool(reverse), T=T, nch=max(nch, 1),
+        ctx.meta = dict(softplus=bool(delta_softplus), reverse=bool(reverse), plan=plan, nseg=nseg,
                         nseq=nseq, has_h0=h0 is not None, dtypes=(A.dtype, None if Dskip is None else Dskip.dtype,
                         None if delta_bias is None else delta_bias.dtype, None if h0 is None else h0.dtype))
         if return_final:
@@ -389,6 +448,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
     def backward(ctx, dy, *rest):
         u, delta, A2, Bm, Cm, Dc, z, bias, hsave, cu = ctx.saved_tensors
         m = ctx.meta
+        plan = m["plan"]
         dlast = rest[0] if rest else None
         compute = A2.dtype
         batch, dim, L = u.shape
@@ -400,11 +460,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dy = dy.contiguous()
         dlast = dlast.to(compute).contiguous() if dlast is not None else None
 
-        NP = max(2, triton.next_power_of_2(N))
-        elems, _, warps = _config["bwd"]
-        T = m["T"]
-        BD = _channels_per_program(elems, T, NP, dpg)
-
+        BD, NP, T = plan["BD"], plan["NP"], plan["T_b"]
+        ksub = plan["seg"] // T
         du = _empty_like(u)
         ddelta = _empty_like(delta)
         dz = _empty_like(z) if z is not None else None
@@ -417,19 +474,20 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dummy = A2
         if nseq > 0 and dim > 0:
             grid = (dim // BD, nseq)
+            scratch = _empty(grid[0] * grid[1] * ksub * NP * BD, device=u.device, dtype=compute)
             _scan_bwd_kernel[grid](
                 u, delta, A2, Bm, Cm,
                 Dc if Dc is not None else dummy, z if z is not None else dummy,
                 bias if bias is not None else dummy, hsave, dy,
-                dlast if dlast is not None else dummy, cu if cu is not None else dummy,
+                dlast if dlast is not None else dummy, cu if cu is not None else dummy, scratch,
                 du, ddelta, dz if dz is not None else dummy, dB, dC, dA_part,
                 dD_part if dD_part is not None else dummy, dbias_part if dbias_part is not None else dummy, dh0,
-                L, dim, N, G, dpg, m["nch"],
+                L, dim, N, G, dpg, m["nseg"],
                 COMPUTE=tl.float64 if compute == torch.float64 else tl.float32,
-                BD=BD, NP=NP, T=T, HAS_D=Dc is not None, HAS_Z=z is not None,
+                BD=BD, NP=NP, T=T, KSUB=ksub, HAS_D=Dc is not None, HAS_Z=z is not None,
                 HAS_BIAS=bias is not None, SOFTPLUS=m["softplus"], HAS_DLAST=dlast is not None,
                 REVERSE=m["reverse"], VARLEN=cu is not None,
-                num_warps=warps,
+                num_warps=plan["warps"],
             )
         else:
             du.zero_()
@@ -480,12 +538,10 @@ def selective_scan_triton(
     return out
 
 
-def forward_saved_bytes(batch: int, dim: int, L: int, N: int, nseq: int | None = None,
-                        maxlen: int | None = None) -> int:
-    """Bytes the forward keeps for the backward beyond its inputs: the chunk-entry states."""
-    T = _chunk_len(_config["bwd"][1], maxlen if maxlen is not None else L)
-    rows = nseq if nseq is not None else batch
-    return rows * dim * math.ceil((maxlen if maxlen is not None else L) / T) * N * 4
+def forward_saved_bytes(batch: int, dim: int, L: int, N: int) -> int:
+    """Bytes the forward keeps for the backward beyond its inputs: one fp32 state per segment."""
+    plan = _plan(N, dim, L)
+    return batch * dim * max(1, math.ceil(L / plan["seg"])) * N * 4
 
 
 __all__ = ["forward_saved_bytes", "selective_scan_triton", "set_tile_config"]
