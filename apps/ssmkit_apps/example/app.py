@@ -34,7 +34,7 @@ class ExampleData:
     n_val: int = 512
     n_test: int = 1024
     length: int = 64
-    noise: float = 0.5
+    noise: float = 0.4
 
 
 @dataclass
