@@ -5,9 +5,13 @@ attention-like product ``A @ v`` with ``A[i, j] = scale * sum_k q_ik k_jk exp(b_
 (``b`` the in-chunk cumulative log gate, ``j <= i``); across chunks a [K, V] state is carried
 by a short loop over chunks. Everything is differentiated by autograd.
 
-Numerical stability (the GLA paper's "secondary chunking"): factoring ``exp(b_i - b_j)`` as
-``exp(b_i) * exp(-b_j)`` overflows once the gates have decayed far, so every exponent is taken
-relative to a reference point between ``j`` and ``i`` and is therefore <= 0:
+Two intra-chunk forms, picked per call (``intra="auto"``):
+- factorised: ``A = tril((q * exp(b)) @ (k * exp(-b))^T)``, one matmul. ``exp(-b)`` grows with
+  the decay accumulated inside a chunk, so this is used only while every chunk's decay span
+  ``-b_last`` stays below ``FACTORISED_MAX_SPAN`` (exp(60) ~ 1e26 keeps float32 products normal
+  and exact to rounding); with GLA's gate normaliser (tau = 16) that is the usual case;
+- secondary chunking (the GLA paper's), used otherwise: every exponent is taken relative to a
+  reference point between ``j`` and ``i`` and is therefore <= 0, so it never overflows:
 - sub-chunk pairs (query sub-chunk p, key positions before it) use the last position before
   sub-chunk p as the reference, which turns the block into one matmul;
 - inside a sub-chunk (size ``subchunk_size``) the exponent ``b_i - b_j`` is formed exactly per
@@ -20,6 +24,11 @@ from __future__ import annotations
 import torch
 
 from ssmkit.ops.gla.reference import _compute_dtype
+
+
+INTRA_MODES = ("auto", "factorised", "secondary")
+# largest in-chunk log-decay span for which exp(span) is safe to factor out, per compute dtype
+FACTORISED_MAX_SPAN = {torch.float32: 60.0, torch.float64: 600.0}
 
 
 def _round_up(x: int, m: int) -> int:
@@ -35,6 +44,7 @@ def _chunked_one(
     h0: torch.Tensor,
     chunk_size: int,
     subchunk_size: int,
+    intra: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """q, k, g: [B, H, T, K]; v: [B, H, T, V]; h0: [B, H, K, V] (compute dtype)."""
     B, H, T, K = q.shape
@@ -49,30 +59,21 @@ def _chunked_one(
         # zero keys with zero log-gates leave the state untouched, so padding is exact
         pad = (0, 0, 0, Tp - T)
         q, k, v, g = (torch.nn.functional.pad(t, pad) for t in (q, k, v, g))
-    N, P = Tp // C, C // c
+    N = Tp // C
     q, k, g = (t.reshape(B, H, N, C, K) for t in (q, k, g))
     v = v.reshape(B, H, N, C, V)
     b = g.cumsum(dim=3)  # [B, H, N, C, K], non-increasing along C
 
-    # --- intra-chunk, off-diagonal sub-chunk blocks -------------------------------------------
-    pos = torch.arange(C, device=q.device)
-    ref_idx = (torch.arange(P, device=q.device) * c - 1).clamp_min(0)  # [P]
-    b_ref = b[:, :, :, ref_idx]  # [B, H, N, P, K]
-    bs = b.reshape(B, H, N, P, c, K)
-    qg = q.reshape(B, H, N, P, c, K) * (bs - b_ref[:, :, :, :, None]).exp()
-    # key j feeds query sub-chunk p only when j < p * c (strictly earlier sub-chunks)
-    before = pos[None, :] < (torch.arange(P, device=q.device) * c)[:, None]  # [P, C]
-    expo = (b_ref[:, :, :, :, None, :] - b[:, :, :, None, :, :]).masked_fill(~before[:, :, None], float("-inf"))
-    kg = k[:, :, :, None] * expo.exp()  # [B, H, N, P, C, K]
-    A = torch.einsum("bhnpik,bhnpjk->bhnpij", qg, kg).reshape(B, H, N, C, C)
-
-    # --- intra-chunk, diagonal sub-chunk blocks (exact per-element exponent) --------------------
-    ks = k.reshape(B, H, N, P, c, K)
-    causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
-    expo_d = (bs[:, :, :, :, :, None] - bs[:, :, :, :, None, :]).masked_fill(~causal[:, :, None], float("-inf"))
-    A_d = (q.reshape(B, H, N, P, c, K)[:, :, :, :, :, None] * ks[:, :, :, :, None] * expo_d.exp()).sum(-1)
-    eye = torch.eye(P, dtype=A.dtype, device=q.device)
-    A = A + (A_d[:, :, :, :, :, None, :] * eye[:, None, :, None]).reshape(B, H, N, C, C)
+    qe = q * b.exp()  # the query read against the state entering the chunk, also used below
+    if intra == "auto":
+        # one host sync per call; this form is the CPU path (on CUDA fla is preferred)
+        limit = FACTORISED_MAX_SPAN.get(b.dtype, 60.0)
+        intra = "factorised" if float((-b[:, :, :, -1]).detach().max()) <= limit else "secondary"
+    if intra == "factorised":
+        causal_c = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+        A = torch.matmul(qe, (k * (-b).exp()).transpose(-1, -2)).masked_fill(~causal_c, 0.0)
+    else:
+        A = _intra_secondary(q, k, b, c)
     o = torch.matmul(A, v)
 
     # --- inter-chunk state: a short loop over chunks ------------------------------------------
@@ -85,9 +86,34 @@ def _chunked_one(
         states.append(state)
         state = decay[:, :, n] * state + kv[:, :, n]
     S = torch.stack(states, dim=2)  # state entering each chunk, [B, H, N, K, V]
-    o = o + torch.matmul(q * b.exp(), S)
+    o = o + torch.matmul(qe, S)
     o = (o * scale).reshape(B, H, Tp, V)[:, :, :T]
     return o, state
+
+
+def _intra_secondary(q: torch.Tensor, k: torch.Tensor, b: torch.Tensor, c: int) -> torch.Tensor:
+    """In-chunk scores by secondary chunking. q, k, b: [B, H, N, C, K] -> A [B, H, N, C, C]."""
+    B, H, N, C, K = q.shape
+    P = C // c
+    # --- off-diagonal sub-chunk blocks ----------------------------------------------------------
+    pos = torch.arange(C, device=q.device)
+    ref_idx = (torch.arange(P, device=q.device) * c - 1).clamp_min(0)  # [P]
+    b_ref = b[:, :, :, ref_idx]  # [B, H, N, P, K]
+    bs = b.reshape(B, H, N, P, c, K)
+    qg = q.reshape(B, H, N, P, c, K) * (bs - b_ref[:, :, :, :, None]).exp()
+    # key j feeds query sub-chunk p only when j < p * c (strictly earlier sub-chunks)
+    before = pos[None, :] < (torch.arange(P, device=q.device) * c)[:, None]  # [P, C]
+    expo = (b_ref[:, :, :, :, None, :] - b[:, :, :, None, :, :]).masked_fill(~before[:, :, None], float("-inf"))
+    kg = k[:, :, :, None] * expo.exp()  # [B, H, N, P, C, K]
+    A = torch.einsum("bhnpik,bhnpjk->bhnpij", qg, kg).reshape(B, H, N, C, C)
+
+    # --- diagonal sub-chunk blocks (exact per-element exponent) ----------------------------------
+    ks = k.reshape(B, H, N, P, c, K)
+    causal = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
+    expo_d = (bs[:, :, :, :, :, None] - bs[:, :, :, :, None, :]).masked_fill(~causal[:, :, None], float("-inf"))
+    A_d = (q.reshape(B, H, N, P, c, K)[:, :, :, :, :, None] * ks[:, :, :, :, None] * expo_d.exp()).sum(-1)
+    eye = torch.eye(P, dtype=A.dtype, device=q.device)
+    return A + (A_d[:, :, :, :, :, None, :] * eye[:, None, :, None]).reshape(B, H, N, C, C)
 
 
 def gla_chunked(
@@ -101,6 +127,7 @@ def gla_chunked(
     cu_seqlens: torch.Tensor | None = None,
     chunk_size: int = 64,
     subchunk_size: int = 16,
+    intra: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Chunked GLA on head-first inputs; same contract as :func:`gla_reference`.
 
@@ -108,25 +135,30 @@ def gla_chunked(
         q, k, gk: [B, H, T, K]; v: [B, H, T, V].
         initial_state: [N, H, K, V]; cu_seqlens: [N+1] (B == 1), each sequence runs separately.
         chunk_size: tokens per chunk (the inter-chunk loop has ceil(T / chunk_size) steps).
-        subchunk_size: size of the exact diagonal blocks; memory grows as T * subchunk_size * K.
+        subchunk_size: size of the exact diagonal blocks of the secondary form; its memory
+            grows as T * subchunk_size * K.
+        intra: "auto" (factorised when the decay span allows, else secondary), "factorised"
+            (may overflow on strong decay; for tests and benchmarks) or "secondary".
 
     Returns:
         (o [B, H, T, V] in v's dtype, final state [N, H, K, V] in the compute dtype or None).
     """
+    if intra not in INTRA_MODES:
+        raise ValueError(f"intra must be one of {list(INTRA_MODES)}; got {intra!r}")
     cdt = _compute_dtype(q, k, v, gk, initial_state)
     qc, kc, vc, gc = (t.to(cdt) for t in (q, k, v, gk))
     B, H, _, K = q.shape
     V = v.shape[-1]
     if cu_seqlens is None:
         h0 = initial_state.to(cdt) if initial_state is not None else qc.new_zeros(B, H, K, V)
-        o, ht = _chunked_one(qc, kc, vc, gc, scale, h0, chunk_size, subchunk_size)
+        o, ht = _chunked_one(qc, kc, vc, gc, scale, h0, chunk_size, subchunk_size, intra)
         return o.to(v.dtype), (ht if output_final_state else None)
     bounds = [int(x) for x in cu_seqlens.tolist()]
     outs, finals = [], []
     for n, (s, e) in enumerate(zip(bounds[:-1], bounds[1:])):
         h0 = initial_state[n : n + 1].to(cdt) if initial_state is not None else qc.new_zeros(1, H, K, V)
         o, ht = _chunked_one(qc[:, :, s:e], kc[:, :, s:e], vc[:, :, s:e], gc[:, :, s:e], scale, h0,
-                             chunk_size, subchunk_size)
+                             chunk_size, subchunk_size, intra)
         outs.append(o)
         finals.append(ht)
     o = torch.cat(outs, dim=2)
