@@ -7,6 +7,7 @@ call them directly.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,8 +170,8 @@ def demo(app_cls: type[App], root: str | Path = "runs/demo", overrides: list[str
          verbose: bool = True) -> DemoResult:
     """Train with the default config + the app's ``demo_overrides``, evaluate on test, report."""
     t0 = time.monotonic()
-    ov = [*app_cls.demo_overrides, f"run.root={root}", f"run.id={app_cls.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-          *(overrides or [])]
+    # Runs land in <root>/<app>/<timestamp>/, like any training run under run.root.
+    ov = [*app_cls.demo_overrides, f"run.root={root}", *(overrides or [])]
     run_dir, val = train(app_cls, None, ov, verbose=verbose)
     test = evaluate(app_cls, run=run_dir, split="test", verbose=False)
     app = app_cls(app_config(app_cls, run_dir=run_dir))
@@ -188,7 +189,7 @@ def demo_all(apps: list[type[App]], root: str | Path = "runs/demo", verbose: boo
     results: list[DemoResult | tuple[str, str]] = []
     for cls in apps:
         try:
-            results.append(demo(cls, root / cls.name, verbose=verbose))
+            results.append(demo(cls, root, verbose=verbose))
         except (ValueError, TypeError, RuntimeError, OSError) as err:
             msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             results.append((cls.name, f"{type(err).__name__}: {msg}"))
@@ -197,7 +198,7 @@ def demo_all(apps: list[type[App]], root: str | Path = "runs/demo", verbose: boo
     rows = ["| app | test result | time | run |", "|---|---|---|---|"]
     for r in results:
         if isinstance(r, DemoResult):
-            rows.append(f"| {r.app} | {r.summary} | {r.seconds:.0f} s | [{r.run_dir.name}]({r.run_dir.relative_to(root)}/report.md) |")
+            rows.append(f"| {r.app} | {r.summary} | {r.seconds:.0f} s | [{r.run_dir.name}]({os.path.relpath(r.run_dir, root)}/report.md) |")
         else:
             rows.append(f"| {r[0]} | FAILED: {r[1]} | | |")
     body = ("Each app trained from scratch on its embedded data with its quick demo settings, then was "
