@@ -44,7 +44,8 @@ Hooks, in the order the engine calls them (``self.cfg`` is the loaded, typed con
 - ``train_step(ctx, batch)`` -> ``{metric: float | Tensor}``. The default calls ``loss`` and
   ``ctx.optimize(loss)``. Apps with unusual steps (minimax: two losses and two backward passes;
   diffusion: sample noise and timesteps) override ``train_step`` only, using ``ctx.model``
-  (DDP-wrapped when distributed), ``ctx.backward``, ``ctx.step`` and ``ctx.autocast``;
+  (DDP-wrapped when distributed), ``ctx.backward``, ``ctx.step``, ``ctx.autocast`` and
+  ``ctx.no_sync()`` (wrap all but the last backward of a step, so DDP all-reduces once);
   the loop, logging, checkpoints and resume stay the engine's. Draw randomness from torch's
   global RNG (or ``ctx.generator``): the engine checkpoints it, so resumes stay exact.
 - ``evaluate(model, loader, ctx)`` -> ``{metric: float}``, run on the validation split during
@@ -161,6 +162,13 @@ class StepContext(EvalContext):
         sched = self.schedulers.get(name)
         if sched is not None:
             sched.step()
+
+    def no_sync(self) -> contextlib.AbstractContextManager:
+        """Backward passes inside accumulate gradients locally without DDP's all-reduce; the next
+        backward outside syncs the accumulated sum. Use it for all but the last of several
+        backward passes in one step (minimax); without DDP it does nothing."""
+        sync_off = getattr(self.model, "no_sync", None)
+        return sync_off() if callable(sync_off) else contextlib.nullcontext()
 
     def optimize(self, loss: torch.Tensor, name: str = "main") -> None:
         """``backward(loss)`` then ``step(name)``: the ordinary training step."""

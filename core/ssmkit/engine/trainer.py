@@ -148,7 +148,8 @@ class Trainer:
         if d.enabled:
             ddp = DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None)
         ctx = StepContext(device=self.device, amp_dtype=self.amp, split="train", run_dir=self.run_dir,
-                          model=ddp, optimizers=optimizers, schedulers=schedulers, grad_clip=t.grad_clip)
+                          model=ddp, optimizers=optimizers, schedulers=schedulers, grad_clip=t.grad_clip,
+                          generator=torch.default_generator)
         step, epoch, batch_i = int(pos["step"]), int(pos["epoch"]), int(pos["batch"])
         best = pos.get("best")
         progress = Progress(total, initial=step, desc=f"{app.name} train", enabled=self.verbose)
