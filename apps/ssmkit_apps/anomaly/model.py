@@ -43,6 +43,10 @@ class DetectorBase(nn.Module):
         # NaN until a validation pass fits it; scoring a file without one raises, never guesses.
         self.register_buffer("threshold", torch.tensor(float("nan")))
 
+    def example_input(self, batch: int = 2) -> torch.Tensor:
+        """Random standardised windows [batch, window, n_channels] (for registry-wide tests)."""
+        return torch.randn(batch, self.window, self.n_channels, device=self.scale_mean.device)
+
     def set_scaler(self, mean, std) -> None:
         self.scale_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.scale_std.copy_(torch.as_tensor(std, dtype=torch.float32))

@@ -97,8 +97,8 @@ class StreamScorer:
         row = np.asarray(row, dtype=np.float32)
         if row.shape != self.mean.shape:
             raise ValueError(f"row has {row.size} values, the model expects {self.mean.size} channels")
-        # Same float32 arithmetic as DetectorBase.normalize, so streaming matches batch bit for bit.
-        self.buf.append(((row - self.mean) / self.std).astype(np.float32))
+        # float32 numpy arithmetic, the same as DetectorBase.normalize, without a torch call per row.
+        self.buf.append((row - self.mean) / self.std)
         self.n += 1
         W = self.model.window
         if self.n == W:
