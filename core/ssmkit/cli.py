@@ -57,7 +57,7 @@ def cmd_list(argv: list[str]) -> int:
         plural = "benches" if kind == "bench" else f"{kind}s"
         print(f"{plural} ({len(names)}):")
         for n in names:
-            obj = registry._REGISTRY[kind][n]
+            obj = registry.get(kind, n)
             doc = ""
             if hasattr(obj, "describe"):
                 doc = obj.describe()

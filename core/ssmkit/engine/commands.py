@@ -15,7 +15,7 @@ from typing import Any
 
 from ssmkit.engine.app import App, DataError, EvalContext
 from ssmkit.engine.checkpoint import CheckpointError, atomic_write_text, load_model_weights
-from ssmkit.engine.config import AppConfig, ConfigError, load_config, read_yaml
+from ssmkit.engine.config import AppConfig, ConfigError, deep_merge, load_config, read_yaml
 from ssmkit.engine.report import metrics_table, write_report
 from ssmkit.engine.runtime import (
     DistInfo,
@@ -43,10 +43,7 @@ def app_config(app_cls: type[App], config: str | Path | None = None, overrides: 
             raise ConfigError(f"run directory {str(run_dir)!r} has no config.yaml; is it a run of app {app_cls.name!r}?")
         base = read_yaml(saved)
     if config is not None:
-        extra = read_yaml(config)
-        from ssmkit.engine.config import _deep_merge
-
-        base = _deep_merge(base, extra)
+        base = deep_merge(base, read_yaml(config))
     return load_config(app_cls.config_class, None, overrides, base=base)
 
 
@@ -99,6 +96,9 @@ def train(app_cls: type[App], config: str | Path | None = None, overrides: list[
         metrics = Trainer(app, run_dir, dist, verbose=verbose).fit(resume=resume is not None)
     finally:
         shutdown_distributed()
+    if verbose and dist.is_main:
+        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        print(f"done: validation {shown}\nreport: {run_dir / 'report.md'}", flush=True)
     return run_dir, metrics
 
 

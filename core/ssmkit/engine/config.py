@@ -256,17 +256,18 @@ def load_config(
     """Defaults of ``cls`` <- ``base`` mapping <- YAML file ``path`` <- ``overrides``."""
     data: dict[str, Any] = {}
     if base:
-        data = _deep_merge(data, base)
+        data = deep_merge(data, base)
     if path is not None:
-        data = _deep_merge(data, read_yaml(path))
+        data = deep_merge(data, read_yaml(path))
     data = apply_overrides(data, list(overrides or []))
     return from_dict(cls, data)
 
 
-def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """``b`` merged into a copy of ``a``; nested mappings merge key by key."""
     out = dict(a)
     for k, v in b.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -276,6 +277,6 @@ def dump_yaml(cfg: Any, path: str | Path) -> None:
 
 
 __all__ = [
-    "AppConfig", "ConfigError", "RunConfig", "TrainConfig", "apply_overrides", "dump_yaml",
+    "AppConfig", "ConfigError", "RunConfig", "TrainConfig", "apply_overrides", "deep_merge", "dump_yaml",
     "from_dict", "load_config", "parse_override", "read_yaml", "to_dict",
 ]
