@@ -235,8 +235,8 @@ def _discretise(u, delta, delta_bias, delta_softplus: bool, cd: torch.dtype):
     if delta_bias is not None:
         rawT.add_(delta_bias.to(cd))
     dtT = F.softplus(rawT) if delta_softplus else rawT
-    dtuT = torch.empty_like(dtT)
-    torch.mul(dtT, u.permute(2, 0, 1), out=dtuT)
+    dtuT = _time_major(u, cd)
+    dtuT.mul_(dtT)
     return rawT, dtT, dtuT
 
 
@@ -315,7 +315,7 @@ class _ChunkedScan(torch.autograd.Function):
         del ws, gyT, dtuT
         # Chain rule in time-major layout, then one transposing copy back to [B, D, L].
         g_uT = g_dtuT * dtT
-        g_dtT.addcmul_(g_dtuT, u.permute(2, 0, 1))
+        g_dtT.addcmul_(g_dtuT, _time_major(u, cd))
         del g_dtuT, dtT
         if ctx.delta_softplus:
             g_dtT.mul_(torch.sigmoid(rawT))
