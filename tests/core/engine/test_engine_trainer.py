@@ -118,3 +118,26 @@ def test_progress_is_quiet_off_tty():
     p.write("val: acc=0.9")
     assert buf.getvalue().startswith("val: acc=0.9") and "eta" in buf.getvalue()
     p.close()
+
+
+def test_demo_all_writes_one_combined_report(tmp_path):
+    from ssmkit.engine.commands import demo_all
+
+    class Broken(TinyApp):
+        name = "broken"
+
+        def build_dataset(self, split):
+            from ssmkit.engine.app import DataError
+
+            raise DataError("no data here")
+
+    class Quick(TinyApp):
+        name = "quick"
+        demo_overrides = ["train.batch_size=16", "train.epochs=1", "train.device=cpu"]
+
+    report, results = demo_all([Quick, Broken], tmp_path / "demo", verbose=False)
+    text = report.read_text()
+    assert "| quick | mse = " in text and "| broken | FAILED: DataError: no data here" in text
+    ok = results[0]
+    assert (ok.run_dir / "report.md").is_file() and (ok.run_dir / "eval_test.json").is_file()
+    assert ok.run_dir.parent == tmp_path / "demo" / "quick"
