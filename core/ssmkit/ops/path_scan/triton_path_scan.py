@@ -117,7 +117,7 @@ def _path_scan_bwd_kernel(
     sg_b, sg_k, sg_d,
     N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SINGLE_GROUP: tl.constexpr,
-    GSCALE: tl.constexpr, LOG2E: tl.constexpr, SEG: tl.constexpr,
+    GSCALE: tl.constexpr, LOG2E: tl.constexpr, SEG: tl.constexpr, CPS: tl.constexpr,
 ):
     pid_bk = tl.program_id(0)
     pid_d = tl.program_id(1)
@@ -147,7 +147,6 @@ def _path_scan_bwd_kernel(
     dD_acc = tl.zeros([BD], tl.float32)
     dbias_acc = tl.zeros([BD], tl.float32)
 
-    CPS: tl.constexpr = SEG // T  # chunks per segment
     pid = pid_bk * tl.num_programs(1) + pid_d
     scratch = scratch_ptr + pid.to(tl.int64) * (CPS * BD * N) + d[:, None] % BD * N + n[None, :]
     for i in range(0, NSEG):
@@ -330,7 +329,8 @@ def _backward(gout, u, delta, A, B, C, path_index, D, delta_bias, delta_softplus
         *sg,
         N=nstate, BD=bd, T=t_b, HAS_D=D is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=bool(delta_softplus), SINGLE_GROUP=(g_per_path == 1 or ch_per_group % bd == 0),
-        GSCALE=(1.0 / K if reduce == "mean" else 1.0), LOG2E=_LOG2E, SEG=plan["SEG"], num_warps=plan["warps"],
+        GSCALE=(1.0 / K if reduce == "mean" else 1.0), LOG2E=_LOG2E, SEG=plan["SEG"], CPS=plan["SEG"] // t_b,
+        num_warps=plan["warps"],
     )
     return du, ddelta, dA.sum(0), dB, dC, dD.sum(0), dbias.sum(0)
 
