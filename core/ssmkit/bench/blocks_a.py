@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -75,8 +75,8 @@ def gla_vs_recurrent(device: str | torch.device = "cpu", dtype: torch.dtype = to
     rows = []
     for B, H, T, K, V in shapes:
         ins = _gla_inputs(B, H, T, K, V, dtype, device, grad=backward)
-        fast = _fwd_bwd(lambda: gla(*ins, backend="chunked"), ins, backward)
-        ref = _fwd_bwd(lambda: gla(*ins, backend="reference"), ins, backward)
+        fast = _fwd_bwd(lambda ins=ins: gla(*ins, backend="chunked"), ins, backward)
+        ref = _fwd_bwd(lambda ins=ins: gla(*ins, backend="reference"), ins, backward)
         tag = "fwd+bwd" if backward else "fwd"
         rows.append(_row(f"gla chunked vs recurrent ({tag}, {device.type}, {str(dtype)[6:]})",
                          f"B={B} H={H} T={T} K={K} V={V}",
@@ -98,8 +98,8 @@ def ema_fft_vs_recurrence(device: str | torch.device = "cpu", dtype: torch.dtype
                   torch.randn(D, N, device=device), torch.randn(D, N, device=device)]
         params = [p.requires_grad_(backward) for p in params]
         leaves = [x, *params]
-        fast = _fwd_bwd(lambda: ema(x, *params, backend="fft"), leaves, backward)
-        ref = _fwd_bwd(lambda: ema(x, *params, backend="reference"), leaves, backward)
+        fast = _fwd_bwd(lambda x=x, params=params: ema(x, *params, backend="fft"), leaves, backward)
+        ref = _fwd_bwd(lambda x=x, params=params: ema(x, *params, backend="reference"), leaves, backward)
         tag = "fwd+bwd" if backward else "fwd"
         rows.append(_row(f"ema fft vs recurrence ({tag}, {device.type}, {str(dtype)[6:]})",
                          f"B={B} D={D} N={N} L={L}",
@@ -122,24 +122,24 @@ def gla_fla_overhead(B: int = 8, T: int = 4096, H: int = 16, K: int = 128, V: in
     ok, why = fla_status()
     if not ok:
         raise RuntimeError(f"gla_fla_overhead needs fla-core: {why}")
-    from fla.ops.gla import chunk_gla  # noqa: PLC0415 - optional GPU dependency
+    from fla.ops.gla import chunk_gla
 
-    from ssmkit.layers.gla import GLA  # noqa: PLC0415 - bench sits above layers
+    from ssmkit.layers.gla import GLA
 
     dev = torch.device("cuda")
     shape = f"B={B} T={T} H={H} K={K} V={V} {str(dtype)[6:]}"
     rows = []
     for backward in (False, True):
         ins = _gla_inputs(B, H, T, K, V, dtype, dev, head_first=False, grad=backward)
-        raw = _fwd_bwd(lambda: chunk_gla(*ins, scale=K ** -0.5), ins, backward)
-        ours = _fwd_bwd(lambda: gla(*ins, scale=K ** -0.5, head_first=False, backend="fla"), ins, backward)
+        raw = _fwd_bwd(lambda ins=ins: chunk_gla(*ins, scale=K ** -0.5), ins, backward)
+        ours = _fwd_bwd(lambda ins=ins: gla(*ins, scale=K ** -0.5, head_first=False, backend="fla"), ins, backward)
         tag = "fwd+bwd" if backward else "fwd"
         rows.append(_row(f"gla op ssmkit(fla) / raw chunk_gla ({tag})", shape,
                          time_ms(raw, dev, warmup=3, iters=iters), time_ms(ours, dev, warmup=3, iters=iters)))
         layer = GLA(d_model=2 * H * K, num_heads=H, expand_k=0.5, expand_v=V * H / (2 * H * K),
                     backend="fla").to(dev, dtype)
         x = torch.randn(B, T, 2 * H * K, device=dev, dtype=dtype, requires_grad=backward)
-        lay = _fwd_bwd(lambda: layer(x), [x, *layer.parameters()] if backward else [x], backward)
+        lay = _fwd_bwd(lambda layer=layer, x=x: layer(x), [x, *layer.parameters()] if backward else [x], backward)
         rows.append(_row(f"GLA layer d={2 * H * K} (with projections) / raw chunk_gla ({tag})", shape,
                          time_ms(raw, dev, warmup=3, iters=iters), time_ms(lay, dev, warmup=3, iters=iters)))
         del layer, x, ins

@@ -52,7 +52,7 @@ class BiGS(nn.Module):
             raise ValueError(f"BiGS dropout must be in [0, 1); got {dropout!r}")
         self.dropout = float(dropout)
         E = self.expand * d_model
-        kw = dict(device=device, dtype=dtype)
+        kw = {"device": device, "dtype": dtype}
         self.in_proj = nn.Linear(d_model, E + 2 * d_model, **kw)  # V, F and Bk in one matmul
         self.kernel_fwd = S4DKernel(d_model, d_state, dt_min, dt_max, init, device=device)
         self.kernel_bwd = S4DKernel(d_model, d_state, dt_min, dt_max, init, device=device)

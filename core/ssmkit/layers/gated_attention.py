@@ -128,7 +128,7 @@ class GatedAttention(nn.Module):
         self.gate, self.causal, self.dropout, self.qk_norm = gate, bool(causal), float(dropout), bool(qk_norm)
         inner = self.num_heads * self.head_dim
         self.gate_dim = {"headwise": self.num_heads, "elementwise": inner, "none": 0}[gate]
-        kw = dict(device=device, dtype=dtype)
+        kw = {"device": device, "dtype": dtype}
         # queries and gate logits come from one matmul on the query-side input
         self.q_proj = nn.Linear(self.d_model, inner + self.gate_dim, bias=bias, **kw)
         self.k_proj = nn.Linear(self.d_model, inner, bias=bias, **kw)

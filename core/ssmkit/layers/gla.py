@@ -74,7 +74,7 @@ class GLA(nn.Module):
         self.norm_eps = float(norm_eps)
         self.backend = backend
         self.chunk_size = _positive_int("GLA", "chunk_size", chunk_size)
-        kw = dict(device=device, dtype=dtype)
+        kw = {"device": device, "dtype": dtype}
         self.q_proj = nn.Linear(d_model, self.key_dim, bias=False, **kw)
         self.k_proj = nn.Linear(d_model, self.key_dim, bias=False, **kw)
         self.v_proj = nn.Linear(d_model, self.value_dim, bias=False, **kw)

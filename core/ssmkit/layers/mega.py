@@ -111,7 +111,7 @@ class MegaLayer(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"MegaLayer dropout must be in [0, 1); got {dropout!r}")
         self.causal, self.bidirectional, self.dropout, self.prenorm = bool(causal), bool(bidirectional), dropout, prenorm
-        kw = dict(device=device, dtype=dtype)
+        kw = {"device": device, "dtype": dtype}
         D, N = self.d_model, self.ema_dim
         n_dirs = 2 if bidirectional else 1
         # EMA parameters: alpha/delta through a sigmoid, beta/eta as they are (Mega's init)

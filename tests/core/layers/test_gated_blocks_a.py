@@ -12,8 +12,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from ssmkit.layers.bigs import BiGS
 from ssmkit.layers.gated_attention import GatedAttention
 from ssmkit.layers.gla import GLA
@@ -21,6 +19,8 @@ from ssmkit.layers.lru import LRU, lru_recurrence, lru_scan
 from ssmkit.layers.mega import MegaLayer, relative_position_bucket
 from ssmkit.layers.s4d import S4D, S4DKernel, fft_causal_conv, s4d_recurrence
 from ssmkit.registry import create_block, list_blocks
+from torch import nn
+
 from tests.conftest import rel_err
 
 MINE = ["gated_attention", "gla", "mega", "s4d", "lru", "bigs"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from ssmkit.ops.ema import ema, ema_step
+
 from tests.conftest import rel_err
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from ssmkit.ops.gla import gla, gla_chunked, resolve_backend
+
 from tests.conftest import rel_err
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float64: 1e-10}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import os
 
 import torch
@@ -37,7 +38,7 @@ BACKENDS = ("auto", "reference", "chunked", "fla")
 @functools.lru_cache(maxsize=1)
 def _fla_chunk_gla():
     """fla's chunk_gla and whether it takes ``head_first``; raises ImportError if missing."""
-    from fla.ops.gla import chunk_gla  # noqa: PLC0415 - optional GPU dependency
+    from fla.ops.gla import chunk_gla
 
     try:
         has_head_first = "head_first" in inspect.signature(chunk_gla).parameters
@@ -50,7 +51,7 @@ def fla_status() -> tuple[bool, str]:
     """Whether fla-core's chunk_gla imports and, either way, why."""
     try:
         _fla_chunk_gla()
-    except Exception as err:  # ImportError, or a Triton/driver error raised at import time
+    except Exception as err:  # noqa: BLE001 - ImportError, or any Triton/driver error raised at import
         return False, f"fla-core does not import ({type(err).__name__}: {err}); pip install fla-core"
     return True, "fla-core available"
 
@@ -103,7 +104,7 @@ def _validate(q, k, v, gk, scale, initial_state, cu_seqlens, head_first, check_f
             raise ValueError(f"with cu_seqlens the batch must be 1 (sequences packed along T), got B={B}")
         T = q.shape[2] if head_first else q.shape[1]
         cs = cu_seqlens.tolist()
-        if len(cs) < 2 or cs[0] != 0 or cs[-1] != T or any(b < a for a, b in zip(cs[:-1], cs[1:])):
+        if len(cs) < 2 or cs[0] != 0 or cs[-1] != T or any(b < a for a, b in itertools.pairwise(cs)):
             raise ValueError(f"cu_seqlens must be non-decreasing from 0 to T={T}, got {cs}")
         n_states = len(cs) - 1
     if initial_state is not None:

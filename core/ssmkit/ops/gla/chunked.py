@@ -21,10 +21,11 @@ Two intra-chunk forms, picked per call (``intra="auto"``):
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from ssmkit.ops.gla.reference import _compute_dtype
-
 
 INTRA_MODES = ("auto", "factorised", "secondary")
 # largest in-chunk log-decay span for which exp(span) is safe to factor out, per compute dtype
@@ -155,7 +156,7 @@ def gla_chunked(
         return o.to(v.dtype), (ht if output_final_state else None)
     bounds = [int(x) for x in cu_seqlens.tolist()]
     outs, finals = [], []
-    for n, (s, e) in enumerate(zip(bounds[:-1], bounds[1:])):
+    for n, (s, e) in enumerate(itertools.pairwise(bounds)):
         h0 = initial_state[n : n + 1].to(cdt) if initial_state is not None else qc.new_zeros(1, H, K, V)
         o, ht = _chunked_one(qc[:, :, s:e], kc[:, :, s:e], vc[:, :, s:e], gc[:, :, s:e], scale, h0,
                              chunk_size, subchunk_size, intra)

@@ -9,6 +9,8 @@ reference doubles as a float64 oracle for gradcheck.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 
@@ -64,7 +66,7 @@ def gla_reference(
         return o.to(v.dtype), (ht if output_final_state else None)
     bounds = [int(b) for b in cu_seqlens.tolist()]
     outs, finals = [], []
-    for n, (s, e) in enumerate(zip(bounds[:-1], bounds[1:])):
+    for n, (s, e) in enumerate(itertools.pairwise(bounds)):
         h0 = initial_state[n : n + 1].to(cdt) if initial_state is not None else qc.new_zeros(1, H, K, V)
         o, ht = _recurrent_one(qc[:, :, s:e], kc[:, :, s:e], vc[:, :, s:e], gc[:, :, s:e], scale, h0)
         outs.append(o)
