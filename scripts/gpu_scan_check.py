@@ -156,9 +156,8 @@ def check_full(device, log) -> bool:
 
 def sweep(device, log) -> None:
     """Time tiling knobs at the first and third issue shapes in bf16 (triton_scan.set_tile_config)."""
-    fwd_cfgs = [dict(), dict(T_fwd=16), dict(T_fwd=4), dict(states_per_warp=64), dict(states_per_warp=256),
-                dict(warps=2), dict(warps=4)]
-    bwd_cfgs = [dict(), dict(T_bwd=2), dict(T_bwd=8), dict(states_per_warp=64), dict(seg=256), dict(warps=2)]
+    fwd_cfgs = [dict(), dict(spw_fwd=128), dict(spw_fwd=512), dict(T_fwd=16), dict(spw_fwd=512, T_fwd=4)]
+    bwd_cfgs = [dict(), dict(T_bwd=8), dict(T_bwd=4), dict(spw_bwd=256), dict(spw_bwd=256, T_bwd=2)]
     for shape in (ISSUE_SHAPES[0], ISSUE_SHAPES[2]):
         ins = make_inputs(shape, torch.bfloat16, device)
         for cfg in fwd_cfgs:

@@ -7,8 +7,9 @@ bandwidth) and the exp floor (B·D·L·N exp2 over the measured exp2 throughput 
 kernel). It also prints the mamba-ssm v2.3.2 CUDA numbers the issue quotes (H100 80GB HBM3) and
 the ratio to them. Inputs follow the issue: variable B/C with G=1, z, D, delta_bias, softplus.
 
-Nothing here imports Triton or touches CUDA until a function runs, so the registry can import
-this module on any machine.
+`ssmkit bench scan --gpu` (core/ssmkit/bench/scan.py) calls ``gpu_table``. Nothing here
+imports Triton or touches CUDA until a function runs, so the registry can import this module on
+any machine.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import statistics
 
 import torch
 
-from ssmkit.registry import register_bench
 
 # (B, D, L, N) and the issue's mamba-ssm times in ms: {dtype: (fwd, fwd+bwd)}.
 ISSUE_SHAPES: list[tuple[int, int, int, int]] = [(8, 1536, 4096, 16), (4, 2048, 16384, 16), (8, 1536, 4096, 64)]
@@ -203,12 +203,5 @@ def gpu_table(argv: list[str] | None = None) -> list[dict]:
     return rows
 
 
-@register_bench("scan_gpu")
-def bench_scan_gpu(argv: list[str]) -> int:
-    """`ssmkit bench scan_gpu`: the GPU table (same as `ssmkit bench scan --gpu`)."""
-    gpu_table(argv)
-    return 0
-
-
-__all__ = ["ISSUE_SHAPES", "MAMBA_MS", "bench_scan_gpu", "copy_bandwidth", "exp2_rate", "floor_bytes",
+__all__ = ["ISSUE_SHAPES", "MAMBA_MS", "copy_bandwidth", "exp2_rate", "floor_bytes",
            "floor_exps", "gpu_table", "make_inputs"]

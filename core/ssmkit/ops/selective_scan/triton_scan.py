@@ -349,19 +349,21 @@ def _scan_bwd_kernel(
 
 # ----------------------------------------------------------------------------- host side
 
-# Tiling. Each program is `warps` warps over BD channels; BD * N is about `states_per_warp`
-# * warps, so each thread keeps ~4 states of one channel for T steps in registers. The forward
-# walks chunks of T_fwd steps; the backward chunks of T_bwd (it holds more live tiles). The
-# forward keeps the state entering every segment of `seg` steps for the backward, which rebuilds
-# the chunk-entry states of one segment at a time into a small per-program scratch buffer.
-_DEFAULT_CONFIG = {"states_per_warp": 128, "T_fwd": 0, "T_bwd": 0, "warps": 1, "seg": 0}
+# Tiling. Each program is `warps` warps over BD channels, with BD * N about `states_per_warp`
+# * warps, so each thread keeps a few states of one channel for T steps in registers (the
+# forward holds fewer live tiles, so it takes more states per thread). The forward walks chunks
+# of T_fwd steps, the backward chunks of T_bwd. The forward keeps the state entering every segment
+# of `seg` steps for the backward, which rebuilds the chunk-entry states of one segment at a time
+# into a small per-program scratch buffer. Defaults come from the H100 sweep in
+# docs/benchmarks.md (spw_fwd 256 beat 128 by 1.2-1.45x; T_bwd 8 beat 4 by 1.5x at N=64).
+_DEFAULT_CONFIG = {"spw_fwd": 256, "spw_bwd": 128, "T_fwd": 0, "T_bwd": 0, "warps": 1, "seg": 0}
 _config = dict(_DEFAULT_CONFIG)
 
 
 def set_tile_config(**overrides: int) -> None:
-    """Override tiling knobs (states_per_warp, T_fwd, T_bwd, warps, seg); 0 means automatic:
-    T_fwd = 512/N and T_bwd = 128/N clamped to [2, 8] and [2, 4] (registers), seg = 8·N clamped to
-    [64, 1024]. No arguments restore the defaults. The GPU benchmark sweeps these."""
+    """Override tiling knobs (spw_fwd, spw_bwd, T_fwd, T_bwd, warps, seg); 0 means automatic:
+    T_fwd = 8, T_bwd = 4 (8 from N = 64 on), seg = 8·N clamped to [64, 1024]. No arguments
+    restore the defaults. The GPU benchmark sweeps these."""
     if not overrides:
         _config.clear()
         _config.update(_DEFAULT_CONFIG)
@@ -370,7 +372,7 @@ def set_tile_config(**overrides: int) -> None:
         if key not in _DEFAULT_CONFIG:
             raise ValueError(f"unknown tile knob {key!r}; expected one of {sorted(_DEFAULT_CONFIG)}")
         val = int(val)
-        if val < 0 or val & (val - 1) or key in ("states_per_warp", "warps") and val == 0:
+        if val < 0 or val & (val - 1) or key in ("spw_fwd", "spw_bwd", "warps") and val == 0:
             raise ValueError(f"tile knob {key}={val} must be a power of two")
         _config[key] = val
 
@@ -379,16 +381,21 @@ def _plan(N: int, dpg: int, maxlen: int) -> dict:
     """Concrete tile sizes for N states, `dpg` channels per group and the longest sequence."""
     NP = max(2, triton.next_power_of_2(N))
     warps = _config["warps"]
-    bd = max(1, (_config["states_per_warp"] * warps) // NP)
-    while dpg % bd:  # a program's channels must share one group (one B/C row)
-        bd //= 2
+
+    def channels(spw: int) -> int:
+        bd = max(1, (spw * warps) // NP)
+        while dpg % bd:  # a program's channels must share one group (one B/C row)
+            bd //= 2
+        return bd
+
     cap = triton.next_power_of_2(max(1, maxlen))
-    T_f = _config["T_fwd"] or max(2, min(8, 512 // NP))
-    T_b = _config["T_bwd"] or max(2, min(4, 128 // NP))
+    T_f = _config["T_fwd"] or 8
+    T_b = _config["T_bwd"] or (8 if NP >= 64 else 4)
     T_f, T_b = max(2, min(T_f, cap)), max(2, min(T_b, cap))
     seg = _config["seg"] or min(1024, max(64, 8 * NP))
     seg = max(T_f, T_b, min(seg, cap))
-    return dict(NP=NP, BD=bd, warps=warps, T_f=T_f, T_b=T_b, seg=seg)
+    return dict(NP=NP, BD_f=channels(_config["spw_fwd"]), BD_b=channels(_config["spw_bwd"]), warps=warps,
+                T_f=T_f, T_b=T_b, seg=seg)
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
@@ -422,7 +429,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         hsave = _empty(nseq, dim, nseg, N, device=u.device, dtype=compute) if needs_grad else None
         dummy = A2
         if nseq > 0 and dim > 0:
-            _scan_fwd_kernel[(dim // plan["BD"], nseq)](
+            _scan_fwd_kernel[(dim // plan["BD_f"], nseq)](
                 u, delta, A2, Bm, Cm,
                 Dc if Dc is not None else dummy, z if z is not None else dummy,
                 bias if bias is not None else dummy, h0c if h0c is not None else dummy,
@@ -430,7 +437,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 cu if cu is not None else dummy,
                 L, dim, N, G, dpg, nseg,
                 COMPUTE=tl.float64 if compute == torch.float64 else tl.float32,
-                BD=plan["BD"], NP=plan["NP"], T=plan["T_f"], KSUB=plan["seg"] // plan["T_f"],
+                BD=plan["BD_f"], NP=plan["NP"], T=plan["T_f"], KSUB=plan["seg"] // plan["T_f"],
                 HAS_D=Dc is not None, HAS_Z=z is not None,
                 HAS_BIAS=bias is not None, SOFTPLUS=bool(delta_softplus), HAS_H0=h0c is not None,
                 SAVE=needs_grad, STORE_LAST=return_final, REVERSE=bool(reverse), VARLEN=varlen,
@@ -460,7 +467,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dy = dy.contiguous()
         dlast = dlast.to(compute).contiguous() if dlast is not None else None
 
-        BD, NP, T = plan["BD"], plan["NP"], plan["T_b"]
+        BD, NP, T = plan["BD_b"], plan["NP"], plan["T_b"]
         ksub = plan["seg"] // T
         du = _empty_like(u)
         ddelta = _empty_like(delta)
