@@ -410,8 +410,7 @@ def test_mega_learns_associative_recall(chunk_size):
         assert acc > 0.38
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("block", ["s4d", "bigs"])
+@pytest.mark.parametrize("block", ["s4d", pytest.param("bigs", marks=pytest.mark.slow)])
 def test_ssm_learns_delayed_copy(block):
     assert _fit_delayed_copy(create_block(block, d_model=32), steps=300) > 0.85
 
