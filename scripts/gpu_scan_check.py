@@ -201,6 +201,10 @@ def main() -> int:
     ok &= check_poison(device, log)
     ok &= check_full(device, log)
     log(f"correctness {'PASSED' if ok else 'FAILED'} in {time.time() - t0:.0f} s")
+    for shape in ISSUE_SHAPES:
+        saved = triton_scan.forward_saved_bytes(*shape)
+        u_bytes = shape[0] * shape[1] * shape[2] * 2
+        log(f"forward saves {saved / 2**20:.1f} MiB for {shape} ({saved / u_bytes:.2f}x the bf16 u tensor)")
     if args.sweep:
         sweep(device, log)
     if not args.skip_table:
