@@ -48,7 +48,7 @@ class TrainConfig:
     log_every: int = 10  # steps between progress/metric lines
     eval_every: int = 0  # steps between validations; 0: at the end of every epoch
     ckpt_every: int = 0  # steps between checkpoints; 0: at the end of every epoch
-    keep_checkpoints: int = 2  # newest checkpoints kept; older ones are deleted
+    keep_checkpoints: int = 2  # newest checkpoints kept, older ones deleted; 0 keeps all
     deterministic: bool = True  # deterministic algorithms (exact CPU reruns and resumes)
 
 

@@ -158,6 +158,7 @@ class Trainer:
         last_val: dict[str, float] = {}
         model.train()
         while step < total:
+            start = step
             for batch in self._train_batches(train_ds, epoch, batch_i):
                 ctx.global_step, ctx.epoch = step, epoch
                 ctx.grad_norms = {}
@@ -187,6 +188,8 @@ class Trainer:
                     barrier(d)
                 if step >= total:
                     break
+            if step == start:  # a sampler that yields nothing would otherwise spin forever
+                raise RuntimeError(f"epoch {epoch} produced no training batches (position {batch_i}/{spe})")
         progress.close()
         if d.is_main:
             save_weights(model, self.run_dir / "model.safetensors")
