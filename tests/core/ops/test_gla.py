@@ -172,3 +172,63 @@ def test_fla_matches_reference_on_gpu(cuda_device, dtype):
     tol = 5e-3 if dtype == torch.float32 else 2e-2  # fla's kernels use tf32 / bf16 matmuls
     assert rel_err(o_f, o_r) < tol and rel_err(h_f, h_r) < tol
     assert all(rel_err(a, e) < 4 * tol for a, e in zip(g_f, g_r))
+
+
+def _fake_fla(monkeypatch, with_head_first: bool):
+    """Install a stand-in ``fla.ops.gla.chunk_gla`` (time-first, computed by our reference) so the
+    adapter's layout, dtype and keyword handling is checked without fla-core or a GPU."""
+    import sys
+    import types
+
+    from ssmkit.ops import gla as gla_mod
+    from ssmkit.ops.gla.reference import gla_reference
+
+    calls = []
+
+    def body(q, k, v, g, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None, **kw):
+        calls.append(kw)
+        assert q.is_contiguous() and q.shape[1] == v.shape[1]  # [B, T, H, *]
+        assert initial_state is None or initial_state.dtype == torch.float32
+        o, ht = gla_reference(*(t.transpose(1, 2) for t in (q, k, v, g)), scale, initial_state,
+                              output_final_state, cu_seqlens)
+        return o.transpose(1, 2), ht
+
+    if with_head_first:
+        def chunk_gla(q, k, v, g, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None,
+                      head_first=True):
+            assert head_first is False
+            return body(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, head_first=head_first)
+    else:
+        def chunk_gla(q, k, v, g, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None):
+            return body(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens)
+
+    pkg = types.ModuleType("fla")
+    ops = types.ModuleType("fla.ops")
+    mod = types.ModuleType("fla.ops.gla")
+    mod.chunk_gla = chunk_gla
+    pkg.ops, ops.gla = ops, mod
+    for name, m in (("fla", pkg), ("fla.ops", ops), ("fla.ops.gla", mod)):
+        monkeypatch.setitem(sys.modules, name, m)
+    gla_mod._fla_chunk_gla.cache_clear()
+    monkeypatch.setattr(gla_mod, "resolve_backend", lambda backend, device: "fla" if backend == "fla" else backend)
+    return calls
+
+
+@pytest.mark.parametrize("with_head_first", [False, True])
+@pytest.mark.parametrize("head_first", [True, False])
+def test_fla_adapter_layout_and_arguments(monkeypatch, with_head_first, head_first):
+    from ssmkit.ops import gla as gla_mod
+
+    try:
+        calls = _fake_fla(monkeypatch, with_head_first)
+        ins, h0 = _inputs(1, 2, 19, 4, 3, torch.float32)
+        cu = torch.tensor([0, 8, 19])
+        h0 = torch.randn(2, 2, 4, 3, dtype=torch.float64)  # any dtype in, float32 to fla
+        args = ins if head_first else [t.transpose(1, 2) for t in ins]
+        o, ht = gla_mod.gla(*args, initial_state=h0, output_final_state=True, cu_seqlens=cu, head_first=head_first,
+                            backend="fla")
+        o_r, ht_r = gla(*ins, initial_state=h0.float(), output_final_state=True, cu_seqlens=cu, backend="reference")
+        assert rel_err(o if head_first else o.transpose(1, 2), o_r) < 1e-6 and rel_err(ht, ht_r) < 1e-6
+        assert calls == ([{"head_first": False}] if with_head_first else [{}])
+    finally:
+        gla_mod._fla_chunk_gla.cache_clear()

@@ -37,14 +37,19 @@ BACKENDS = ("auto", "reference", "chunked", "fla")
 
 @functools.lru_cache(maxsize=1)
 def _fla_chunk_gla():
-    """fla's chunk_gla and whether it takes ``head_first``; raises ImportError if missing."""
+    """fla's chunk_gla, whether it takes ``head_first``, and the name of its varlen argument.
+
+    Raises ImportError if fla-core is missing.
+    """
     from fla.ops.gla import chunk_gla
 
     try:
-        has_head_first = "head_first" in inspect.signature(chunk_gla).parameters
+        params = inspect.signature(chunk_gla).parameters
     except (TypeError, ValueError):  # a wrapped callable without a signature: assume recent fla
-        has_head_first = False
-    return chunk_gla, has_head_first
+        params = {}
+    # early fla-core releases called the packed-sequence boundaries ``offsets``
+    varlen_name = "offsets" if "offsets" in params and "cu_seqlens" not in params else "cu_seqlens"
+    return chunk_gla, "head_first" in params, varlen_name
 
 
 def fla_status() -> tuple[bool, str]:
@@ -123,13 +128,14 @@ def _validate(q, k, v, gk, scale, initial_state, cu_seqlens, head_first, check_f
 
 def _gla_fla(q, k, v, gk, scale, initial_state, output_final_state, cu_seqlens):
     """fla's chunk_gla on time-first [B, T, H, *] tensors."""
-    chunk_gla, has_head_first = _fla_chunk_gla()
+    chunk_gla, has_head_first, varlen_name = _fla_chunk_gla()
     kw = {"head_first": False} if has_head_first else {}
+    if cu_seqlens is not None:
+        kw[varlen_name] = cu_seqlens
     if initial_state is not None:
         initial_state = initial_state.float()  # fla requires a float32 state
     o, ht = chunk_gla(q.contiguous(), k.contiguous(), v.contiguous(), gk.contiguous(), scale=scale,
-                      initial_state=initial_state, output_final_state=output_final_state,
-                      cu_seqlens=cu_seqlens, **kw)
+                      initial_state=initial_state, output_final_state=output_final_state, **kw)
     return o, (ht if output_final_state else None)
 
 
