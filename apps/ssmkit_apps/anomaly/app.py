@@ -74,7 +74,7 @@ class ModelConfig:
     d_state: int = 16
     backend: str = "auto"
     bidirectional: bool = False
-    temperature: float = 50.0
+    temperature: float = 1.0
     n_estimators: int = 100  # isolation_forest
     max_samples: int = 256
 
@@ -297,6 +297,25 @@ class AnomalyApp(App):
     def demo_summary(self, metrics: dict[str, float]) -> str:
         keys = ("f1", "pa_f1", "auc_pr", "vus_pr")
         return ", ".join(f"{k} = {metrics[k]:.3f}" for k in keys if k in metrics)
+
+    @classmethod
+    def run_demo(cls, root, overrides=None, verbose: bool = True):
+        """The full demo: MAAT, Anomaly Transformer and IsolationForest side by side on the
+        embedded data plus InternalBleeding16 (see compare.py). Returns the engine's DemoResult."""
+        import time as _time
+
+        from ssmkit.engine.commands import DemoResult
+        from ssmkit_apps.anomaly.compare import DEMO_OVERRIDES, run_comparison
+
+        t0 = _time.monotonic()
+        out = Path(root) / cls.name
+        res = run_comparison(out, [*DEMO_OVERRIDES, *(overrides or [])], verbose=verbose)
+        syn = res["synthetic"]
+        summary = "; ".join(f"{m}: F1 {v['f1']:.3f}, AUC-PR {v['auc_pr']:.3f}" for m, v in syn.items())
+        ib = res["internal_bleeding16"].get("maat")
+        if ib is not None:
+            summary += f"; InternalBleeding16 UCR hit: {'yes' if ib.get('ucr_hit') == 1.0 else 'no'}"
+        return DemoResult(cls.name, out, {}, syn.get("maat", {}), summary, _time.monotonic() - t0)
 
     # ---------------------------------------------------------------------- infer
     @classmethod

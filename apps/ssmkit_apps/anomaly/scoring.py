@@ -115,11 +115,12 @@ class StreamScorer:
         return self._score_last(rest) if rest else []
 
 
-def parse_rows(lines: Iterable[str], n_channels: int, err: IO[str] = sys.stderr,
+def parse_rows(lines: Iterable[str], n_channels: int, err: IO[str] | None = None,
                drop: tuple[str, ...] = ("timestamp", "is_anomaly", "label")) -> Iterator[tuple[int, np.ndarray]]:
     """CSV text rows -> (data-row index, values [C]). A header (non-numeric first line) is used
     to drop ``drop`` columns by name. Malformed rows are reported on ``err`` and skipped, so one
     bad line never stops a stream; their index is not reused."""
+    err = err or sys.stderr
     keep: list[int] | None = None
     width = n_channels  # fields per row: the header's width once a header is seen
     idx = -1
@@ -160,10 +161,11 @@ def parse_rows(lines: Iterable[str], n_channels: int, err: IO[str] = sys.stderr,
 
 
 def stream(model, lines: Iterable[str], out: IO[str], *, hop: int, threshold: float | None = None,
-           err: IO[str] = sys.stderr, device=None) -> int:
+           err: IO[str] | None = None, device=None) -> int:
     """Score CSV ``lines`` as they arrive; write ``index,score,flag`` per row, flushed per window.
 
     Returns the number of rows scored. Memory holds one window and one window's index map."""
+    err = err or sys.stderr
     thr = float(model.threshold) if threshold is None else float(threshold)
     if math.isnan(thr):
         raise ValueError("the model has no fitted threshold; evaluate it on a validation split first or pass --threshold")

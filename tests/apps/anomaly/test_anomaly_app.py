@@ -1,0 +1,97 @@
+"""A tiny train -> evaluate -> infer run through the engine commands, and the app's errors."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ssmkit.engine import commands
+from ssmkit.engine.app import DataError
+from ssmkit.registry import list_apps
+from ssmkit_apps.anomaly.app import AnomalyApp
+
+TINY = ["data.channels=3", "data.n_train=300", "data.n_val=120", "data.n_test=300", "data.train_stride=8",
+        "model.window=16", "model.d_model=16", "model.n_heads=2", "model.n_layers=1", "model.d_ff=16",
+        "model.mamba_layers=1", "model.d_state=4", "train.max_steps=4", "train.batch_size=8", "train.log_every=2"]
+
+
+def _infer_args(run, **kw):
+    base = dict(run=str(run), ckpt=None, config=None, set=[], file=None, out=None, stream=False, threshold=None,
+                label_column="is_anomaly", timestamp_column="timestamp")
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_app_is_registered():
+    assert "anomaly" in list_apps()
+
+
+def test_tiny_train_evaluate_infer(tmp_path, monkeypatch, capsys):
+    run, val = commands.train(AnomalyApp, None, [*TINY, f"run.root={tmp_path}", "run.id=maat"], verbose=False)
+    assert np.isfinite(val["rec_loss"]) and np.isfinite(val["threshold"])
+    # the resolved channel count is persisted, so inference needs only the run directory
+    assert "n_channels: 3" in (run / "config.yaml").read_text()
+    test = commands.evaluate(AnomalyApp, run=run, split="test", verbose=False)
+    for k in ("pa_f1", "f1", "auc_roc", "auc_pr", "vus_pr", "aff_precision", "aff_recall"):
+        assert k in test and 0.0 <= test[k] <= 1.0, k
+    assert json.loads((run / "eval_test.json").read_text())["f1"] == test["f1"]
+    assert (run / "plots" / "synthetic_maat_test.png").stat().st_size > 10_000
+    scores = pd.read_csv(run / "scores_test.csv")
+    assert list(scores.columns) == ["index", "score", "flag", "label"] and len(scores) == 300
+
+    # infer FILE.csv --out: the same series scores the same as the evaluation
+    from ssmkit_apps.anomaly.data import make_synthetic
+
+    s = make_synthetic(3, 300, 120, 300, seed=0)
+    frame = pd.DataFrame(s.test, columns=["a", "b", "c"])
+    frame.insert(0, "timestamp", np.arange(300))
+    frame["is_anomaly"] = s.test_labels
+    frame.to_csv(tmp_path / "new.csv", index=False)
+    assert commands.infer(AnomalyApp, _infer_args(run, file=str(tmp_path / "new.csv"), out=str(tmp_path / "s.csv"))) == 0
+    got = pd.read_csv(tmp_path / "s.csv")
+    np.testing.assert_allclose(got["score"], scores["score"], rtol=1e-4, atol=1e-6)
+
+    # --stream: stdin rows in, one line per row out
+    text = "a,b,c\n" + "\n".join(",".join(f"{v:.6f}" for v in row) for row in s.test[:40]) + "\nbad,row\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    assert commands.infer(AnomalyApp, _infer_args(run, stream=True)) == 0
+    out = capsys.readouterr()
+    assert out.out.splitlines()[0] == "index,score,flag" and len(out.out.splitlines()) == 41
+    assert "stream row 40: expected 3 fields, got 2" in out.err
+
+    # a file with another channel count is refused, naming the file
+    frame.drop(columns=["c"]).to_csv(tmp_path / "two.csv", index=False)
+    with pytest.raises(DataError, match=r"two.csv: 2 value columns \['a', 'b'\]; the checkpoint was trained on 3"):
+        commands.infer(AnomalyApp, _infer_args(run, file=str(tmp_path / "two.csv")))
+    frame.iloc[:10].to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(DataError, match="short.csv: 10 rows is fewer than one window of 16 rows"):
+        commands.infer(AnomalyApp, _infer_args(run, file=str(tmp_path / "short.csv")))
+    # evaluating on data with other channels than the checkpoint is refused too
+    with pytest.raises(DataError, match="the data has 5 channels but model.n_channels=3"):
+        commands.evaluate(AnomalyApp, run=run, split="test", overrides=["data.channels=5"], verbose=False)
+
+
+def test_isolation_forest_through_the_same_commands(tmp_path):
+    cfg = AnomalyApp.package_dir() / "configs" / "isolation_forest.yaml"
+    ov = [*TINY, "model.window=8", f"run.root={tmp_path}", "run.id=if", "train.max_steps=1"]
+    run, val = commands.train(AnomalyApp, cfg, ov, verbose=False)
+    assert np.isfinite(val["threshold"]) and "rec_loss" not in val
+    test = commands.evaluate(AnomalyApp, run=run, split="test", verbose=False)
+    assert 0.0 <= test["auc_pr"] <= 1.0
+
+
+def test_missing_benchmark_folder_is_a_data_error(tmp_path):
+    from ssmkit_apps.anomaly.app import load_split
+    from ssmkit.engine.commands import app_config
+
+    cfg = app_config(AnomalyApp, None, ["data.source=psm", f"data.root={tmp_path / 'nope'}"])
+    with pytest.raises(DataError, match="nope/train.csv"):
+        load_split(cfg.data)
+    cfg = app_config(AnomalyApp, None, ["data.source=npy"])
+    with pytest.raises(DataError, match="data.name=SMD"):
+        load_split(cfg.data)
