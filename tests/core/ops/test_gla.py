@@ -194,10 +194,12 @@ def _fake_fla(monkeypatch, with_head_first: bool):
         return o.transpose(1, 2), ht
 
     if with_head_first:
+        # an old default (head-first) and a state layout switch: both must be pinned by the adapter
         def chunk_gla(q, k, v, g, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None,
-                      head_first=True):
-            assert head_first is False
-            return body(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, head_first=head_first)
+                      head_first=True, state_v_first=True):
+            assert head_first is False and state_v_first is False
+            return body(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, head_first=head_first,
+                        state_v_first=state_v_first)
     else:
         def chunk_gla(q, k, v, g, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None):
             return body(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens)
@@ -229,6 +231,6 @@ def test_fla_adapter_layout_and_arguments(monkeypatch, with_head_first, head_fir
                             backend="fla")
         o_r, ht_r = gla(*ins, initial_state=h0.float(), output_final_state=True, cu_seqlens=cu, backend="reference")
         assert rel_err(o if head_first else o.transpose(1, 2), o_r) < 1e-6 and rel_err(ht, ht_r) < 1e-6
-        assert calls == ([{"head_first": False}] if with_head_first else [{}])
+        assert calls == ([{"head_first": False, "state_v_first": False}] if with_head_first else [{}])
     finally:
         gla_mod._fla_chunk_gla.cache_clear()

@@ -14,8 +14,9 @@ environment variable ``SSMKIT_BACKEND`` overrides ``"auto"`` (values outside thi
 such as ``"triton"``, map to ``"auto"``'s choice so one override can serve every op).
 
 Layout passed to fla: recent fla-core takes ``[B, T, H, K]`` ("time first", no ``head_first``
-argument); releases before 0.2 default to ``head_first=True``. We inspect ``chunk_gla``'s
-signature: where it has ``head_first`` we pass ``head_first=False``, so fla always receives
+argument); releases before 0.2 default to ``head_first=True``, and the newest can keep states
+as [N, H, V, K] (``state_v_first``). We inspect ``chunk_gla``'s signature and pin
+``head_first=False`` and ``state_v_first=False`` where they exist, so fla always receives
 ``[B, T, H, K]`` / ``[B, T, H, V]`` contiguous tensors, a float32 ``initial_state``
 ``[N, H, K, V]``, and the output comes back as ``[B, T, H, V]``.
 """
@@ -37,7 +38,7 @@ BACKENDS = ("auto", "reference", "chunked", "fla")
 
 @functools.lru_cache(maxsize=1)
 def _fla_chunk_gla():
-    """fla's chunk_gla, whether it takes ``head_first``, and the name of its varlen argument.
+    """fla's chunk_gla, the layout keywords to pin, and the name of its varlen argument.
 
     Raises ImportError if fla-core is missing.
     """
@@ -49,7 +50,12 @@ def _fla_chunk_gla():
         params = {}
     # early fla-core releases called the packed-sequence boundaries ``offsets``
     varlen_name = "offsets" if "offsets" in params and "cu_seqlens" not in params else "cu_seqlens"
-    return chunk_gla, "head_first" in params, varlen_name
+    fixed = {}
+    if "head_first" in params:
+        fixed["head_first"] = False  # releases before 0.2 default to head-first [B, H, T, K]
+    if "state_v_first" in params:
+        fixed["state_v_first"] = False  # recent releases can store states as [N, H, V, K]; ours are [N, H, K, V]
+    return chunk_gla, fixed, varlen_name
 
 
 def fla_status() -> tuple[bool, str]:
@@ -128,8 +134,8 @@ def _validate(q, k, v, gk, scale, initial_state, cu_seqlens, head_first, check_f
 
 def _gla_fla(q, k, v, gk, scale, initial_state, output_final_state, cu_seqlens):
     """fla's chunk_gla on time-first [B, T, H, *] tensors."""
-    chunk_gla, has_head_first, varlen_name = _fla_chunk_gla()
-    kw = {"head_first": False} if has_head_first else {}
+    chunk_gla, fixed, varlen_name = _fla_chunk_gla()
+    kw = dict(fixed)
     if cu_seqlens is not None:
         kw[varlen_name] = cu_seqlens
     if initial_state is not None:
