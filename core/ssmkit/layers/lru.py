@@ -157,10 +157,12 @@ class LRU(nn.Module):
         if x.shape[1] == 0:
             return x.clone()
         u = x.float()  # complex math in complex64 whatever the input dtype
-        y = self._run(u, 0, initial_state)
-        if self.bidirectional:
-            y = y + self._run(u.flip(1), 1, None).flip(1)
-        y = y + u * self.D.float()
+        # autocast would turn the projections into bf16, which complex tensors cannot hold
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            y = self._run(u, 0, initial_state)
+            if self.bidirectional:
+                y = y + self._run(u.flip(1), 1, None).flip(1)
+            y = y + u * self.D.float()
         y = F.dropout(F.gelu(y), self.dropout, self.training).to(x.dtype)
         return F.glu(self.out_proj(y), dim=-1)
 

@@ -62,6 +62,18 @@ def test_registered_block_builds_runs_and_is_deterministic(name):
     assert torch.equal(again(x), block(x))
 
 
+@pytest.mark.parametrize("name", MINE)
+def test_block_runs_under_bf16_autocast(name):
+    # apps train with bf16 autocast: complex (LRU) and FFT (S4D, BiGS, Mega) parts must opt out
+    block = create_block(name, d_model=16)
+    x = torch.randn(2, 19, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = block(x)
+    (g,) = torch.autograd.grad(y.float().square().mean(), x)
+    assert torch.isfinite(g).all()
+    assert rel_err(y.float(), block(x)) < 3e-2
+
+
 # ----------------------------------------------------------------------------- GatedAttention
 
 
