@@ -25,8 +25,15 @@ CHECK = textwrap.dedent(
     assert os.environ["TRITON_INTERPRET"] == "1"
     import torch
     from ssmkit.ops.path_scan import fused_path_scan, path_scan_reference
+    from ssmkit.ops.path_scan import triton_path_scan
     from ssmkit.ops.path_scan.triton_path_scan import path_scan_triton
     from ssmkit.registry import create_scan
+
+    def nan_empty(*shape, **kw):  # any element a kernel forgets to write stays NaN
+        t = torch.empty(*shape, **kw)
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    triton_path_scan._empty = nan_empty
 
     torch.manual_seed(0)
     results = []
@@ -63,7 +70,8 @@ CHECK = textwrap.dedent(
             gerr = [float((a - b).abs().max() / b.abs().max()) for a, b in zip(g_out, g_ref)]
         results.append({"case": strategy, "err": err, "grad_errs": gerr, "dtype": str(out.dtype),
                         "shape": list(out.shape), "want_shape": list(ref.shape),
-                        "finite": bool(torch.isfinite(out.float()).all())})
+                        "finite": bool(torch.isfinite(out.float()).all())
+                        and all(bool(torch.isfinite(g).all()) for g in (g_out if grads else []))})
     print("RESULT" + json.dumps(results))
     """
 )

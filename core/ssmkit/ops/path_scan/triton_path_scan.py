@@ -29,6 +29,10 @@ import triton.language as tl
 
 _LOG2E = 1.4426950408889634
 
+# Every buffer a kernel must fill completely is allocated through this name, so a test can
+# swap in NaN-filled allocations and catch elements a kernel fails to write.
+_empty = torch.empty
+
 
 @triton.jit
 def _compose(a1, b1, a2, b2):
@@ -223,7 +227,8 @@ def _path_scan_bwd_kernel(
                 ddt = ddt * tl.sigmoid(raw)
             ddt = tl.where(m2, ddt, 0.0)
             dbias_acc += tl.sum(ddt, axis=1)
-            tl.store(ddelta_ptr + b64 * sd_b + ch[:, None] * sd_d + t[None, :], ddt, mask=m2)
+            tl.store(ddelta_ptr + b64 * sd_b + ch[:, None] * sd_d + t[None, :], ddt.to(ddelta_ptr.dtype.element_ty),
+                     mask=m2)
             # K paths visit every position: their du land on the same raster element.
             tl.atomic_add(du_ptr + b64 * su_b + d[:, None] * su_d + pos[None, :], du, mask=m2)
             gB = g * (dt * u)[:, None, :]
@@ -285,9 +290,9 @@ def _forward(u, delta, A, B, C, path_index, D, delta_bias, delta_softplus, reduc
         out = torch.zeros(batch, dim, L, device=u.device, dtype=torch.float32)
         so = (out.stride(0), 0, out.stride(1))
     else:
-        out = torch.empty(batch, K, dim, L, device=u.device, dtype=u.dtype)
+        out = _empty(batch, K, dim, L, device=u.device, dtype=u.dtype)
         so = (out.stride(0), out.stride(1), out.stride(2))
-    states = torch.empty(batch, K * dim, plan["NSEG"], nstate, device=u.device, dtype=torch.float32) \
+    states = _empty(batch, K * dim, plan["NSEG"], nstate, device=u.device, dtype=torch.float32) \
         if store_states else out  # placeholder pointer when not stored
     grid = (batch * K, triton.cdiv(dim, plan["BD"]))
     _path_scan_fwd_kernel[grid](
@@ -315,14 +320,14 @@ def _backward(gout, u, delta, A, B, C, path_index, D, delta_bias, delta_softplus
     sg = (gout.stride(0), 0, gout.stride(1)) if reduce != "none" else (gout.stride(0), gout.stride(1), gout.stride(2))
     f32 = dict(device=u.device, dtype=torch.float32)
     du = torch.zeros(batch, dim, L, **f32)
-    ddelta = torch.empty(batch, K * dim, L, **f32)
+    ddelta = _empty(batch, K * dim, L, device=u.device, dtype=delta.dtype)  # written once: no fp32 copy
     dB = torch.zeros(B.shape, **f32)
     dC = torch.zeros(C.shape, **f32)
-    dA = torch.empty(batch, K * dim, nstate, **f32)
-    dD = torch.empty(batch, K * dim, **f32)
-    dbias = torch.empty(batch, K * dim, **f32)
+    dA = _empty(batch, K * dim, nstate, **f32)
+    dD = _empty(batch, K * dim, **f32)
+    dbias = _empty(batch, K * dim, **f32)
     grid = (batch * K, triton.cdiv(dim, bd))
-    scratch = torch.empty(grid[0] * grid[1], plan["SEG"] // t_b, bd, nstate, **f32)
+    scratch = _empty(grid[0] * grid[1], plan["SEG"] // t_b, bd, nstate, **f32)
     ch_per_group = dim // g_per_path
     _path_scan_bwd_kernel[grid](
         u, delta, A, B, C, D if D is not None else A, delta_bias if delta_bias is not None else A,
