@@ -132,6 +132,28 @@ def test_train_evaluate_infer_end_to_end(capsys, tmp_path):
     assert lines[0].startswith("index,class,p_sine") and len(lines) == 6
     code, _, err = run(capsys, "example", "infer", str(tmp_path / "missing.npy"), "--run", str(run_dir))
     assert code == 2 and "does not exist" in err
+    # --resume without a path picks the newest run under run.root; a finished run just re-reports.
+    code, out, err = run(capsys, "example", "train", "--resume", "--set", f"run.root={tmp_path}")
+    assert code == 0, err
+    assert f"resuming from {run_dir}" in out and "done: validation accuracy=" in out
+
+
+def test_bench_dispatches_to_registered_function(capsys, monkeypatch):
+    from ssmkit import registry
+
+    seen = []
+
+    def fake_bench(argv):
+        seen.append(argv)
+        print("bench ran")
+        return 3
+
+    registry.list_registered("bench")  # discover first, so the fake entry is not overwritten
+    monkeypatch.setitem(registry._REGISTRY["bench"], "fake_suite", fake_bench)
+    code, out, _ = run(capsys, "bench", "fake_suite", "--cpu", "--quick")
+    assert code == 3 and seen == [["--cpu", "--quick"]] and "bench ran" in out
+    code, out, _ = run(capsys, "bench")
+    assert code == 0 and "fake_suite" in out
 
 
 def test_python_dash_m_entry_point():
