@@ -35,3 +35,33 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     lines = (two_dir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == len((tmp_path / "example" / "one" / "metrics.jsonl").read_text().splitlines())
     assert len(list(tmp_path.glob("example/*"))) == 2
+
+
+def test_no_sync_accumulates_several_backward_passes_under_ddp(tmp_path):
+    # A minimax step runs two backward passes through one forward. ctx.no_sync() on the first
+    # skips one all-reduce; the accumulated gradients must still be those of the summed losses.
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from ssmkit.engine.app import StepContext
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        plain = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        wrapped = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        wrapped.load_state_dict(plain.state_dict())
+        ddp = DistributedDataParallel(wrapped)
+        x = torch.randn(6, 4)
+        ctx = StepContext(device=torch.device("cpu"), model=ddp)
+        out = ctx.model(x)
+        with ctx.no_sync():
+            ctx.backward(out.pow(2).mean(), retain_graph=True)
+        ctx.backward(out.abs().mean())
+        ref = plain(x)
+        (ref.pow(2).mean() + ref.abs().mean()).backward()
+        for a, b in zip(plain.parameters(), wrapped.parameters()):
+            torch.testing.assert_close(b.grad, a.grad)
+    finally:
+        dist.destroy_process_group()
