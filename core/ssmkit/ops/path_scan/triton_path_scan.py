@@ -14,11 +14,12 @@ output written once; no [B, K*Di, L] copy of u and no [B, K*Di, L] un-merged out
 Backward: the forward pass (when a gradient is needed) also saves the state entering every
 segment of SEG steps, [B, K*Di, L/SEG, N] fp32. The backward kernel walks the segments in
 reverse, rebuilds the entry state of each chunk of a segment into a small per-program scratch,
-then walks those chunks in reverse: it rebuilds each chunk's states from its entry state, gathers the output gradient along the path, runs
-the adjoint scan ``g[t] = C[t] dy[t] + a[t+1] g[t+1]`` in reverse, writes d(delta) in visit
-order, scatter-adds du to raster positions (fp32 atomics: the K paths meet there), adds dB/dC
-with fp32 atomics (the channel blocks of a group meet there) and leaves per-batch partials of
-dA, dD and d(delta_bias) summed on the host.
+then walks those chunks in reverse: it rebuilds each chunk's states from its entry state,
+gathers the output gradient along the path, runs the adjoint scan
+``g[t] = C[t] dy[t] + a[t+1] g[t+1]`` in reverse, writes d(delta) in visit order, scatter-adds
+du to raster positions (fp32 atomics: the K paths meet there), adds dB/dC with fp32 atomics
+(the channel blocks of a group meet there) and leaves per-batch partials of dA, dD and
+d(delta_bias) summed on the host. Atomics make GPU results reproducible only to rounding.
 """
 
 from __future__ import annotations
