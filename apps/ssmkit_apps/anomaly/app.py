@@ -31,10 +31,6 @@ from ssmkit_apps.anomaly import metrics as M
 from ssmkit_apps.anomaly.losses import minimax_losses
 from ssmkit_apps.anomaly.scoring import score_series, stream, window_plan
 
-SOURCES = ("synthetic", "npy", "psm", "swat", "timeeval", "csv", "internal_bleeding16")
-MODELS = ("maat", "anomaly_transformer", "mamba_recon", "isolation_forest")
-
-
 @dataclass
 class DataConfig:
     """Which series to use. ``source`` picks a loader; see data/anomaly.md for each layout."""
@@ -131,11 +127,10 @@ def load_split(cfg: DataConfig) -> D.SeriesSplit:
             return D.load_swat(cfg.train_file, cfg.test_file, **kw)
         if cfg.source == "timeeval":
             return D.load_timeeval(cfg.test_file, cfg.train_file or None, train_rows=cfg.train_rows or None, **kw)
-        # csv: train file without labels (or with, ignored), test file with the label column
+        # csv: a train file of normal data without labels, a test file with the label column
         train, _, cols = D.load_labelled_csv(cfg.train_file, label_column=None,
                                              timestamp_column=cfg.timestamp_column or None, nan_policy=cfg.nan_policy)
         if cfg.label_column in cols:
-            cols.remove(cfg.label_column)
             raise DataError(f"{cfg.train_file}: holds the label column {cfg.label_column!r}; training data must be unlabelled "
                             "normal data, or use data.source=timeeval")
         test, labels, test_cols = D.load_labelled_csv(cfg.test_file, label_column=cfg.label_column,

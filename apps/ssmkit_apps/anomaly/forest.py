@@ -118,6 +118,9 @@ class WindowIsolationForest(DetectorBase):
         depth = self.leaf_depth[rows, node].mean(0)
         return torch.pow(2.0, -depth / self.norm_depth)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score(x)
+
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Standardised windows [B, L, C] -> [B, L] (the window's score at every step)."""
         self.check_input(x)

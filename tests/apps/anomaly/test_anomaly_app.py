@@ -95,3 +95,21 @@ def test_missing_benchmark_folder_is_a_data_error(tmp_path):
     cfg = app_config(AnomalyApp, None, ["data.source=npy"])
     with pytest.raises(DataError, match="data.name=SMD"):
         load_split(cfg.data)
+
+
+def test_any_csv_source_through_the_config(tmp_path):
+    from ssmkit.engine.commands import app_config
+    from ssmkit_apps.anomaly.app import load_split
+
+    rng = np.random.default_rng(0)
+    pd.DataFrame(rng.normal(size=(50, 2)), columns=["p", "q"]).to_csv(tmp_path / "normal.csv", index=False)
+    test = pd.DataFrame(rng.normal(size=(30, 2)), columns=["p", "q"])
+    test["fault"] = [0] * 25 + [1] * 5
+    test.to_csv(tmp_path / "test.csv", index=False)
+    ov = ["data.source=csv", f"data.train_file={tmp_path / 'normal.csv'}", f"data.test_file={tmp_path / 'test.csv'}",
+          "data.label_column=fault"]
+    s = load_split(app_config(AnomalyApp, None, ov).data)
+    assert s.channels == ["p", "q"] and s.train.shape == (40, 2) and s.test_labels.sum() == 5
+    test.to_csv(tmp_path / "normal.csv", index=False)
+    with pytest.raises(DataError, match="normal.csv: holds the label column 'fault'"):
+        load_split(app_config(AnomalyApp, None, ov).data)
