@@ -24,9 +24,6 @@ from ssmkit.bench.scan_gpu import ISSUE_SHAPES, cuda_time_ms, gpu_table, make_in
 from ssmkit.ops.selective_scan import selective_scan
 from ssmkit.ops.selective_scan import triton_scan
 
-NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
-
-
 def rel(a, e) -> float:
     a, e = a.detach().double(), e.detach().double()
     if torch.isnan(a).any():

@@ -4,7 +4,7 @@ CPU: the kernels run under ``TRITON_INTERPRET=1`` in one subprocess (the variabl
 before the kernels are decorated, and other test files in the same session may already have
 imported them for real), at tiny shapes covering L in {1, 63, 130}, D=12, G in {1, 2},
 N in {4, 16}, reverse, cu_seqlens (with an empty sequence) and initial states, in float32,
-bfloat16 and float64, plus a run with NaN-filled output buffers. Small tiles and segments make
+bfloat16, float16 and float64, plus a run with NaN-filled output buffers. Small tiles and segments make
 every case cross several chunks and segments.
 
 GPU (``-m gpu``): odd shapes against the float64 reference, the issue's full shapes against the
@@ -21,8 +21,6 @@ import sys
 import pytest
 import torch
 
-NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
-
 # (name, batch, L, G, N, dtype, reverse, varlen, init, full_features, poison)
 INTERP_CASES = [
     ("L63_G1_N4_fwd", 2, 63, 1, 4, "float32", False, False, True, True, False),
@@ -30,9 +28,10 @@ INTERP_CASES = [
     ("L130_G2_N4_varlen_poison", 1, 130, 2, 4, "float32", False, True, True, True, True),
     ("L130_G1_N16_varlen_rev_bf16", 1, 130, 1, 16, "bfloat16", True, True, False, True, False),
     ("L1_G2_N16", 2, 1, 2, 16, "float32", False, False, True, True, False),
+    ("L63_G1_N4_fp16", 1, 63, 1, 4, "float16", False, False, True, True, False),
     ("L63_G2_N4_bare_rev_f64", 2, 63, 2, 4, "float64", True, False, True, False, False),
 ]
-TOL = {"float32": 1e-4, "bfloat16": 1e-2, "float64": 1e-10}
+TOL = {"float32": 1e-4, "bfloat16": 1e-2, "float16": 1e-2, "float64": 1e-10}
 
 
 def make_case(batch, L, G, N, dtype, varlen, init, full, device="cpu", dim=12, seed=0):
