@@ -1,25 +1,29 @@
 """Triton selective scan (Mamba-1 / S6), forward and backward, for CUDA (and TRITON_INTERPRET=1).
 
 Layout: u, delta, z, y are [B, D, L] and B, C are [B, G, N, L], all contiguous along L. One
-program owns ``BD`` channels of one sequence and walks its length in chunks of ``T`` steps,
-holding a [BD, N, T] tile in registers. Inside a chunk the recurrence
-``h[t] = a[t] * h[t-1] + b[t]`` (a = exp2(dt * A * log2 e), b = dt * u * B) is one
-``tl.associative_scan`` over (a, b) pairs; the state entering the chunk is folded in after the
-scan as ``h = scan_b + scan_a * h_in`` so masked tail steps (a = 1, b = 0) stay identities.
+program (one warp by default) owns ``BD`` channels of one sequence and walks its length in
+chunks of ``T`` steps, holding [T, N, BD] tiles in registers. With the channels innermost,
+Triton's default layout puts the lanes on channels (and on N when BD < 32) and keeps the T steps
+inside each thread, so the chunk's recurrence ``h[t] = a[t] * h[t-1] + b[t]``
+(a = exp2(dt * A * log2 e), b = dt * u * B) is a ``tl.associative_scan`` that runs sequentially
+in registers, and the sum over N is mostly in-thread. The state entering a chunk is folded into
+its first step (``b[0] += a[0] * h_in``), so the scan's running product of decays is dead code;
+masked tail steps (a = 1, b = 0) are identities.
 
 The forward pass writes y (gated when z is given) once and, when a gradient is needed, the state
-entering every chunk: [S, D, n_chunks, N] float32, the only activation it keeps beyond its inputs.
-The backward pass walks the chunks in the opposite order, rebuilds each chunk's states from the
-saved entry state, and runs the adjoint scan ``g[t] = C[t] dy[t] + a[t+1] g[t+1]``. The shifted
-decay a[t+1] comes from a second exp2 of the shifted step size: a register tile cannot be shifted
-in Triton, and one extra exp2 per element is cheaper than a three-term scan. dB and dC sum over
-the channels of a group: each program reduces its BD channels first and adds one [N, T] partial
-per chunk with fp32 atomics; dA, dD and d(delta_bias) go to per-sequence partials summed on the
-host, with no atomics.
+entering every segment of ``seg`` steps: [S, D, L/seg, N] float32, the only activation it keeps
+beyond its inputs. The backward pass walks the segments in the opposite order. Pass 1 rebuilds
+the segment's chunk-entry states into a per-program scratch; pass 2 walks its chunks backwards,
+recomputes each chunk's states and runs the adjoint scan ``g[t] = C[t] dy[t] + a[t+1] g[t+1]``.
+The shifted decay a[t+1] comes from a second exp2 of the shifted step size (a register tile
+cannot be shifted in Triton). dB and dC sum over the channels of a group: each program reduces
+its BD channels first and adds one [T, N] partial per chunk with fp32 atomics; dA, dD and
+d(delta_bias) go to per-sequence partials summed on the host, with no atomics.
 
 With ``cu_seqlens`` (batch 1) each packed sequence is its own row of programs: the state never
 crosses a boundary, and initial/final states are [S, D, N]. ``reverse`` scans right to left by
 walking the chunks backwards and scanning each chunk in reverse; nothing is flipped in memory.
+H100 timings and the floors they are measured against: docs/benchmarks.md.
 """
 
 from __future__ import annotations
