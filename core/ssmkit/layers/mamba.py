@@ -227,8 +227,9 @@ class Mamba(nn.Module):
         GN = self.ngroups * self.d_state
         dt, Bm, Cm = x_dbl.split([self.dt_rank, GN, GN], dim=-1)
         delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # [B, d_inner, L]
-        Bm = Bm.unflatten(-1, (self.ngroups, self.d_state)).permute(0, 2, 3, 1).contiguous()  # [B, G, N, L]
-        Cm = Cm.unflatten(-1, (self.ngroups, self.d_state)).permute(0, 2, 3, 1).contiguous()
+        # [B, G, N, L] views; each backend lays them out as it needs (time-major, L-contiguous).
+        Bm = Bm.unflatten(-1, (self.ngroups, self.d_state)).permute(0, 2, 3, 1)
+        Cm = Cm.unflatten(-1, (self.ngroups, self.d_state)).permute(0, 2, 3, 1)
 
         pdtype = self._param_dtype(x)
         A = -torch.exp(self.A_log.to(pdtype))
