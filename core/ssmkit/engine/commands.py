@@ -145,10 +145,27 @@ def evaluate(app_cls: type[App], run: str | Path | None = None, ckpt: str | Path
     metrics = run_evaluation(app, model, ds, ctx)
     if ctx.run_dir is not None:
         atomic_write_text(ctx.run_dir / f"eval_{split}.json", json.dumps(metrics, indent=2) + "\n")
+        _add_report_section(ctx.run_dir / "report.md", f"Evaluation on {split}", metrics_table(metrics))
     if verbose:
         print(f"{app_cls.name} {split} metrics:")
         print(metrics_table(metrics))
     return metrics
+
+
+def _add_report_section(report: Path, head: str, body: str) -> None:
+    """Put ``## head`` into report.md before its Config section, replacing an older copy."""
+    if not report.is_file():
+        return
+    text = report.read_text()
+    marker = f"## {head}\n"
+    if marker in text:  # re-evaluation: drop the previous section up to the next heading
+        before, rest = text.split(marker, 1)
+        nxt = rest.find("\n## ")
+        text = before + (rest[nxt + 1:] if nxt >= 0 else "")
+    section = f"{marker}\n{body.strip()}\n\n"
+    at = text.find("## Config\n")
+    text = text[:at] + section + text[at:] if at >= 0 else text.rstrip("\n") + "\n\n" + section
+    atomic_write_text(report, text)
 
 
 def infer(app_cls: type[App], args: Any) -> int:
