@@ -5,7 +5,7 @@ included) over streams of L tokens and prints the time per token at each L next 
 the shortest stream. Flat ratios (about 1.0) are the claim; a cost that grew with the history
 would show up as a ratio growing with L.
 
-The per-token figure is the median over 1024-token windows, which keeps a scheduler hiccup on a
+The per-token figure is the median over 256-token windows, which keeps a scheduler hiccup on a
 shared machine from moving the number; the mean is printed beside it. ``--clock cpu`` counts the
 process's CPU time instead of wall time (CPU only), which is what to use on a machine that other
 jobs share: time spent waiting for a core is then not billed to the step.
@@ -21,7 +21,8 @@ import torch
 
 from ssmkit.registry import register_bench
 
-WINDOW = 1024
+WINDOW = 256
+WARMUP = 1024
 
 
 def _sync(device: torch.device) -> None:
@@ -105,15 +106,15 @@ def main(argv: list[str] | None = None) -> int:
         f"Mamba.step B={args.batch} d_model={args.d_model} N={args.nstate}":
             lambda: _layer_stepper(args.batch, args.d_model, args.nstate, device),
     }
-    print(f"device: {device} ({torch.cuda.get_device_name(device) if args.gpu else f'{torch.get_num_threads()} threads'}), "
-          f"clock: {args.clock}")
+    where = torch.cuda.get_device_name(device) if args.gpu else f"{torch.get_num_threads()} threads"
+    print(f"device: {device} ({where}), clock: {args.clock}")
     print(f"{'variant':<48} {'L':>7} {'us/token (median)':>18} {'mean':>8} {'vs first L':>11} {'state bytes':>12}")
     with torch.no_grad():
         for label, make in variants.items():
             base = None
             for L in args.lengths:
                 step, state = make()
-                for i in range(WINDOW):  # warm-up: allocator, dispatch caches, CPU caches
+                for i in range(WARMUP):  # warm-up: allocator, dispatch caches, CPU caches
                     step(i)
                 median, mean = _time_stream(step, L, device, clock)
                 base = median if base is None else base

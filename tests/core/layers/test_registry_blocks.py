@@ -100,7 +100,8 @@ def test_block_forward_backward_deterministic(name, mode):
     assert all(torch.isfinite(o).all() for o in outs), f"{name} produced NaN or inf in {mode} mode"
     for i, x in enumerate(xs):
         if x.requires_grad:
-            assert x.grad is not None and torch.isfinite(x.grad).all(), f"{name}: input {i} gradient missing or not finite"
+            assert x.grad is not None and torch.isfinite(x.grad).all(), \
+                f"{name}: input {i} gradient missing or not finite"
     for pname, p in a.named_parameters():
         if p.requires_grad:
             assert p.grad is not None, f"{name}: parameter {pname} gets no gradient in {mode} mode"
