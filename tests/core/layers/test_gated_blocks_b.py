@@ -417,7 +417,7 @@ _LEARN = {
     "gbc": (lambda: _ImageNet(GBC(16), 16), _LOCAL, 300, 5e-3, 32),
     "hgconv": (lambda: _ImageNet(HGConv(16), 16), _LOCAL, 300, 3e-3, 64),
     "gamba_block": (lambda: _ImageNet(GambaBlock(16), 16), _FAR, 200, 3e-3, 32),
-    "gamba_cell": (lambda: _ImageNet(_PreNormResidual(GambaCell(8), 8), 8), _FAR, 200, 3e-3, 32),
+    "gamba_cell": (lambda: _ImageNet(_PreNormResidual(GambaCell(16), 16), 16), _FAR, 200, 3e-3, 32),
     "gated_fusion": (lambda: _StreamNet(GatedFusion(16), 16), _matching_streams, 200, 3e-3, 32),
 }
 _BASELINE = {
