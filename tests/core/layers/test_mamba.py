@@ -228,6 +228,26 @@ def test_bimamba_runs_the_reverse_scan_and_flips_no_sequence(shared, monkeypatch
     assert all(L not in shape for shapes in flipped for shape in shapes), flipped
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(ngroups=2, d_conv=3)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_default_backend_layer_matches_reference_layer(kw, reverse):
+    # The layer hands strided views (z, delta, B, C) to whichever backend "auto" picks.
+    ref = Mamba(d_model=12, d_state=6, backend=REF, **kw)
+    fast = Mamba(d_model=12, d_state=6, **kw)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 29, 12, requires_grad=True)
+    h0 = torch.randn(2, 24, 6, requires_grad=True)
+    y_ref, h_ref = ref(x, initial_state=h0, return_final_state=True, reverse=reverse)
+    y, h = fast(x, initial_state=h0, return_final_state=True, reverse=reverse)
+    assert rel_err(y, y_ref) < 1e-4 and rel_err(h, h_ref) < 1e-4
+    dy, dh = torch.randn_like(y), torch.randn_like(h)
+    g_ref = torch.autograd.grad((y_ref * dy).sum() + (h_ref * dh).sum(), [x, h0, *ref.parameters()])
+    g = torch.autograd.grad((y * dy).sum() + (h * dh).sum(), [x, h0, *fast.parameters()])
+    names = ["x", "initial_state"] + [n for n, _ in ref.named_parameters()]
+    for name, a, b in zip(names, g, g_ref):
+        assert rel_err(a, b) < 1e-4, name
+
+
 @pytest.mark.gpu
 def test_mamba_on_gpu_matches_cpu_reference(cuda_device):
     ref = Mamba(d_model=24, d_state=8, ngroups=2, backend=REF)
