@@ -79,6 +79,7 @@ class ModelConfig:
 class ScoreConfig:
     k: float = 3.0  # weight of the association discrepancy in the minimax losses
     hop: int = 0  # rows between scored windows; 0: the window length (non-overlapping blocks)
+    lag: int = 0  # emit each window's scores this many rows before its right edge (lag + hop <= window)
     percentile: float = 99.0  # threshold = this percentile of validation scores (no val labels)
     vus_max_buffer: int = 100
     ucr_margin: int = 100
@@ -235,7 +236,7 @@ class AnomalyApp(App):
     # ------------------------------------------------------------------ evaluation
     def scores(self, model, normalized: np.ndarray, ctx: EvalContext) -> np.ndarray:
         bs = self.cfg.train.eval_batch_size or self.cfg.train.batch_size
-        return score_series(model, normalized, self.hop, batch_size=bs, device=ctx.device,
+        return score_series(model, normalized, self.hop, lag=self.cfg.score.lag, batch_size=bs, device=ctx.device,
                             amp_dtype=ctx.amp_dtype, normalized=True)
 
     @torch.no_grad()
@@ -244,7 +245,7 @@ class AnomalyApp(App):
             return float("nan")
         w = model.window
         x = torch.from_numpy(normalized)
-        wins = torch.stack([x[s : s + w] for s, _ in window_plan(len(x), w, w)]).to(ctx.device)
+        wins = torch.stack([x[s : s + w] for s, _, _ in window_plan(len(x), w, w)]).to(ctx.device)
         with ctx.autocast():
             rec = model(wins)["recon"]
         return float((rec.float() - wins).pow(2).mean())
@@ -332,7 +333,8 @@ class AnomalyApp(App):
                 raise DataError("--stream reads stdin; drop the FILE argument (or drop --stream to score FILE)")
             out = open(args.out, "w") if args.out else sys.stdout
             try:
-                n = stream(model, sys.stdin, out, hop=hop, threshold=args.threshold, device=ctx.device)
+                n = stream(model, sys.stdin, out, hop=hop, lag=self.cfg.score.lag, threshold=args.threshold,
+                           device=ctx.device)
             finally:
                 if args.out:
                     out.close()
@@ -354,7 +356,7 @@ class AnomalyApp(App):
         thr = float(model.threshold) if args.threshold is None else args.threshold
         if math.isnan(thr):
             raise DataError("the checkpoint has no fitted threshold; pass --threshold")
-        scores = score_series(model, values, hop, device=ctx.device, amp_dtype=ctx.amp_dtype)
+        scores = score_series(model, values, hop, lag=self.cfg.score.lag, device=ctx.device, amp_dtype=ctx.amp_dtype)
         res = pd.DataFrame({"score": scores, "flag": (scores > thr).astype(int)})
         if args.out:
             res.to_csv(args.out, index_label="index", float_format="%.6g")

@@ -1,15 +1,17 @@
 """Per-step anomaly scores from window scores, in batch and as a bounded-memory stream.
 
 One rule assigns each time step to exactly one window, so batch and streaming scores are
-identical by construction. With window L and hop h (1 <= h <= L):
+identical by construction. With window L, hop h and lag g (1 <= h, g >= 0, g + h <= L):
 
-- the first window covers rows [0, L) and emits all L scores;
-- every h rows after that, the window ending at the newest row emits its last h scores;
+- the first window covers rows [0, L) and emits its first L - g scores;
+- every h rows after that, the window ending at the newest row emits h scores that end g rows
+  before its right edge;
 - at the end of the series, a final window ending at the last row emits the rows not yet
-  scored (fewer than h).
+  scored (its last rows, fewer than g + h).
 
-h = L scores non-overlapping blocks (the Anomaly Transformer protocol); h = 1 scores each row
-with the window that ends at it (lowest delay, L times the compute).
+h = L, g = 0 scores non-overlapping blocks (the Anomaly Transformer protocol). A lag keeps
+scores away from the window's right edge, where the model sees no future context; a row's
+score then arrives g rows after the row. h = 1 scores every row with its own window.
 """
 
 from __future__ import annotations
@@ -23,19 +25,23 @@ import numpy as np
 import torch
 
 
-def window_plan(T: int, window: int, hop: int) -> list[tuple[int, int]]:
-    """[(window start, number of trailing positions it emits)] covering rows 0..T-1 once each."""
+def window_plan(T: int, window: int, hop: int, lag: int = 0) -> list[tuple[int, int, int]]:
+    """[(window start, first, stop)]: each window emits its positions [first, stop); together
+    they cover rows 0..T-1 exactly once."""
     if not 1 <= hop <= window:
         raise ValueError(f"hop must be in [1, window={window}], got {hop}")
+    if lag < 0 or lag + hop > window:
+        raise ValueError(f"lag must be in [0, window - hop = {window - hop}], got {lag}")
     if T < window:
         raise ValueError(f"{T} rows is fewer than one window of {window} rows")
-    plan = [(0, window)]
+    plan = [(0, 0, window - lag)]
     end = window - 1
     while end + hop <= T - 1:
         end += hop
-        plan.append((end - window + 1, hop))
-    if end < T - 1:
-        plan.append((T - window, T - 1 - end))
+        plan.append((end - window + 1, window - lag - hop, window - lag))
+    done = end - lag + 1  # rows scored so far
+    if done < T:
+        plan.append((T - window, done - (T - window), window))
     return plan
 
 
@@ -53,21 +59,21 @@ def score_windows(model, windows: torch.Tensor, device: torch.device | None = No
 
 
 @torch.no_grad()
-def score_series(model, series: np.ndarray, hop: int, *, batch_size: int = 64, device=None, amp_dtype=None,
-                 normalized: bool = False) -> np.ndarray:
+def score_series(model, series: np.ndarray, hop: int, *, lag: int = 0, batch_size: int = 64, device=None,
+                 amp_dtype=None, normalized: bool = False) -> np.ndarray:
     """Raw (or ``normalized=True``: already standardised) series [T, C] -> per-step scores [T]."""
     x = torch.from_numpy(np.ascontiguousarray(series, dtype=np.float32))
     model.check_input(x[None, :1])
     if not normalized:
         x = model.normalize(x.to(model.scale_mean.device)).cpu()
-    plan = window_plan(x.shape[0], model.window, hop)
+    plan = window_plan(x.shape[0], model.window, hop, lag)
     out = np.empty(x.shape[0], dtype=np.float32)
     for i in range(0, len(plan), batch_size):
         chunk = plan[i : i + batch_size]
-        wins = torch.stack([x[s : s + model.window] for s, _ in chunk])
+        wins = torch.stack([x[s : s + model.window] for s, _, _ in chunk])
         sc = score_windows(model, wins, device, amp_dtype).numpy()
-        for (s, n), row in zip(chunk, sc):
-            out[s + model.window - n : s + model.window] = row[model.window - n :]
+        for (s, a, b), row in zip(chunk, sc):
+            out[s + a : s + b] = row[a:b]
     return out
 
 
@@ -79,19 +85,22 @@ class StreamScorer:
     :func:`score_series` on the same rows.
     """
 
-    def __init__(self, model, hop: int, device=None, amp_dtype=None) -> None:
-        if not 1 <= hop <= model.window:
-            raise ValueError(f"hop must be in [1, window={model.window}], got {hop}")
-        self.model, self.hop, self.device, self.amp_dtype = model, hop, device, amp_dtype
+    def __init__(self, model, hop: int, lag: int = 0, device=None, amp_dtype=None) -> None:
+        window_plan(model.window, model.window, hop, lag)  # validates hop and lag
+        self.model, self.hop, self.lag, self.device, self.amp_dtype = model, hop, lag, device, amp_dtype
         self.buf: collections.deque[np.ndarray] = collections.deque(maxlen=model.window)
         self.n = 0  # rows consumed
+        self.emitted = 0  # rows scored
         self.mean = model.scale_mean.detach().cpu().numpy()
         self.std = model.scale_std.detach().cpu().numpy()
 
-    def _score_last(self, k: int) -> list[tuple[int, float]]:
+    def _score(self, first: int, stop: int) -> list[tuple[int, float]]:
+        """Score the buffered window and emit its positions [first, stop)."""
         win = torch.from_numpy(np.stack(self.buf))[None]
-        s = score_windows(self.model, win, self.device, self.amp_dtype)[0, -k:].numpy()
-        return [(self.n - k + i, float(v)) for i, v in enumerate(s)]
+        s = score_windows(self.model, win, self.device, self.amp_dtype)[0, first:stop].numpy()
+        base = self.n - self.model.window
+        self.emitted = base + stop
+        return [(base + first + i, float(v)) for i, v in enumerate(s)]
 
     def push(self, row: np.ndarray) -> list[tuple[int, float]]:
         row = np.asarray(row, dtype=np.float32)
@@ -102,17 +111,16 @@ class StreamScorer:
         self.n += 1
         W = self.model.window
         if self.n == W:
-            return self._score_last(W)
+            return self._score(0, W - self.lag)
         if self.n > W and (self.n - W) % self.hop == 0:
-            return self._score_last(self.hop)
+            return self._score(W - self.lag - self.hop, W - self.lag)
         return []
 
     def flush(self) -> list[tuple[int, float]]:
         W = self.model.window
-        if self.n < W:
+        if self.n < W or self.emitted == self.n:
             return []
-        rest = (self.n - W) % self.hop
-        return self._score_last(rest) if rest else []
+        return self._score(self.emitted - (self.n - W), W)
 
 
 def parse_rows(lines: Iterable[str], n_channels: int, err: IO[str] | None = None,
@@ -160,7 +168,7 @@ def parse_rows(lines: Iterable[str], n_channels: int, err: IO[str] | None = None
         yield idx, arr
 
 
-def stream(model, lines: Iterable[str], out: IO[str], *, hop: int, threshold: float | None = None,
+def stream(model, lines: Iterable[str], out: IO[str], *, hop: int, lag: int = 0, threshold: float | None = None,
            err: IO[str] | None = None, device=None) -> int:
     """Score CSV ``lines`` as they arrive; write ``index,score,flag`` per row, flushed per window.
 
@@ -169,7 +177,7 @@ def stream(model, lines: Iterable[str], out: IO[str], *, hop: int, threshold: fl
     thr = float(model.threshold) if threshold is None else float(threshold)
     if math.isnan(thr):
         raise ValueError("the model has no fitted threshold; evaluate it on a validation split first or pass --threshold")
-    scorer = StreamScorer(model, hop, device)
+    scorer = StreamScorer(model, hop, lag, device)
     # Input indices can skip (malformed rows), so remember the last window's worth of them.
     ids: collections.deque[int] = collections.deque(maxlen=model.window)
     out.write("index,score,flag\n")

@@ -23,25 +23,28 @@ def tiny_model(window=12, channels=3):
 
 
 def test_window_plan_covers_each_row_once():
-    for T, W, h in [(12, 12, 12), (30, 12, 12), (31, 12, 5), (100, 7, 1), (13, 12, 3)]:
+    for T, W, h, g in [(12, 12, 12, 0), (30, 12, 12, 0), (31, 12, 5, 0), (100, 7, 1, 0), (13, 12, 3, 0),
+                       (31, 12, 4, 4), (50, 12, 2, 10), (12, 12, 4, 8), (40, 8, 1, 3)]:
         cover = np.zeros(T, dtype=int)
-        for s, n in window_plan(T, W, h):
-            assert 0 <= s and s + W <= T and 1 <= n <= W
-            cover[s + W - n : s + W] += 1
-        assert (cover == 1).all(), (T, W, h)
+        for s, a, b in window_plan(T, W, h, g):
+            assert 0 <= s and s + W <= T and 0 <= a < b <= W
+            cover[s + a : s + b] += 1
+        assert (cover == 1).all(), (T, W, h, g)
+    with pytest.raises(ValueError, match="lag"):
+        window_plan(50, 12, 4, 9)
     with pytest.raises(ValueError, match="fewer than one window"):
         window_plan(5, 12, 12)
     with pytest.raises(ValueError, match="hop"):
         window_plan(50, 12, 13)
 
 
-@pytest.mark.parametrize("T,hop", [(12, 12), (31, 12), (31, 5), (17, 1)])
-def test_stream_equals_batch(T, hop):
+@pytest.mark.parametrize("T,hop,lag", [(12, 12, 0), (31, 12, 0), (31, 5, 0), (17, 1, 0), (31, 4, 4), (13, 2, 9)])
+def test_stream_equals_batch(T, hop, lag):
     model = tiny_model()
     series = np.random.default_rng(T).normal(size=(T, 3)).astype(np.float32) * 3 + 1
-    batch = score_series(model, series, hop, batch_size=1)
-    batched = score_series(model, series, hop, batch_size=64)
-    scorer = StreamScorer(model, hop)
+    batch = score_series(model, series, hop, lag=lag, batch_size=1)
+    batched = score_series(model, series, hop, lag=lag, batch_size=64)
+    scorer = StreamScorer(model, hop, lag)
     got = np.full(T, np.nan, dtype=np.float32)
     for row in series:
         for i, v in scorer.push(row):
@@ -61,6 +64,11 @@ def test_rows_are_emitted_as_soon_as_their_window_completes():
     rows = np.random.default_rng(0).normal(size=(20, 3))
     emitted = [len(scorer.push(r)) for r in rows]
     assert emitted == [0] * 11 + [12, 0, 0, 0, 4, 0, 0, 0, 4]
+    # with a lag, each row's score comes `lag` rows later and the tail arrives at flush
+    scorer = StreamScorer(model, hop=4, lag=4)
+    got = [[i for i, _ in scorer.push(r)] for r in rows]
+    assert got[11] == list(range(8)) and got[15] == list(range(8, 12)) and got[19] == list(range(12, 16))
+    assert [i for i, _ in scorer.flush()] == [16, 17, 18, 19]
 
 
 def test_stream_text_reports_malformed_rows_and_keeps_going():
