@@ -17,7 +17,7 @@ costs T times the arithmetic of the recurrence; a Blelloch or Hillis-Steele scan
 full passes instead of one. The in-place recurrence is the cheapest on CPU and exactly as stable
 as the reference: every factor lies in [0, 1], so it is finite at every chunk size and length.
 
-Memory is O(B·D·T·N) for five chunk buffers, plus the chunk-boundary states ([L/T, B, N, D])
+Memory is O(B·D·T·N) for four chunk buffers, plus the chunk-boundary states ([L/T, B, N, D])
 kept for the backward pass, plus a few [L, B, D] time-major copies. The backward pass recomputes
 each chunk's states from its boundary state and runs the adjoint recurrence
 ``g[t-1] += dA[t] g[t]`` (seeded with C[t] dy[t]) right to left through the chunk.
@@ -76,7 +76,6 @@ class _Workspace:
         new = dtT.new_empty
         self.dA = new(chunk, batch, nstate, dim)
         self.hs = new(chunk + 1, batch, nstate, dim)
-        self.tmp = new(chunk, batch, nstate, dim)
         self.dA_rows, self.hs_rows = self.dA.unbind(0), self.hs.unbind(0)
         self.gH = self.q = None
 
@@ -188,19 +187,20 @@ def _backward_core(ws: _Workspace, plan, states, g_finals, gyT: torch.Tensor, ne
                     rows[j].addcmul_(decays[j], rows[j + 1])
             g = ws.gH[first].clone()  # the buffer row is reused by the next chunk
             # d/d(dt A) of exp(dt A) h_prev is g_out * dA * h_prev.
-            q, tmp = ws.q[:T], ws.tmp[:T]
+            q = ws.q[:T]
             torch.mul(g_out, prev_rows, out=q)
             q.mul_(dA)
-            torch.mul(q, ws.A_T, out=tmp)
-            torch.sum(tmp, 2, out=g_dtT[t0:t1])
-            if g_A is not None:
-                torch.mul(q, ws.dtT[t0:t1].unsqueeze(2), out=tmp)
-                g_A.add_(tmp.sum((0, 1)))
             ws.contract_n(g_out, ws.BT[t0:t1], g_dtuT[t0:t1])
             if g_BT is not None:
                 ws.contract_d(g_out, ws.dtuT[t0:t1], g_BT[t0:t1])
             if g_CT is not None:
                 ws.contract_d(out_rows, gyT[t0:t1], g_CT[t0:t1])
+            tmp = g_out  # no longer needed: its storage takes the products below
+            torch.mul(q, ws.A_T, out=tmp)
+            torch.sum(tmp, 2, out=g_dtT[t0:t1])
+            if g_A is not None:
+                q.mul_(ws.dtT[t0:t1].unsqueeze(2))
+                g_A.add_(q.sum((0, 1)))
         g_inits.append(g if needs["init"] else None)
         k0 += len(pieces)
     return g_dtuT, g_dtT, g_A, g_BT, g_CT, g_inits
@@ -230,14 +230,15 @@ def _batch_major(xT: torch.Tensor) -> torch.Tensor:
 
 
 def _discretise(u, delta, delta_bias, delta_softplus: bool, cd: torch.dtype):
-    """Time-major (pre-softplus delta, dt, dt*u), each [L, B, D] in the compute dtype."""
-    rawT = _time_major(delta, cd)
+    """Time-major (dt, dt*u), each [L, B, D] in the compute dtype."""
+    dtT = _time_major(delta, cd)
     if delta_bias is not None:
-        rawT.add_(delta_bias.to(cd))
-    dtT = F.softplus(rawT) if delta_softplus else rawT
+        dtT.add_(delta_bias.to(cd))
+    if delta_softplus:
+        dtT = F.softplus(dtT)
     dtuT = _time_major(u, cd)
     dtuT.mul_(dtT)
-    return rawT, dtT, dtuT
+    return dtT, dtuT
 
 
 def _to_internal_state(h: torch.Tensor, cd: torch.dtype) -> torch.Tensor:
@@ -260,7 +261,7 @@ class _ChunkedScan(torch.autograd.Function):
         cd = _compute_dtype(u)
         batch, dim, L = u.shape
         nstate = A.shape[1]
-        _, dtT, dtuT = _discretise(u, delta, delta_bias, delta_softplus, cd)
+        dtT, dtuT = _discretise(u, delta, delta_bias, delta_softplus, cd)
         A_T = A.to(cd).t().contiguous()
         ws = _Workspace(dtT, dtuT, A_T, _time_major(B, cd), _time_major(C, cd), chunk, reverse)
         inits = _initial_states(initial_state, len(plan), packed, batch, dim, nstate, dtT)
@@ -286,7 +287,7 @@ class _ChunkedScan(torch.autograd.Function):
         u, delta, A, B, C, D, z, delta_bias, initial_state, states, pre = ctx.saved_tensors
         cd = _compute_dtype(u)
         batch, dim, L = u.shape
-        rawT, dtT, dtuT = _discretise(u, delta, delta_bias, ctx.delta_softplus, cd)
+        dtT, dtuT = _discretise(u, delta, delta_bias, ctx.delta_softplus, cd)
         g_z = g_D = None
         if g_out is None:
             gy = u.new_zeros(batch, dim, L, dtype=cd)
@@ -315,11 +316,13 @@ class _ChunkedScan(torch.autograd.Function):
         del ws, gyT, dtuT
         # Chain rule in time-major layout, then one transposing copy back to [B, D, L].
         g_uT = g_dtuT * dtT
-        g_dtT.addcmul_(g_dtuT, _time_major(u, cd))
-        del g_dtuT, dtT
         if ctx.delta_softplus:
-            g_dtT.mul_(torch.sigmoid(rawT))
-        del rawT
+            # softplus'(x) = sigmoid(x) = 1 - exp(-softplus(x)): from dt, without keeping x.
+            g_dtT.mul_(dtT.neg_().expm1_().neg_())
+            g_dtuT.mul_(dtT)
+        del dtT
+        g_dtT.addcmul_(g_dtuT, _time_major(u, cd))
+        del g_dtuT
         g_u = _batch_major(g_uT)
         del g_uT
         if D is not None:
