@@ -91,6 +91,18 @@ def test_step_loop_equals_forward(kw):
     assert torch.allclose(steps3, steps, atol=1e-6)
 
 
+def test_step_loop_equals_forward_bf16():
+    m = Mamba(d_model=16, d_state=8, backend=REF).to(torch.bfloat16).eval()
+    x = torch.randn(2, 21, 16).bfloat16()
+    with torch.no_grad():
+        full = m(x)
+    cache = m.allocate_inference_cache(2)
+    assert cache.conv_state.dtype == torch.bfloat16 and cache.ssm_state.dtype == torch.float32
+    steps = torch.stack([m.step(x[:, t], cache) for t in range(21)], dim=1)
+    assert steps.dtype == torch.bfloat16
+    assert rel_err(steps, full) < 2e-2
+
+
 def test_prefill_with_cache_then_step_equals_forward():
     m = Mamba(d_model=8, d_state=4, d_conv=4, backend=REF).eval()
     x = torch.randn(2, 12, 8)
