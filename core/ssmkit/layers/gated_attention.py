@@ -154,7 +154,9 @@ class GatedAttention(nn.Module):
         S = kv_in.shape[1]
         inner = self.num_heads * self.head_dim
         qg = self.q_proj(x)
-        q, g = qg[..., :inner], qg[..., inner:]
+        # contiguous: a query slice whose row stride includes the gate columns is legal for SDPA,
+        # but the fused CUDA kernels have mishandled such strides; one copy keeps them on safe ground
+        q, g = qg[..., :inner].contiguous(), qg[..., inner:]
         q, k, v = self._heads(q), self._heads(self.k_proj(kv_in)), self._heads(self.v_proj(kv_in))
         if self.qk_norm:
             q = F.rms_norm(q, (self.head_dim,))
