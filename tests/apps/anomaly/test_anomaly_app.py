@@ -18,7 +18,8 @@ from ssmkit_apps.anomaly.app import AnomalyApp
 
 TINY = ["data.channels=3", "data.n_train=300", "data.n_val=120", "data.n_test=300", "data.train_stride=8",
         "model.window=16", "model.d_model=16", "model.n_heads=2", "model.n_layers=1", "model.d_ff=16",
-        "model.mamba_layers=1", "model.d_state=4", "train.max_steps=4", "train.batch_size=8", "train.log_every=2"]
+        "model.mamba_layers=1", "model.d_state=4", "train.max_steps=4", "train.batch_size=8", "train.log_every=2",
+        "score.hop=4", "score.lag=6"]
 
 
 def _infer_args(run, **kw):
@@ -78,7 +79,7 @@ def test_tiny_train_evaluate_infer(tmp_path, monkeypatch, capsys):
 
 def test_isolation_forest_through_the_same_commands(tmp_path):
     cfg = AnomalyApp.package_dir() / "configs" / "isolation_forest.yaml"
-    ov = [*TINY, "model.window=8", f"run.root={tmp_path}", "run.id=if", "train.max_steps=1"]
+    ov = [*TINY, "model.window=8", "score.hop=1", "score.lag=0", f"run.root={tmp_path}", "run.id=if", "train.max_steps=1"]
     run, val = commands.train(AnomalyApp, cfg, ov, verbose=False)
     assert np.isfinite(val["threshold"]) and "rec_loss" not in val
     test = commands.evaluate(AnomalyApp, run=run, split="test", verbose=False)
