@@ -1,13 +1,16 @@
 """One GPU run for the Triton selective scan: correctness at odd and full shapes, then timings.
 
     PYTHONPATH=core:apps python3 scripts/gpu_scan_check.py --out DIR [--skip-table] [--sweep]
+        [--variants] [--skip-full] [--sweep-shapes 0,1,2] [--sweep-dtypes bf16,fp32]
 
 1. Odd shapes (D not a power of two, G=2, L not a multiple of the chunk) against the reference in
    float64 on the GPU: outputs, final state and every gradient, for forward/reverse, packed
    sequences, float32/bfloat16/float64 inputs; once with every torch.empty in the kernel module
    poisoned with NaN to catch unwritten elements.
 2. Full issue shapes: Triton against the chunked PyTorch path (float32 math) in float32 and bf16.
-3. Optional tile sweep, then the issue's table (ssmkit.bench.scan_gpu.gpu_table).
+3. Optional: every backward variant of the sweep at one odd case (--variants), the tile and
+   mode sweep (--sweep: old v3 backward and new variants side by side), then the issue's table
+   (ssmkit.bench.scan_gpu.gpu_table).
 """
 
 from __future__ import annotations
@@ -151,27 +154,58 @@ def check_full(device, log) -> bool:
     return ok
 
 
-def sweep(device, log) -> None:
-    """Time tiling knobs at the first and third issue shapes in bf16 (triton_scan.set_tile_config)."""
-    fwd_cfgs = [dict(), dict(spw_fwd=128), dict(spw_fwd=512), dict(T_fwd=16), dict(spw_fwd=512, T_fwd=4)]
-    bwd_cfgs = [dict(), dict(T_bwd=8), dict(T_bwd=4), dict(spw_bwd=256), dict(spw_bwd=256, T_bwd=2)]
-    for shape in (ISSUE_SHAPES[0], ISSUE_SHAPES[2]):
-        ins = make_inputs(shape, torch.bfloat16, device)
-        for cfg in fwd_cfgs:
-            triton_scan.set_tile_config(**cfg)
-            with torch.no_grad():
-                ms = cuda_time_ms(lambda: run_scan(ins, "triton"), reps=10)
-            log(f"sweep fwd {shape} bf16 {cfg or 'default'}: {ms:.3f} ms")
-            triton_scan.set_tile_config()
-        insg = make_inputs(shape, torch.bfloat16, device, requires_grad=True)
-        gy = torch.randn(shape[0], shape[1], shape[2], device=device, dtype=torch.bfloat16)
-        for cfg in bwd_cfgs:
-            triton_scan.set_tile_config(**cfg)
-            ms = cuda_time_ms(lambda: run_scan(insg, "triton").backward(gy), reps=10)
-            log(f"sweep fwd+bwd {shape} bf16 {cfg or 'default'}: {ms:.3f} ms")
-            triton_scan.set_tile_config()
-        del ins, insg
-        torch.cuda.empty_cache()
+# Backward variants, old (v3) first: adj_q 0 recomputes the shifted decay (3 exp2 per element),
+# dbc 1 adds dB/dC with fp32 atomics; the rest are the v4 defaults and their tile neighbours.
+BWD_VARIANTS = [dict(adj_q=0, dbc=1), dict(adj_q=1, dbc=1), dict(adj_q=0, dbc=0), dict(),
+                dict(warps_bwd=2), dict(warps_bwd=4), dict(T_bwd=8), dict(warps_bwd=4, dbc=2)]
+FWD_VARIANTS = [dict(), dict(spw_fwd=128), dict(spw_fwd=128, T_fwd=16), dict(spw_fwd=64, T_fwd=16),
+                dict(spw_fwd=512, T_fwd=4)]
+
+
+def _cfg_name(cfg: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in cfg.items()) or "default"
+
+
+def sweep(device, log, shapes=(0, 1, 2), dtypes=("bf16", "fp32")) -> None:
+    """Time forward and forward+backward variants (triton_scan.set_tile_config) side by side."""
+    from ssmkit.bench.scan_gpu import DTYPES
+
+    for si in shapes:
+        shape = ISSUE_SHAPES[si]
+        for dname in dtypes:
+            dtype = DTYPES[dname]
+            ins = make_inputs(shape, dtype, device)
+            for cfg in FWD_VARIANTS if dname == "bf16" else [dict()]:
+                triton_scan.set_tile_config(**cfg)
+                with torch.no_grad():
+                    ms = cuda_time_ms(lambda: run_scan(ins, "triton"), reps=10)
+                log(f"sweep fwd {shape} {dname} {_cfg_name(cfg)}: {ms:.3f} ms")
+                triton_scan.set_tile_config()
+            insg = make_inputs(shape, dtype, device, requires_grad=True)
+            gy = torch.randn(shape[0], shape[1], shape[2], device=device, dtype=dtype)
+            # float32 times the old and the new default only (each variant is a fresh compile).
+            for cfg in BWD_VARIANTS if dname == "bf16" else [BWD_VARIANTS[0], dict()]:
+                triton_scan.set_tile_config(**cfg)
+                try:
+                    ms = cuda_time_ms(lambda: run_scan(insg, "triton").backward(gy), reps=10)
+                    log(f"sweep fwd+bwd {shape} {dname} {_cfg_name(cfg)}: {ms:.3f} ms")
+                except torch.cuda.OutOfMemoryError:
+                    log(f"sweep fwd+bwd {shape} {dname} {_cfg_name(cfg)}: out of memory")
+                triton_scan.set_tile_config()
+                torch.cuda.empty_cache()
+            del ins, insg
+            torch.cuda.empty_cache()
+
+
+def check_variants(device, log) -> bool:
+    """Every backward variant of the sweep against the reference at one odd case (packed, reversed)."""
+    ok = True
+    for cfg in BWD_VARIANTS:
+        triton_scan.set_tile_config(**cfg)
+        log(f"variant {_cfg_name(cfg)}:")
+        ok &= check_odd(device, log, cases=[(1, 40, 500, 16, 2, torch.float32, True, True, True)])
+        triton_scan.set_tile_config()
+    return ok
 
 
 def main() -> int:
@@ -179,6 +213,11 @@ def main() -> int:
     p.add_argument("--out", default=".")
     p.add_argument("--skip-table", action="store_true")
     p.add_argument("--sweep", action="store_true")
+    p.add_argument("--sweep-shapes", default="0,1,2", help="issue shape indices for the sweep")
+    p.add_argument("--sweep-dtypes", default="bf16,fp32")
+    p.add_argument("--sweep-first", action="store_true", help="run the sweep before the correctness checks")
+    p.add_argument("--variants", action="store_true", help="check every backward variant for correctness")
+    p.add_argument("--skip-full", action="store_true", help="skip the full-shape check against chunked")
     p.add_argument("--table-args", default="", help="extra flags for gpu_table, space-separated")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -194,16 +233,23 @@ def main() -> int:
     device = torch.device("cuda")
     log(f"{torch.cuda.get_device_name(device)} torch {torch.__version__} triton {triton.__version__}")
     t0 = time.time()
+    sweep_args = dict(shapes=[int(i) for i in args.sweep_shapes.split(",") if i],
+                      dtypes=[d for d in args.sweep_dtypes.split(",") if d])
+    if args.sweep and args.sweep_first:
+        sweep(device, log, **sweep_args)
     ok = check_odd(device, log)
     ok &= check_poison(device, log)
-    ok &= check_full(device, log)
+    if args.variants:
+        ok &= check_variants(device, log)
+    if not args.skip_full:
+        ok &= check_full(device, log)
     log(f"correctness {'PASSED' if ok else 'FAILED'} in {time.time() - t0:.0f} s")
     for shape in ISSUE_SHAPES:
         saved = triton_scan.forward_saved_bytes(*shape)
         u_bytes = shape[0] * shape[1] * shape[2] * 2
         log(f"forward saves {saved / 2**20:.1f} MiB for {shape} ({saved / u_bytes:.2f}x the bf16 u tensor)")
-    if args.sweep:
-        sweep(device, log)
+    if args.sweep and not args.sweep_first:
+        sweep(device, log, **sweep_args)
     if not args.skip_table:
         rows = gpu_table(["--json", os.path.join(args.out, "table.json"), *args.table_args.split()])
         for r in rows:

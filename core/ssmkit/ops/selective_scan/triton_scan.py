@@ -49,6 +49,16 @@ def _affine_combine(a1, b1, a2, b2):
 
 
 @triton.jit
+def _adjoint_combine(aq1, bq1, ag1, bg1, aq2, bq2, ag2, bg2):
+    # Adjoint steps in adjoint order: step t maps q_in (the state gradient handed back from the
+    # step after it, already multiplied by that step's decay) to g_t = c_t + q_in and hands on
+    # q_t = a_t * g_t. (aq, bq) is the map for q, (ag, bg) the map for g of the latest step.
+    # A single step is (a, a*c, 1, c). Written this way every step uses its own decay a_t, so
+    # the backward needs no shifted decay a_{t+1} and no extra exp2.
+    return aq1 * aq2, aq2 * bq1 + bq2, ag2 * aq1, ag2 * bq1 + bg2
+
+
+@triton.jit
 def _softplus(x):
     # max(x, 0) + log1p(exp(-|x|)); log1p through Kahan's correction, as tl has no log1p and
     # log(1 + w) loses most digits of dt for the typical w ~ 1e-3.
@@ -178,10 +188,11 @@ def _scan_bwd_kernel(
     u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, bias_ptr, hsave_ptr, dout_ptr,
     dlast_ptr, cu_ptr, scratch_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr,
-    L, D, N, G, DPG, NSEG,
+    L, D, N, G, DPG, NSEG, PSTRIDE,
     COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, KSUB: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, REVERSE: tl.constexpr, VARLEN: tl.constexpr,
+    ADJ_Q: tl.constexpr, DBC_PART: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -213,6 +224,9 @@ def _scan_bwd_kernel(
 
     row_offs = (row.to(tl.int64) * D + d_offs) * L + start
     bc_offs = ((row.to(tl.int64) * G + grp) * N + n_offs) * L + start
+    # Each channel block of a group owns one [B, G, N, L] slice of the dB/dC partial-sum buffer,
+    # so dB/dC are plain stores, summed over the slices on the host.
+    part_off = (pid_d % (DPG // BD)).to(tl.int64) * PSTRIDE
     save_offs = ((pid_s.to(tl.int64) * D + d_offs[None, :]) * NSEG) * N + n_offs[:, None]
     # Per-program scratch for the KSUB chunk-entry states of one segment: [KSUB, NP, BD].
     prog = pid_s.to(tl.int64) * tl.num_programs(0) + pid_d
@@ -272,9 +286,6 @@ def _scan_bwd_kernel(
             u = tl.load(u_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
             dl = tl.load(delta_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
             dt, x = _step_size(dl, bias, t_ok, HAS_BIAS, SOFTPLUS)
-            tn_ok = nxt_in_chunk & ((t_offs + nxt_shift) < seqlen)
-            dln = tl.load(delta_ptr + x_offs + nxt_shift, mask=tn_ok[:, None], other=0.0).to(COMPUTE)
-            dtn, _ = _step_size(dln, bias, tn_ok, HAS_BIAS, SOFTPLUS)
             bc_m = t_ok[:, None] & n_ok[None, :]
             bc_ptrs = bc_offs[None, :] + t_offs[:, None]  # [T, NP]
             Bt = tl.load(B_ptr + bc_ptrs, mask=bc_m, other=0.0).to(COMPUTE)
@@ -301,12 +312,20 @@ def _scan_bwd_kernel(
                 dy = dout * zt * sz
 
             # Adjoint: g[t] = C[t] dy[t] + a[next] g[next], scanned against the forward direction.
-            an = tl.exp2(dtn[:, None, :] * A2[None, :, :])
             c = dy[:, None, :] * Ct[:, :, None]
-            # The gradient arriving from later chunks enters at the chunk's last step in scan order,
-            # where an = 1 (steps past the sequence end are identities too).
+            # The gradient arriving from later chunks enters at the chunk's last step in scan order
+            # (steps past the sequence end are identities).
             c = tl.where(t_idx[:, None, None] == first_g, c + carry[None, :, :], c)
-            _, g = tl.associative_scan((an, c), axis=0, combine_fn=_affine_combine, reverse=not REVERSE)
+            if ADJ_Q:
+                # q[t] = a[t] g[t] runs on the unshifted decays; the g map tracks g[t] = c[t] + q[next].
+                _, q, _, g = tl.associative_scan((a, a * c, tl.full(a.shape, 1.0, COMPUTE), c), axis=0,
+                                                 combine_fn=_adjoint_combine, reverse=not REVERSE)
+            else:
+                tn_ok = nxt_in_chunk & ((t_offs + nxt_shift) < seqlen)
+                dln = tl.load(delta_ptr + x_offs + nxt_shift, mask=tn_ok[:, None], other=0.0).to(COMPUTE)
+                dtn, _ = _step_size(dln, bias, tn_ok, HAS_BIAS, SOFTPLUS)
+                an = tl.exp2(dtn[:, None, :] * A2[None, :, :])
+                _, g = tl.associative_scan((an, c), axis=0, combine_fn=_affine_combine, reverse=not REVERSE)
 
             ah = hh - b  # a[t] * h[t-1], exact without dividing by a
             gah = g * ah
@@ -330,15 +349,24 @@ def _scan_bwd_kernel(
             # dB, dC: reduce this program's channels (all in one group), then one atomic per (t, n).
             dB_part = tl.sum(g * dtu[:, None, :], axis=2)  # [T, NP]
             dC_part = tl.sum(hh * dy[:, None, :], axis=2)
-            tl.atomic_add(dB_ptr + bc_ptrs, dB_part, mask=bc_m, sem="relaxed")
-            tl.atomic_add(dC_ptr + bc_ptrs, dC_part, mask=bc_m, sem="relaxed")
+            if DBC_PART:
+                tl.store(dB_ptr + part_off + bc_ptrs, dB_part, mask=bc_m)
+                tl.store(dC_ptr + part_off + bc_ptrs, dC_part, mask=bc_m)
+            else:
+                tl.atomic_add(dB_ptr + bc_ptrs, dB_part, mask=bc_m, sem="relaxed")
+                tl.atomic_add(dC_ptr + bc_ptrs, dC_part, mask=bc_m, sem="relaxed")
 
             # Gradient into the state entering this chunk: a[first] * g[first], first in scan order.
-            if REVERSE:
-                first = tl.minimum(seqlen - k * T, T) - 1
+            if ADJ_Q:
+                # q is a[t] g[t]; past-the-end steps hand q through unchanged, so the chunk's end
+                # in adjoint order holds it even when the chunk is cut short.
+                carry = tl.sum(tl.where(t_idx[:, None, None] == first_f, q, 0.0), axis=0)
             else:
-                first = 0
-            carry = tl.sum(tl.where(t_idx[:, None, None] == first, a * g, 0.0), axis=0)
+                if REVERSE:
+                    first = tl.minimum(seqlen - k * T, T) - 1
+                else:
+                    first = 0
+                carry = tl.sum(tl.where(t_idx[:, None, None] == first, a * g, 0.0), axis=0)
 
         tl.debug_barrier()
 
@@ -360,13 +388,20 @@ def _scan_bwd_kernel(
 # of `seg` steps for the backward, which rebuilds the chunk-entry states of one segment at a time
 # into a small per-program scratch buffer. Defaults come from the H100 sweep in
 # docs/benchmarks.md (spw_fwd 256 beat 128 by 1.2-1.45x; T_bwd 8 beat 4 by 1.5x at N=64).
-_DEFAULT_CONFIG = {"spw_fwd": 256, "spw_bwd": 128, "T_fwd": 0, "T_bwd": 0, "warps": 1, "seg": 0}
+_DEFAULT_CONFIG = {"spw_fwd": 256, "spw_bwd": 128, "T_fwd": 0, "T_bwd": 0, "warps": 1, "warps_bwd": 0, "seg": 0,
+                   "adj_q": 1, "dbc": 0}
 _config = dict(_DEFAULT_CONFIG)
+# Mode knobs (not tile sizes): adj_q 1 runs the adjoint on q = a·g (2 exp2 per element in the
+# backward), 0 on the shifted decay (3 exp2); dbc 1 forces fp32 atomics for dB/dC, 2 forces
+# per-channel-block partial sums, 0 picks partials while their buffer stays under _DBC_PART_MAX.
+_MODE_KNOBS = {"adj_q": (0, 1), "dbc": (0, 1, 2)}
+_DBC_PART_MAX = 1 << 30
 
 
 def set_tile_config(**overrides: int) -> None:
-    """Override tiling knobs (spw_fwd, spw_bwd, T_fwd, T_bwd, warps, seg); 0 means automatic:
-    T_fwd = 8, T_bwd = 4 (8 from N = 64 on), seg = 8·N clamped to [64, 1024]. No arguments
+    """Override tiling knobs (spw_fwd, spw_bwd, T_fwd, T_bwd, warps, warps_bwd, seg); 0 means
+    automatic: T_fwd = 8, T_bwd = 4 (8 from N = 64 on), seg = 8·N clamped to [64, 1024],
+    warps_bwd = warps. Mode knobs adj_q and dbc are described at _MODE_KNOBS. No arguments
     restore the defaults. The GPU benchmark sweeps these."""
     if not overrides:
         _config.clear()
@@ -376,6 +411,11 @@ def set_tile_config(**overrides: int) -> None:
         if key not in _DEFAULT_CONFIG:
             raise ValueError(f"unknown tile knob {key!r}; expected one of {sorted(_DEFAULT_CONFIG)}")
         val = int(val)
+        if key in _MODE_KNOBS:
+            if val not in _MODE_KNOBS[key]:
+                raise ValueError(f"mode knob {key}={val}; expected one of {_MODE_KNOBS[key]}")
+            _config[key] = val
+            continue
         if val < 0 or val & (val - 1) or key in ("spw_fwd", "spw_bwd", "warps") and val == 0:
             raise ValueError(f"tile knob {key}={val} must be a power of two")
         _config[key] = val
@@ -385,8 +425,9 @@ def _plan(N: int, dpg: int, maxlen: int) -> dict:
     """Concrete tile sizes for N states, `dpg` channels per group and the longest sequence."""
     NP = max(2, triton.next_power_of_2(N))
     warps = _config["warps"]
+    warps_b = _config["warps_bwd"] or warps
 
-    def channels(spw: int) -> int:
+    def channels(spw: int, warps: int) -> int:
         bd = max(1, (spw * warps) // NP)
         while dpg % bd:  # a program's channels must share one group (one B/C row)
             bd //= 2
@@ -398,8 +439,8 @@ def _plan(N: int, dpg: int, maxlen: int) -> dict:
     T_f, T_b = max(2, min(T_f, cap)), max(2, min(T_b, cap))
     seg = _config["seg"] or min(1024, max(64, 8 * NP))
     seg = max(T_f, T_b, min(seg, cap))
-    return dict(NP=NP, BD_f=channels(_config["spw_fwd"]), BD_b=channels(_config["spw_bwd"]), warps=warps,
-                T_f=T_f, T_b=T_b, seg=seg)
+    return dict(NP=NP, BD_f=channels(_config["spw_fwd"], warps), BD_b=channels(_config["spw_bwd"], warps_b),
+                warps=warps, warps_b=warps_b, T_f=T_f, T_b=T_b, seg=seg, adj_q=_config["adj_q"], dbc=_config["dbc"])
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
@@ -476,8 +517,17 @@ class _SelectiveScanTriton(torch.autograd.Function):
         du = _empty_like(u)
         ddelta = _empty_like(delta)
         dz = _empty_like(z) if z is not None else None
-        dB = torch.zeros(Bm.shape, device=u.device, dtype=compute)
-        dC = torch.zeros(Cm.shape, device=u.device, dtype=compute)
+        # dB/dC sum over the DPG // BD channel blocks of a group: either one partial slice per
+        # block (plain stores, one sum here) or fp32 atomics into one buffer.
+        nslot = dpg // BD
+        part_bytes = nslot * Bm.numel() * torch.empty((), dtype=compute).element_size()
+        dbc_part = plan["dbc"] == 2 or (plan["dbc"] == 0 and nslot > 1 and part_bytes <= _DBC_PART_MAX)
+        if dbc_part:
+            dB = _empty(nslot, *Bm.shape, device=u.device, dtype=compute)
+            dC = _empty(nslot, *Cm.shape, device=u.device, dtype=compute)
+        else:
+            dB = torch.zeros(Bm.shape, device=u.device, dtype=compute)
+            dC = torch.zeros(Cm.shape, device=u.device, dtype=compute)
         dA_part = _empty(nseq, dim, N, device=u.device, dtype=compute)
         dD_part = _empty(nseq, dim, device=u.device, dtype=compute) if Dc is not None else None
         dbias_part = _empty(nseq, dim, device=u.device, dtype=compute) if bias is not None else None
@@ -493,14 +543,16 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 dlast if dlast is not None else dummy, cu if cu is not None else dummy, scratch,
                 du, ddelta, dz if dz is not None else dummy, dB, dC, dA_part,
                 dD_part if dD_part is not None else dummy, dbias_part if dbias_part is not None else dummy, dh0,
-                L, dim, N, G, dpg, m["nseg"],
+                L, dim, N, G, dpg, m["nseg"], Bm.numel(),
                 COMPUTE=tl.float64 if compute == torch.float64 else tl.float32,
                 BD=BD, NP=NP, T=T, KSUB=ksub, HAS_D=Dc is not None, HAS_Z=z is not None,
                 HAS_BIAS=bias is not None, SOFTPLUS=m["softplus"], HAS_DLAST=dlast is not None,
-                REVERSE=m["reverse"], VARLEN=cu is not None,
-                num_warps=plan["warps"],
+                REVERSE=m["reverse"], VARLEN=cu is not None, ADJ_Q=bool(plan["adj_q"]), DBC_PART=dbc_part,
+                num_warps=plan["warps_b"],
             )
         else:
+            dB.zero_()
+            dC.zero_()
             du.zero_()
             ddelta.zero_()
             if dz is not None:
@@ -516,6 +568,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dD = dD_part.sum(0).to(D_dt) if dD_part is not None else None
         dbias = dbias_part.sum(0).to(bias_dt) if dbias_part is not None else None
         dh0_out = dh0.to(h0_dt) if m["has_h0"] else None
+        if dbc_part:
+            dB, dC = dB.sum(0), dC.sum(0)
         return (du, ddelta, dA, dB.to(Bm.dtype), dC.to(Cm.dtype), dD, dz, dbias, dh0_out,
                 None, None, None, None)
 
