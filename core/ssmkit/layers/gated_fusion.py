@@ -89,7 +89,8 @@ class GatedFusion(nn.Module):
 
     def _interleave(self, a: torch.Tensor, b: torch.Tensor) -> bool:
         if self.pairing == "interleave" and a.shape[1] != b.shape[1]:
-            raise ValueError(f"GatedFusion pairing='interleave' needs equal lengths, got La={a.shape[1]}, Lb={b.shape[1]}")
+            raise ValueError("GatedFusion pairing='interleave' needs equal lengths, "
+                             f"got La={a.shape[1]}, Lb={b.shape[1]}")
         return self.pairing == "interleave" or (self.pairing == "auto" and a.shape[1] == b.shape[1])
 
     def forward(self, a: torch.Tensor | tuple[torch.Tensor, torch.Tensor], b: torch.Tensor | None = None,
@@ -104,7 +105,8 @@ class GatedFusion(nn.Module):
             a, b = a
         a, b = _check_stream("a", a, self.d_model), _check_stream("b", b, self.d_model)
         if a.shape[0] != b.shape[0]:
-            raise ValueError(f"GatedFusion streams need the same batch size, got a {tuple(a.shape)}, b {tuple(b.shape)}")
+            raise ValueError("GatedFusion streams need the same batch size, "
+                             f"got a {tuple(a.shape)}, b {tuple(b.shape)}")
         La, Lb = a.shape[1], b.shape[1]
         a = a + self.stream_embed[0]
         b = b + self.stream_embed[1]
