@@ -158,8 +158,8 @@ def check_full(device, log) -> bool:
 # dbc 1 adds dB/dC with fp32 atomics; the rest are the v4 defaults and their tile neighbours.
 BWD_VARIANTS = [dict(adj_q=0, dbc=1), dict(adj_q=1, dbc=1), dict(adj_q=0, dbc=0), dict(),
                 dict(warps_bwd=2), dict(warps_bwd=4), dict(T_bwd=8), dict(warps_bwd=4, dbc=2)]
-FWD_VARIANTS = [dict(), dict(spw_fwd=128), dict(spw_fwd=128, T_fwd=16), dict(spw_fwd=64, T_fwd=16),
-                dict(spw_fwd=512, T_fwd=4)]
+FWD_VARIANTS = [dict(), dict(pf=1), dict(spw_fwd=128), dict(spw_fwd=128, pf=1), dict(spw_fwd=64, T_fwd=16),
+                dict(spw_fwd=512, T_fwd=4, pf=1)]
 
 
 def _cfg_name(cfg: dict) -> str:

@@ -94,6 +94,26 @@ def _step_size(delta, bias, t_ok, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr
     return tl.where(t_ok[:, None], dt, 0.0), x
 
 
+@triton.jit
+def _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok, k, seqlen,
+                T: tl.constexpr, HAS_Z: tl.constexpr):
+    # One chunk's inputs in their storage dtype: u, delta, z [T, BD] and B, C [T, NP]. Chunks
+    # outside [0, seqlen) load as zeros, so a prefetch past either end is harmless.
+    t_offs = k * T + tl.arange(0, T)
+    t_ok = (t_offs < seqlen) & (t_offs >= 0)
+    x_offs = row_offs[None, :] + t_offs[:, None]
+    u = tl.load(u_ptr + x_offs, mask=t_ok[:, None], other=0.0)
+    dl = tl.load(delta_ptr + x_offs, mask=t_ok[:, None], other=0.0)
+    bc_ptrs = bc_offs[None, :] + t_offs[:, None]
+    bc_m = t_ok[:, None] & n_ok[None, :]
+    Bt = tl.load(B_ptr + bc_ptrs, mask=bc_m, other=0.0)
+    Ct = tl.load(C_ptr + bc_ptrs, mask=bc_m, other=0.0)
+    zt = u
+    if HAS_Z:
+        zt = tl.load(z_ptr + x_offs, mask=t_ok[:, None], other=0.0)
+    return u, dl, Bt, Ct, zt
+
+
 # Tiles are [T, N, BD] with the channels innermost: Triton's default layout then spreads lanes
 # over channels (and states, when BD < 32) and keeps the time axis inside each thread, so the
 # scan over time runs sequentially in registers and the sum over N stays within a warp.
@@ -107,7 +127,7 @@ def _scan_fwd_kernel(
     COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, KSUB: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_H0: tl.constexpr, SAVE: tl.constexpr, STORE_LAST: tl.constexpr, REVERSE: tl.constexpr,
-    VARLEN: tl.constexpr,
+    VARLEN: tl.constexpr, PREFETCH: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -140,11 +160,25 @@ def _scan_fwd_kernel(
     first_f: tl.constexpr = T - 1 if REVERSE else 0
 
     nchunks = tl.cdiv(seqlen, T)
+    step: tl.constexpr = -1 if REVERSE else 1
+    if PREFETCH:
+        # Register double buffering: the next chunk's loads are in flight while this one computes,
+        # since a program is a single warp and there are few warps per SM to hide HBM latency.
+        k0 = nchunks - 1 if REVERSE else nchunks * 0
+        pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok, k0,
+                                          seqlen, T, HAS_Z)
     for ci in range(0, nchunks):
         if REVERSE:
             k = nchunks - 1 - ci
         else:
             k = ci
+        if PREFETCH:
+            u_raw, dl_raw, B_raw, C_raw, z_raw = pu, pdl, pB, pC, pz
+            pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok,
+                                              k + step, seqlen, T, HAS_Z)
+        else:
+            u_raw, dl_raw, B_raw, C_raw, z_raw = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs,
+                                                             bc_offs, n_ok, k, seqlen, T, HAS_Z)
         if SAVE:
             # The state entering each segment of KSUB chunks (in scan order) is all the backward
             # needs; it rebuilds the states inside a segment itself.
@@ -156,13 +190,10 @@ def _scan_fwd_kernel(
         t_offs = k * T + t_idx
         t_ok = t_offs < seqlen
         x_offs = row_offs[None, :] + t_offs[:, None]  # [T, BD]
-        u = tl.load(u_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
-        dl = tl.load(delta_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
-        dt, _ = _step_size(dl, bias, t_ok, HAS_BIAS, SOFTPLUS)
-        bc_m = t_ok[:, None] & n_ok[None, :]
-        bc_ptrs = bc_offs[None, :] + t_offs[:, None]  # [T, NP]
-        Bt = tl.load(B_ptr + bc_ptrs, mask=bc_m, other=0.0).to(COMPUTE)
-        Ct = tl.load(C_ptr + bc_ptrs, mask=bc_m, other=0.0).to(COMPUTE)
+        u = u_raw.to(COMPUTE)
+        dt, _ = _step_size(dl_raw.to(COMPUTE), bias, t_ok, HAS_BIAS, SOFTPLUS)
+        Bt = B_raw.to(COMPUTE)
+        Ct = C_raw.to(COMPUTE)
 
         a = tl.exp2(dt[:, None, :] * A2[None, :, :])  # [T, NP, BD]
         b = (dt * u)[:, None, :] * Bt[:, :, None]
@@ -174,7 +205,7 @@ def _scan_fwd_kernel(
         if HAS_D:
             y += dskip[None, :] * u
         if HAS_Z:
-            zt = tl.load(z_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
+            zt = z_raw.to(COMPUTE)
             y = y * (zt * tl.sigmoid(zt))
         tl.store(y_ptr + x_offs, y.to(y_ptr.dtype.element_ty), mask=t_ok[:, None])
         h = tl.sum(tl.where(t_idx[:, None, None] == last, hh, 0.0), axis=0)
@@ -389,12 +420,13 @@ def _scan_bwd_kernel(
 # into a small per-program scratch buffer. Defaults come from the H100 sweep in
 # docs/benchmarks.md (spw_fwd 256 beat 128 by 1.2-1.45x; T_bwd 8 beat 4 by 1.5x at N=64).
 _DEFAULT_CONFIG = {"spw_fwd": 256, "spw_bwd": 128, "T_fwd": 0, "T_bwd": 0, "warps": 1, "warps_bwd": 0, "seg": 0,
-                   "adj_q": 1, "dbc": 0}
+                   "adj_q": 1, "dbc": 0, "pf": 0}
 _config = dict(_DEFAULT_CONFIG)
 # Mode knobs (not tile sizes): adj_q 1 runs the adjoint on q = a·g (2 exp2 per element in the
 # backward), 0 on the shifted decay (3 exp2); dbc 1 forces fp32 atomics for dB/dC, 2 forces
-# per-channel-block partial sums, 0 picks partials while their buffer stays under _DBC_PART_MAX.
-_MODE_KNOBS = {"adj_q": (0, 1), "dbc": (0, 1, 2)}
+# per-channel-block partial sums, 0 picks partials while their buffer stays under _DBC_PART_MAX;
+# pf 1 prefetches the forward's next chunk into registers.
+_MODE_KNOBS = {"adj_q": (0, 1), "dbc": (0, 1, 2), "pf": (0, 1)}
 _DBC_PART_MAX = 1 << 30
 
 
@@ -440,7 +472,8 @@ def _plan(N: int, dpg: int, maxlen: int) -> dict:
     seg = _config["seg"] or min(1024, max(64, 8 * NP))
     seg = max(T_f, T_b, min(seg, cap))
     return dict(NP=NP, BD_f=channels(_config["spw_fwd"], warps), BD_b=channels(_config["spw_bwd"], warps_b),
-                warps=warps, warps_b=warps_b, T_f=T_f, T_b=T_b, seg=seg, adj_q=_config["adj_q"], dbc=_config["dbc"])
+                warps=warps, warps_b=warps_b, T_f=T_f, T_b=T_b, seg=seg, adj_q=_config["adj_q"], dbc=_config["dbc"],
+                pf=_config["pf"])
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
@@ -486,7 +519,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 HAS_D=Dc is not None, HAS_Z=z is not None,
                 HAS_BIAS=bias is not None, SOFTPLUS=bool(delta_softplus), HAS_H0=h0c is not None,
                 SAVE=needs_grad, STORE_LAST=return_final, REVERSE=bool(reverse), VARLEN=varlen,
-                num_warps=plan["warps"],
+                PREFETCH=bool(plan["pf"]), num_warps=plan["warps"],
             )
         ctx.save_for_backward(u, delta, A2, Bm, Cm, Dc, z, bias, hsave, cu)
         ctx.meta = dict(softplus=bool(delta_softplus), reverse=bool(reverse), plan=plan, nseg=nseg,
