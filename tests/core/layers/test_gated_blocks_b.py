@@ -448,3 +448,23 @@ def test_linear_mixer_cannot_learn_the_tasks(task, one_thread):
     make, fn = _BASELINE[task]
     torch.manual_seed(0)
     assert _fit_accuracy(make(), fn, 300, 1e-2) <= 0.65
+
+
+# ----------------------------------------------------------------------------- bench sizing
+
+
+def test_bench_sizes_inputs_in_each_blocks_own_layout():
+    """``ssmkit bench blocks`` keeps a block's layout and resizes only its non-channel axes."""
+    from ssmkit.bench.blocks import make_input
+
+    sizes = {"batch": 3, "d_model": 16, "length": 10, "image": (4, 6), "volume": (2, 3, 5)}
+    a, b = make_input(GatedFusion(16), 16, sizes, "cpu", torch.float32)
+    assert a.shape == b.shape == (3, 5, 16)  # two streams share the token budget
+    assert make_input(GBC(16), 16, sizes, "cpu", torch.float32).shape == (3, 16, 4, 6)
+    assert make_input(HGConv(16, spatial_dims=3), 16, sizes, "cpu", torch.float32).shape == (3, 16, 2, 3, 5)
+
+    class ChannelsLast(nn.Module):
+        def example_input(self, batch):
+            return torch.randn(batch, 7, 5, 16)
+
+    assert make_input(ChannelsLast(), 16, sizes, "cpu", torch.bfloat16).shape == (3, 4, 6, 16)
