@@ -468,11 +468,13 @@ def make_synthetic(
 
 @register_dataset("anomaly/synthetic")
 def synthetic_dataset(**kw) -> SeriesSplit:
+    """Embedded generator: correlated multichannel series, five anomaly types in test only."""
     return make_synthetic(**kw)
 
 
 @register_dataset("anomaly/internal_bleeding16")
 def internal_bleeding16_dataset(**kw) -> SeriesSplit:
+    """UCR InternalBleeding16 from the aeon wheel (one labelled anomaly, UCR protocol)."""
     return load_internal_bleeding16(**kw)
 
 
