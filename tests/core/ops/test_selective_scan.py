@@ -322,3 +322,13 @@ def test_default_chunk_size_bounds():
     assert default_chunk_size(2, 256, 16) == 64
     assert default_chunk_size(1, 4, 1) == 256
     assert default_chunk_size(64, 4096, 64) == 16
+
+
+def test_intra_op_thread_count_is_restored():
+    """The chunked path caps PyTorch's threads for its small ops and must hand them back."""
+    before = torch.get_num_threads()
+    inputs = leaf_copy(make_inputs(L=40, groups=2, nstate=4))
+    y, final = run_scan(selective_scan_chunked, inputs, chunk_size=8)
+    assert torch.get_num_threads() == before
+    (y.sum() + final.sum()).backward()
+    assert torch.get_num_threads() == before
