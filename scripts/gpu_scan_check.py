@@ -9,7 +9,7 @@
    poisoned with NaN to catch unwritten elements.
 2. Full issue shapes: Triton against the chunked PyTorch path (float32 math) in float32 and bf16.
 3. Optional: every backward variant of the sweep at one odd case (--variants), the tile and
-   mode sweep (--sweep: old v3 backward and new variants side by side), then the issue's table
+   mode sweep (--sweep: the default and its variants side by side), then the issue's table
    (ssmkit.bench.scan_gpu.gpu_table).
 """
 
@@ -154,12 +154,11 @@ def check_full(device, log) -> bool:
     return ok
 
 
-# Backward variants, old (v3) first: adj_q 0 recomputes the shifted decay (3 exp2 per element),
-# dbc 1 adds dB/dC with fp32 atomics; the rest are the v4 defaults and their tile neighbours.
-BWD_VARIANTS = [dict(adj_q=0, dbc=1), dict(adj_q=1, dbc=1), dict(adj_q=0, dbc=0), dict(),
-                dict(warps_bwd=2), dict(warps_bwd=4), dict(T_bwd=8), dict(warps_bwd=4, dbc=2)]
-FWD_VARIANTS = [dict(), dict(pf=1), dict(spw_fwd=128), dict(spw_fwd=128, pf=1), dict(spw_fwd=64, T_fwd=16),
-                dict(spw_fwd=512, T_fwd=4, pf=1)]
+# Variants timed side by side by --sweep, the default first. v4 history (docs/benchmarks.md): the
+# v3 backward (shifted-decay adjoint, 3 exp2) and per-block dB/dC partial sums lost to the
+# shipped q adjoint with atomics; pf 0 is the v3-style loop without register prefetch.
+BWD_VARIANTS = [dict(), dict(pf=0)]
+FWD_VARIANTS = [dict(), dict(pf=0)]
 
 
 def _cfg_name(cfg: dict) -> str:
@@ -175,7 +174,7 @@ def sweep(device, log, shapes=(0, 1, 2), dtypes=("bf16", "fp32")) -> None:
         for dname in dtypes:
             dtype = DTYPES[dname]
             ins = make_inputs(shape, dtype, device)
-            for cfg in FWD_VARIANTS if dname == "bf16" else [dict()]:
+            for cfg in FWD_VARIANTS:
                 triton_scan.set_tile_config(**cfg)
                 with torch.no_grad():
                     ms = cuda_time_ms(lambda: run_scan(ins, "triton"), reps=10)
@@ -183,8 +182,7 @@ def sweep(device, log, shapes=(0, 1, 2), dtypes=("bf16", "fp32")) -> None:
                 triton_scan.set_tile_config()
             insg = make_inputs(shape, dtype, device, requires_grad=True)
             gy = torch.randn(shape[0], shape[1], shape[2], device=device, dtype=dtype)
-            # float32 times the old and the new default only (each variant is a fresh compile).
-            for cfg in BWD_VARIANTS if dname == "bf16" else [BWD_VARIANTS[0], dict()]:
+            for cfg in BWD_VARIANTS:
                 triton_scan.set_tile_config(**cfg)
                 try:
                     ms = cuda_time_ms(lambda: run_scan(insg, "triton").backward(gy), reps=10)

@@ -149,6 +149,8 @@ def test_tile_config_rejects_bad_knobs():
         triton_scan.set_tile_config(chunk=8)
     with pytest.raises(ValueError, match="power of two"):
         triton_scan.set_tile_config(T_fwd=6)
+    with pytest.raises(ValueError, match="mode knob pf=2"):
+        triton_scan.set_tile_config(pf=2)
     triton_scan.set_tile_config()
 
 

@@ -15,10 +15,14 @@ entering every segment of ``seg`` steps: [S, D, L/seg, N] float32, the only acti
 beyond its inputs. The backward pass walks the segments in the opposite order. Pass 1 rebuilds
 the segment's chunk-entry states into a per-program scratch; pass 2 walks its chunks backwards,
 recomputes each chunk's states and runs the adjoint scan ``g[t] = C[t] dy[t] + a[t+1] g[t+1]``.
-The shifted decay a[t+1] comes from a second exp2 of the shifted step size (a register tile
-cannot be shifted in Triton). dB and dC sum over the channels of a group: each program reduces
-its BD channels first and adds one [T, N] partial per chunk with fp32 atomics; dA, dD and
-d(delta_bias) go to per-sequence partials summed on the host, with no atomics.
+A register tile cannot be shifted in Triton, so rather than a second exp2 for the shifted decay
+a[t+1], the adjoint scans q[t] = a[t] g[t] (``q[t] = a[t] (c[t] + q[t+1])``, unshifted decays)
+and carries g[t] = c[t] + q[t+1] beside it in the scan's tuple: 2 exp2 per element in the
+backward. dB and dC sum over the channels of a group: each program reduces its BD channels first
+and adds one [T, N] partial per chunk with fp32 atomics; dA, dD and d(delta_bias) go to
+per-sequence partials summed on the host, with no atomics. Every chunk loop loads the next
+chunk's inputs into registers before computing the current one: a program is one warp and an
+SM holds few of them, so nothing else would hide the HBM latency.
 
 With ``cu_seqlens`` (batch 1) each packed sequence is its own row of programs: the state never
 crosses a boundary, and initial/final states are [S, D, N]. ``reverse`` scans right to left by
@@ -96,7 +100,7 @@ def _step_size(delta, bias, t_ok, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr
 
 @triton.jit
 def _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok, k, seqlen,
-                T: tl.constexpr, HAS_Z: tl.constexpr):
+                T: tl.constexpr, HAS_C: tl.constexpr, HAS_Z: tl.constexpr):
     # One chunk's inputs in their storage dtype: u, delta, z [T, BD] and B, C [T, NP]. Chunks
     # outside [0, seqlen) load as zeros, so a prefetch past either end is harmless.
     t_offs = k * T + tl.arange(0, T)
@@ -107,7 +111,9 @@ def _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok, 
     bc_ptrs = bc_offs[None, :] + t_offs[:, None]
     bc_m = t_ok[:, None] & n_ok[None, :]
     Bt = tl.load(B_ptr + bc_ptrs, mask=bc_m, other=0.0)
-    Ct = tl.load(C_ptr + bc_ptrs, mask=bc_m, other=0.0)
+    Ct = Bt
+    if HAS_C:
+        Ct = tl.load(C_ptr + bc_ptrs, mask=bc_m, other=0.0)
     zt = u
     if HAS_Z:
         zt = tl.load(z_ptr + x_offs, mask=t_ok[:, None], other=0.0)
@@ -166,7 +172,7 @@ def _scan_fwd_kernel(
         # since a program is a single warp and there are few warps per SM to hide HBM latency.
         k0 = nchunks - 1 if REVERSE else nchunks * 0
         pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok, k0,
-                                          seqlen, T, HAS_Z)
+                                          seqlen, T, True, HAS_Z)
     for ci in range(0, nchunks):
         if REVERSE:
             k = nchunks - 1 - ci
@@ -175,10 +181,10 @@ def _scan_fwd_kernel(
         if PREFETCH:
             u_raw, dl_raw, B_raw, C_raw, z_raw = pu, pdl, pB, pC, pz
             pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok,
-                                              k + step, seqlen, T, HAS_Z)
+                                              k + step, seqlen, T, True, HAS_Z)
         else:
             u_raw, dl_raw, B_raw, C_raw, z_raw = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs,
-                                                             bc_offs, n_ok, k, seqlen, T, HAS_Z)
+                                                             bc_offs, n_ok, k, seqlen, T, True, HAS_Z)
         if SAVE:
             # The state entering each segment of KSUB chunks (in scan order) is all the backward
             # needs; it rebuilds the states inside a segment itself.
@@ -219,11 +225,11 @@ def _scan_bwd_kernel(
     u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, bias_ptr, hsave_ptr, dout_ptr,
     dlast_ptr, cu_ptr, scratch_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr,
-    L, D, N, G, DPG, NSEG, PSTRIDE,
+    L, D, N, G, DPG, NSEG,
     COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, KSUB: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, REVERSE: tl.constexpr, VARLEN: tl.constexpr,
-    ADJ_Q: tl.constexpr, DBC_PART: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -255,21 +261,10 @@ def _scan_bwd_kernel(
 
     row_offs = (row.to(tl.int64) * D + d_offs) * L + start
     bc_offs = ((row.to(tl.int64) * G + grp) * N + n_offs) * L + start
-    # Each channel block of a group owns one [B, G, N, L] slice of the dB/dC partial-sum buffer,
-    # so dB/dC are plain stores, summed over the slices on the host.
-    part_off = (pid_d % (DPG // BD)).to(tl.int64) * PSTRIDE
     save_offs = ((pid_s.to(tl.int64) * D + d_offs[None, :]) * NSEG) * N + n_offs[:, None]
     # Per-program scratch for the KSUB chunk-entry states of one segment: [KSUB, NP, BD].
     prog = pid_s.to(tl.int64) * tl.num_programs(0) + pid_d
     scr_offs = (prog * KSUB * NP + n_offs[:, None]) * BD + tl.arange(0, BD)[None, :]
-    # The step after t in scan order is t+1 (t-1 when reversed); within a chunk only, since the
-    # chunk's last step hands its gradient on through `carry`.
-    if REVERSE:
-        nxt_shift = -1
-        nxt_in_chunk = t_idx > 0
-    else:
-        nxt_shift = 1
-        nxt_in_chunk = t_idx < T - 1
     first_f: tl.constexpr = T - 1 if REVERSE else 0
     last_f: tl.constexpr = 0 if REVERSE else T - 1
     first_g: tl.constexpr = 0 if REVERSE else T - 1
@@ -285,20 +280,29 @@ def _scan_bwd_kernel(
         k1 = tl.minimum(k0 + KSUB, nchunks)
         # Pass 1: from the saved segment-entry state, the state entering each chunk (scan order).
         h = tl.load(hsave_ptr + save_offs + j * N, mask=n_ok[:, None], other=0.0)
+        # The scan-order step between chunks; pass 2 walks the other way.
+        step1: tl.constexpr = -1 if REVERSE else 1
+        if PREFETCH:
+            pu, pdl, pB, p_unc, p_unz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok,
+                                            k1 - 1 if REVERSE else k0, seqlen, T, False, False)
         for i in range(0, k1 - k0):
             if REVERSE:
                 k = k1 - 1 - i
             else:
                 k = k0 + i
+            if PREFETCH:
+                u_raw, dl_raw, B_raw = pu, pdl, pB
+                pu, pdl, pB, p_unc, p_unz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok,
+                                                k + step1, seqlen, T, False, False)
+            else:
+                u_raw, dl_raw, B_raw, p_unc, p_unz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs,
+                                                         n_ok, k, seqlen, T, False, False)
             tl.store(scratch_ptr + scr_offs + (k - k0) * (NP * BD), h)
             t_offs = k * T + t_idx
             t_ok = t_offs < seqlen
-            x_offs = row_offs[None, :] + t_offs[:, None]
-            u = tl.load(u_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
-            dl = tl.load(delta_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
-            dt, _ = _step_size(dl, bias, t_ok, HAS_BIAS, SOFTPLUS)
-            Bt = tl.load(B_ptr + bc_offs[None, :] + t_offs[:, None], mask=t_ok[:, None] & n_ok[None, :],
-                         other=0.0).to(COMPUTE)
+            u = u_raw.to(COMPUTE)
+            dt, _ = _step_size(dl_raw.to(COMPUTE), bias, t_ok, HAS_BIAS, SOFTPLUS)
+            Bt = B_raw.to(COMPUTE)
             a = tl.exp2(dt[:, None, :] * A2[None, :, :])
             b = (dt * u)[:, None, :] * Bt[:, :, None]
             b = tl.where(t_idx[:, None, None] == first_f, b + a * h[None, :, :], b)
@@ -306,23 +310,45 @@ def _scan_bwd_kernel(
             h = tl.sum(tl.where(t_idx[:, None, None] == last_f, hh, 0.0), axis=0)
         tl.debug_barrier()
         # Pass 2: the chunks of the segment against scan order, with the adjoint scan.
+        step2: tl.constexpr = 1 if REVERSE else -1
+        if PREFETCH:
+            kp = k0 if REVERSE else k1 - 1
+            pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok,
+                                              kp, seqlen, T, True, HAS_Z)
+            pdo, p_und, p_unb, p_unc2, p_unz2 = _load_chunk(dout_ptr, dout_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok,
+                                          kp, seqlen, T, False, False)
+            ph = tl.load(scratch_ptr + scr_offs + (kp - k0) * (NP * BD))
         for ci in range(0, k1 - k0):
             if REVERSE:
                 k = k0 + ci
             else:
                 k = k1 - 1 - ci
+            if PREFETCH:
+                u_raw, dl_raw, B_raw, C_raw, z_raw, do_raw, h_in = pu, pdl, pB, pC, pz, pdo, ph
+                kn = k + step2
+                pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok,
+                                                  kn, seqlen, T, True, HAS_Z)
+                pdo, p_und, p_unb, p_unc2, p_unz2 = _load_chunk(dout_ptr, dout_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok,
+                                              kn, seqlen, T, False, False)
+                # The scratch holds this segment's chunks only: no read past either end.
+                kn_ok = (kn >= k0) & (kn < k1)
+                ph = tl.load(scratch_ptr + scr_offs + (kn - k0) * (NP * BD), mask=n_ok[:, None] & kn_ok, other=0.0)
+            else:
+                u_raw, dl_raw, B_raw, C_raw, z_raw = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs,
+                                                                 bc_offs, n_ok, k, seqlen, T, True, HAS_Z)
+                do_raw, p_und, p_unb, p_unc2, p_unz2 = _load_chunk(dout_ptr, dout_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok,
+                                                 k, seqlen, T, False, False)
+                h_in = tl.load(scratch_ptr + scr_offs + (k - k0) * (NP * BD))
             t_offs = k * T + t_idx
             t_ok = t_offs < seqlen
             x_offs = row_offs[None, :] + t_offs[:, None]  # [T, BD]
-            u = tl.load(u_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
-            dl = tl.load(delta_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
-            dt, x = _step_size(dl, bias, t_ok, HAS_BIAS, SOFTPLUS)
+            u = u_raw.to(COMPUTE)
+            dt, x = _step_size(dl_raw.to(COMPUTE), bias, t_ok, HAS_BIAS, SOFTPLUS)
             bc_m = t_ok[:, None] & n_ok[None, :]
             bc_ptrs = bc_offs[None, :] + t_offs[:, None]  # [T, NP]
-            Bt = tl.load(B_ptr + bc_ptrs, mask=bc_m, other=0.0).to(COMPUTE)
-            Ct = tl.load(C_ptr + bc_ptrs, mask=bc_m, other=0.0).to(COMPUTE)
-            dout = tl.load(dout_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
-            h_in = tl.load(scratch_ptr + scr_offs + (k - k0) * (NP * BD))
+            Bt = B_raw.to(COMPUTE)
+            Ct = C_raw.to(COMPUTE)
+            dout = do_raw.to(COMPUTE)
 
             # Rebuild the chunk's states from the saved entry state.
             a = tl.exp2(dt[:, None, :] * A2[None, :, :])  # [T, NP, BD]
@@ -333,7 +359,7 @@ def _scan_bwd_kernel(
 
             dy = dout
             if HAS_Z:
-                zt = tl.load(z_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
+                zt = z_raw.to(COMPUTE)
                 y = tl.sum(hh * Ct[:, :, None], axis=1)
                 if HAS_D:
                     y += dskip[None, :] * u
@@ -347,16 +373,9 @@ def _scan_bwd_kernel(
             # The gradient arriving from later chunks enters at the chunk's last step in scan order
             # (steps past the sequence end are identities).
             c = tl.where(t_idx[:, None, None] == first_g, c + carry[None, :, :], c)
-            if ADJ_Q:
-                # q[t] = a[t] g[t] runs on the unshifted decays; the g map tracks g[t] = c[t] + q[next].
-                _, q, _, g = tl.associative_scan((a, a * c, tl.full(a.shape, 1.0, COMPUTE), c), axis=0,
-                                                 combine_fn=_adjoint_combine, reverse=not REVERSE)
-            else:
-                tn_ok = nxt_in_chunk & ((t_offs + nxt_shift) < seqlen)
-                dln = tl.load(delta_ptr + x_offs + nxt_shift, mask=tn_ok[:, None], other=0.0).to(COMPUTE)
-                dtn, _ = _step_size(dln, bias, tn_ok, HAS_BIAS, SOFTPLUS)
-                an = tl.exp2(dtn[:, None, :] * A2[None, :, :])
-                _, g = tl.associative_scan((an, c), axis=0, combine_fn=_affine_combine, reverse=not REVERSE)
+            # q[t] = a[t] g[t] runs on the unshifted decays; the g map tracks g[t] = c[t] + q[next].
+            _, q, _, g = tl.associative_scan((a, a * c, tl.full(a.shape, 1.0, COMPUTE), c), axis=0,
+                                             combine_fn=_adjoint_combine, reverse=not REVERSE)
 
             ah = hh - b  # a[t] * h[t-1], exact without dividing by a
             gah = g * ah
@@ -380,24 +399,15 @@ def _scan_bwd_kernel(
             # dB, dC: reduce this program's channels (all in one group), then one atomic per (t, n).
             dB_part = tl.sum(g * dtu[:, None, :], axis=2)  # [T, NP]
             dC_part = tl.sum(hh * dy[:, None, :], axis=2)
-            if DBC_PART:
-                tl.store(dB_ptr + part_off + bc_ptrs, dB_part, mask=bc_m)
-                tl.store(dC_ptr + part_off + bc_ptrs, dC_part, mask=bc_m)
-            else:
-                tl.atomic_add(dB_ptr + bc_ptrs, dB_part, mask=bc_m, sem="relaxed")
-                tl.atomic_add(dC_ptr + bc_ptrs, dC_part, mask=bc_m, sem="relaxed")
+            # Partial sums in a [n_blocks, B, G, N, L] buffer instead of these atomics moved more
+            # bytes than the atomics cost on the H100 (docs/benchmarks.md, v4).
+            tl.atomic_add(dB_ptr + bc_ptrs, dB_part, mask=bc_m, sem="relaxed")
+            tl.atomic_add(dC_ptr + bc_ptrs, dC_part, mask=bc_m, sem="relaxed")
 
-            # Gradient into the state entering this chunk: a[first] * g[first], first in scan order.
-            if ADJ_Q:
-                # q is a[t] g[t]; past-the-end steps hand q through unchanged, so the chunk's end
-                # in adjoint order holds it even when the chunk is cut short.
-                carry = tl.sum(tl.where(t_idx[:, None, None] == first_f, q, 0.0), axis=0)
-            else:
-                if REVERSE:
-                    first = tl.minimum(seqlen - k * T, T) - 1
-                else:
-                    first = 0
-                carry = tl.sum(tl.where(t_idx[:, None, None] == first, a * g, 0.0), axis=0)
+            # Gradient into the state entering this chunk: q at its first step in scan order.
+            # Past-the-end steps hand q through unchanged, so the chunk's end in adjoint order
+            # holds it even when the chunk is cut short.
+            carry = tl.sum(tl.where(t_idx[:, None, None] == first_f, q, 0.0), axis=0)
 
         tl.debug_barrier()
 
@@ -419,22 +429,19 @@ def _scan_bwd_kernel(
 # of `seg` steps for the backward, which rebuilds the chunk-entry states of one segment at a time
 # into a small per-program scratch buffer. Defaults come from the H100 sweep in
 # docs/benchmarks.md (spw_fwd 256 beat 128 by 1.2-1.45x; T_bwd 8 beat 4 by 1.5x at N=64).
-_DEFAULT_CONFIG = {"spw_fwd": 256, "spw_bwd": 128, "T_fwd": 0, "T_bwd": 0, "warps": 1, "warps_bwd": 0, "seg": 0,
-                   "adj_q": 1, "dbc": 0, "pf": 0}
+_DEFAULT_CONFIG = {"spw_fwd": 0, "spw_bwd": 128, "T_fwd": 0, "T_bwd": 0, "warps": 1, "warps_bwd": 0, "seg": 0,
+                   "pf": 1}
 _config = dict(_DEFAULT_CONFIG)
-# Mode knobs (not tile sizes): adj_q 1 runs the adjoint on q = a·g (2 exp2 per element in the
-# backward), 0 on the shifted decay (3 exp2); dbc 1 forces fp32 atomics for dB/dC, 2 forces
-# per-channel-block partial sums, 0 picks partials while their buffer stays under _DBC_PART_MAX;
-# pf 1 prefetches the forward's next chunk into registers.
-_MODE_KNOBS = {"adj_q": (0, 1), "dbc": (0, 1, 2), "pf": (0, 1)}
-_DBC_PART_MAX = 1 << 30
+# Mode knobs (not tile sizes): pf 1 loads the next chunk's inputs into registers while the
+# current one computes (forward and both backward passes), pf 0 loads each chunk when it starts.
+_MODE_KNOBS = {"pf": (0, 1)}
 
 
 def set_tile_config(**overrides: int) -> None:
-    """Override tiling knobs (spw_fwd, spw_bwd, T_fwd, T_bwd, warps, warps_bwd, seg); 0 means
-    automatic: T_fwd = 8, T_bwd = 4 (8 from N = 64 on), seg = 8·N clamped to [64, 1024],
-    warps_bwd = warps. Mode knobs adj_q and dbc are described at _MODE_KNOBS. No arguments
-    restore the defaults. The GPU benchmark sweeps these."""
+    """Override tiling knobs (spw_fwd, spw_bwd, T_fwd, T_bwd, warps, warps_bwd, seg) and the mode
+    knob pf (_MODE_KNOBS); 0 means automatic: spw_fwd = 256 and T_fwd = 8 below N = 64, 512 and 4
+    from N = 64 on, T_bwd = 4 (8 from N = 64 on), seg = 8·N clamped to [64, 1024],
+    warps_bwd = warps. No arguments restore the defaults. The GPU benchmark sweeps these."""
     if not overrides:
         _config.clear()
         _config.update(_DEFAULT_CONFIG)
@@ -448,7 +455,7 @@ def set_tile_config(**overrides: int) -> None:
                 raise ValueError(f"mode knob {key}={val}; expected one of {_MODE_KNOBS[key]}")
             _config[key] = val
             continue
-        if val < 0 or val & (val - 1) or key in ("spw_fwd", "spw_bwd", "warps") and val == 0:
+        if val < 0 or val & (val - 1) or key in ("spw_bwd", "warps") and val == 0:
             raise ValueError(f"tile knob {key}={val} must be a power of two")
         _config[key] = val
 
@@ -466,14 +473,14 @@ def _plan(N: int, dpg: int, maxlen: int) -> dict:
         return bd
 
     cap = triton.next_power_of_2(max(1, maxlen))
-    T_f = _config["T_fwd"] or 8
+    T_f = _config["T_fwd"] or (4 if NP >= 64 else 8)
     T_b = _config["T_bwd"] or (8 if NP >= 64 else 4)
     T_f, T_b = max(2, min(T_f, cap)), max(2, min(T_b, cap))
     seg = _config["seg"] or min(1024, max(64, 8 * NP))
     seg = max(T_f, T_b, min(seg, cap))
-    return dict(NP=NP, BD_f=channels(_config["spw_fwd"], warps), BD_b=channels(_config["spw_bwd"], warps_b),
-                warps=warps, warps_b=warps_b, T_f=T_f, T_b=T_b, seg=seg, adj_q=_config["adj_q"], dbc=_config["dbc"],
-                pf=_config["pf"])
+    spw_f = _config["spw_fwd"] or (512 if NP >= 64 else 256)
+    return dict(NP=NP, BD_f=channels(spw_f, warps), BD_b=channels(_config["spw_bwd"], warps_b),
+                warps=warps, warps_b=warps_b, T_f=T_f, T_b=T_b, seg=seg, pf=_config["pf"])
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
@@ -550,17 +557,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
         du = _empty_like(u)
         ddelta = _empty_like(delta)
         dz = _empty_like(z) if z is not None else None
-        # dB/dC sum over the DPG // BD channel blocks of a group: either one partial slice per
-        # block (plain stores, one sum here) or fp32 atomics into one buffer.
-        nslot = dpg // BD
-        part_bytes = nslot * Bm.numel() * torch.empty((), dtype=compute).element_size()
-        dbc_part = plan["dbc"] == 2 or (plan["dbc"] == 0 and nslot > 1 and part_bytes <= _DBC_PART_MAX)
-        if dbc_part:
-            dB = _empty(nslot, *Bm.shape, device=u.device, dtype=compute)
-            dC = _empty(nslot, *Cm.shape, device=u.device, dtype=compute)
-        else:
-            dB = torch.zeros(Bm.shape, device=u.device, dtype=compute)
-            dC = torch.zeros(Cm.shape, device=u.device, dtype=compute)
+        dB = torch.zeros(Bm.shape, device=u.device, dtype=compute)
+        dC = torch.zeros(Cm.shape, device=u.device, dtype=compute)
         dA_part = _empty(nseq, dim, N, device=u.device, dtype=compute)
         dD_part = _empty(nseq, dim, device=u.device, dtype=compute) if Dc is not None else None
         dbias_part = _empty(nseq, dim, device=u.device, dtype=compute) if bias is not None else None
@@ -576,16 +574,14 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 dlast if dlast is not None else dummy, cu if cu is not None else dummy, scratch,
                 du, ddelta, dz if dz is not None else dummy, dB, dC, dA_part,
                 dD_part if dD_part is not None else dummy, dbias_part if dbias_part is not None else dummy, dh0,
-                L, dim, N, G, dpg, m["nseg"], Bm.numel(),
+                L, dim, N, G, dpg, m["nseg"],
                 COMPUTE=tl.float64 if compute == torch.float64 else tl.float32,
                 BD=BD, NP=NP, T=T, KSUB=ksub, HAS_D=Dc is not None, HAS_Z=z is not None,
                 HAS_BIAS=bias is not None, SOFTPLUS=m["softplus"], HAS_DLAST=dlast is not None,
-                REVERSE=m["reverse"], VARLEN=cu is not None, ADJ_Q=bool(plan["adj_q"]), DBC_PART=dbc_part,
+                REVERSE=m["reverse"], VARLEN=cu is not None, PREFETCH=bool(plan["pf"]),
                 num_warps=plan["warps_b"],
             )
         else:
-            dB.zero_()
-            dC.zero_()
             du.zero_()
             ddelta.zero_()
             if dz is not None:
@@ -601,8 +597,6 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dD = dD_part.sum(0).to(D_dt) if dD_part is not None else None
         dbias = dbias_part.sum(0).to(bias_dt) if dbias_part is not None else None
         dh0_out = dh0.to(h0_dt) if m["has_h0"] else None
-        if dbc_part:
-            dB, dC = dB.sum(0), dC.sum(0)
         return (du, ddelta, dA, dB.to(Bm.dtype), dC.to(Cm.dtype), dD, dz, dbias, dh0_out,
                 None, None, None, None)
 
