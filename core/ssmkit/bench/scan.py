@@ -171,11 +171,12 @@ def cpu_table(args) -> list[dict]:
             ins = make_inputs(L, nstate)
             insg = make_inputs(L, nstate, requires_grad=True)
             with torch.no_grad():
-                fwd = _median_ms(lambda: _scan(ins, "chunked"), reps)
+                fwd = _median_ms(lambda ins=ins: _scan(ins, "chunked"), reps)
             both = _median_ms(_fwd_bwd(insg, "chunked"), reps)
             io = sum(t.numel() * t.element_size() for t in ins.values()) + BATCH * DIM * L * 4
             peak = chunked_peak_bytes(L, nstate)
-            row = dict(L=L, N=nstate, variant="chunked", fwd_ms=fwd, fwdbwd_ms=both, peak_bytes=peak, io_bytes=io)
+            row = {"L": L, "N": nstate, "variant": "chunked", "fwd_ms": fwd, "fwdbwd_ms": both,
+                   "peak_bytes": peak, "io_bytes": io}
             rows.append(row)
             ratio = "n/a" if peak is None else f"{peak / io:.2f}"
             mib = "n/a" if peak is None else f"{peak / 2**20:.1f}"
@@ -183,17 +184,18 @@ def cpu_table(args) -> list[dict]:
                   f"{ratio:>9}   (peak {mib} MiB, io {io / 2**20:.1f} MiB)")
             if L <= REFERENCE_MAX_L:
                 with torch.no_grad():
-                    rf = _median_ms(lambda: _scan(ins, "reference"), 1)
+                    rf = _median_ms(lambda ins=ins: _scan(ins, "reference"), 1)
                 timed = not args.quick and (L, nstate) in REFERENCE_BWD
                 rb = _once_ms(_fwd_bwd(insg, "reference")) if timed else float("nan")
-                rows.append(dict(L=L, N=nstate, variant="reference", fwd_ms=rf, fwdbwd_ms=rb))
+                rows.append({"L": L, "N": nstate, "variant": "reference", "fwd_ms": rf, "fwdbwd_ms": rb})
                 rb_txt = f"{rb:.1f}" if timed else "skipped"
                 rb_ratio = f"{rb / both:.1f}" if timed else ""
                 print(f"{'':>10}  {'reference':<10}{rf:>10.1f}{rf / fwd:>10.1f}{rb_txt:>12}{rb_ratio:>10}")
             if step_fn is not None:
                 with torch.no_grad():
-                    sf = _median_ms(lambda: _step_loop(ins, step_fn), 1)
-                rows.append(dict(L=L, N=nstate, variant="step loop", fwd_ms=sf, fwdbwd_ms=float("nan")))
+                    sf = _median_ms(lambda ins=ins: _step_loop(ins, step_fn), 1)
+                rows.append({"L": L, "N": nstate, "variant": "step loop", "fwd_ms": sf,
+                             "fwdbwd_ms": float("nan")})
                 print(f"{'':>10}  {'step loop':<10}{sf:>10.1f}{sf / fwd:>10.1f}{'-':>12}{'':>10}")
     print("x chunked = variant ms / chunked ms (above 1: slower than chunked); "
           "peak/io = peak bytes allocated during chunked fwd+bwd / bytes of inputs plus output")
@@ -227,14 +229,15 @@ def gpu_table(args) -> None:
         "C": torch.randn(batch, 1, nstate, L, generator=g)}.items()}
     for backend in backends:
         with torch.no_grad():
-            ms = _median_ms(lambda: (_scan(ins, backend), torch.cuda.synchronize()), args.reps)
-        print(f"{str(shape):<24}{backend:<9}{ms:9.2f} ms fwd")
+            ms = _median_ms(lambda b=backend: (_scan(ins, b), torch.cuda.synchronize()), args.reps)
+        print(f"{shape!s:<24}{backend:<9}{ms:9.2f} ms fwd")
 
 
 @register_bench("scan")
 def run(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="ssmkit bench scan",
-                                description="selective scan: reference vs chunked vs step loop (CPU), triton vs chunked (GPU)")
+                                description="selective scan: reference vs chunked vs step loop (CPU), "
+                                            "triton vs chunked (GPU)")
     p.add_argument("--cpu", action="store_true", help="CPU table (the default when neither flag is given)")
     p.add_argument("--gpu", action="store_true", help="GPU table: triton and chunked at the issue-4 shapes")
     p.add_argument("--quick", action="store_true", help="L in {512, 2048}, N=16, 3 reps, no reference backward")
@@ -255,4 +258,4 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["cpu_table", "gpu_table", "make_inputs", "chunked_peak_bytes", "peak_memory_bytes", "run"]
+__all__ = ["chunked_peak_bytes", "cpu_table", "gpu_table", "make_inputs", "peak_memory_bytes", "run"]

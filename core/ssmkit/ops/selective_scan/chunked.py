@@ -33,6 +33,7 @@ number in the thousands, and below that size fork-join costs more than it saves.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 
 import torch
@@ -53,7 +54,7 @@ def _plan(L: int, cu_seqlens: torch.Tensor | None, chunk: int, reverse: bool) ->
     """Per segment (one, or one per packed sequence), its chunks (t0, t1) in scan order."""
     bounds = [0, L] if cu_seqlens is None else [int(v) for v in cu_seqlens.tolist()]
     plan = []
-    for start, end in zip(bounds[:-1], bounds[1:]):
+    for start, end in itertools.pairwise(bounds):
         if reverse:
             plan.append([(max(start, t1 - chunk), t1) for t1 in range(end, start, -chunk)])
         else:
