@@ -30,6 +30,8 @@ INTERP_CASES = [
     ("L1_G2_N16", 2, 1, 2, 16, "float32", False, False, True, True, False),
     ("L63_G1_N4_fp16", 1, 63, 1, 4, "float16", False, False, True, True, False),
     ("L63_G2_N4_bare_rev_f64", 2, 63, 2, 4, "float64", True, False, True, False, False),
+    # Without the register prefetch (the backward's path from N = 64 on).
+    ("L130_G2_N16_varlen_rev_nopf", 1, 130, 2, 16, "float32", True, True, True, True, False),
 ]
 TOL = {"float32": 1e-4, "bfloat16": 1e-2, "float16": 1e-2, "float64": 1e-10}
 
@@ -101,6 +103,7 @@ def _interp_worker(cases: list) -> dict:
     triton_scan.set_tile_config(T_fwd=16, T_bwd=8, seg=32, spw_fwd=512, spw_bwd=512)
     out = {}
     for name, batch, L, G, N, dtype, reverse, varlen, init, full, poison in cases:
+        triton_scan.set_tile_config(pf=0 if name.endswith("_nopf") else 1)
         torch.manual_seed(0)
         ins, cu = make_case(batch, L, G, N, getattr(torch, dtype), varlen, init, full, seed=L + N)
         real = triton_scan._empty, triton_scan._empty_like

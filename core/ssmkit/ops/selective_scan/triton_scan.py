@@ -22,7 +22,8 @@ backward. dB and dC sum over the channels of a group: each program reduces its B
 and adds one [T, N] partial per chunk with fp32 atomics; dA, dD and d(delta_bias) go to
 per-sequence partials summed on the host, with no atomics. Every chunk loop loads the next
 chunk's inputs into registers before computing the current one: a program is one warp and an
-SM holds few of them, so nothing else would hide the HBM latency.
+SM holds few of them, so nothing else would hide the HBM latency (the backward skips this from
+N = 64 on, where the extra tiles cost more registers than the latency they hide).
 
 With ``cu_seqlens`` (batch 1) each packed sequence is its own row of programs: the state never
 crosses a boundary, and initial/final states are [S, D, N]. ``reverse`` scans right to left by
@@ -433,7 +434,9 @@ _DEFAULT_CONFIG = {"spw_fwd": 0, "spw_bwd": 128, "T_fwd": 0, "T_bwd": 0, "warps"
                    "pf": 1}
 _config = dict(_DEFAULT_CONFIG)
 # Mode knobs (not tile sizes): pf 1 loads the next chunk's inputs into registers while the
-# current one computes (forward and both backward passes), pf 0 loads each chunk when it starts.
+# current one computes, in the forward and, below N = 64, in both backward passes (at N = 64 the
+# extra [T_bwd, 64] B/C tiles cost the backward 10%, docs/benchmarks.md v4); pf 0 loads each chunk
+# when it starts.
 _MODE_KNOBS = {"pf": (0, 1)}
 
 
@@ -480,7 +483,8 @@ def _plan(N: int, dpg: int, maxlen: int) -> dict:
     seg = max(T_f, T_b, min(seg, cap))
     spw_f = _config["spw_fwd"] or (512 if NP >= 64 else 256)
     return dict(NP=NP, BD_f=channels(spw_f, warps), BD_b=channels(_config["spw_bwd"], warps_b),
-                warps=warps, warps_b=warps_b, T_f=T_f, T_b=T_b, seg=seg, pf=_config["pf"])
+                warps=warps, warps_b=warps_b, T_f=T_f, T_b=T_b, seg=seg, pf=_config["pf"],
+                pf_b=_config["pf"] and NP < 64)
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
@@ -578,7 +582,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 COMPUTE=tl.float64 if compute == torch.float64 else tl.float32,
                 BD=BD, NP=NP, T=T, KSUB=ksub, HAS_D=Dc is not None, HAS_Z=z is not None,
                 HAS_BIAS=bias is not None, SOFTPLUS=m["softplus"], HAS_DLAST=dlast is not None,
-                REVERSE=m["reverse"], VARLEN=cu is not None, PREFETCH=bool(plan["pf"]),
+                REVERSE=m["reverse"], VARLEN=cu is not None, PREFETCH=bool(plan["pf_b"]),
                 num_warps=plan["warps_b"],
             )
         else:
