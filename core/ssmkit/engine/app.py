@@ -59,6 +59,8 @@ Hooks, in the order the engine calls them (``self.cfg`` is the loaded, typed con
 - ``demo_overrides``/``demo_summary``: ``ssmkit <app> demo`` (and the combined ``ssmkit demo``)
   trains with the default config plus these overrides, evaluates, and reports
   ``primary_metric`` against ``chance`` so a reader sees that the model learned.
+- ``run_demo`` (optional classmethod): replaces that single run when an app's demo is a
+  side-by-side comparison; it returns the engine's ``DemoResult``.
 """
 
 from __future__ import annotations

@@ -185,7 +185,14 @@ class DemoResult:
 
 def demo(app_cls: type[App], root: str | Path = "runs/demo", overrides: list[str] | None = None,
          verbose: bool = True) -> DemoResult:
-    """Train with the default config + the app's ``demo_overrides``, evaluate on test, report."""
+    """Train with the default config + the app's ``demo_overrides``, evaluate on test, report.
+
+    An app whose demo is more than one training run (a comparison of several models, say)
+    defines a classmethod ``run_demo(root, overrides, verbose) -> DemoResult`` instead.
+    """
+    custom = getattr(app_cls, "run_demo", None)
+    if custom is not None:
+        return custom(root, overrides, verbose=verbose)
     t0 = time.monotonic()
     # Runs land in <root>/<app>/<timestamp>/, like any training run under run.root.
     ov = [*app_cls.demo_overrides, f"run.root={root}", *(overrides or [])]
