@@ -8,12 +8,16 @@ the gather / scatter itself:
 
 - ``backend="reference"``: :func:`path_scan_reference`, a loop over paths that materialises
   each copy and scans it with the reference loop: the oracle.
-- ``"triton"`` (what ``"auto"`` picks on CUDA): the fused kernels of ``triton_path_scan.py``.
+- ``"triton"`` (asked for explicitly): the fused kernels of ``triton_path_scan.py``.
   The forward reads ``u`` through the path index and scatter-adds its output to raster
   positions inside the kernel; the backward gathers the output gradient the same way and
   scatter-adds du. Neither the K permuted copies nor the K un-merged outputs are ever written.
   Needs a power-of-two N (other N take the batched path).
-- ``"chunked"`` (the CPU default): the batched path. One gather builds all K paths at once,
+- ``"auto"``, ``"chunked"``: the batched path (on CUDA its 1-D scan is the Triton selective
+  scan). "auto" does not pick the fused kernels: on an H100 they measured 2.1-2.8x slower than
+  the batched path at SS2D sizes, though with 3-4x lower peak memory (docs/benchmarks.md), so
+  they are the memory-saving option, not the default.
+- the batched path in detail: One gather builds all K paths at once,
   ONE selective-scan call runs over K*D channels with the paths as groups, and the outputs
   are merged by their exact inverse permutations.
 
@@ -114,7 +118,7 @@ def fused_path_scan(
                                    delta_softplus=delta_softplus, reduce=reduce)
     chosen = resolve_backend(backend, u.device)
     nstate = A.shape[-1]
-    if chosen == "triton" and nstate & (nstate - 1) == 0 and u.shape[1] % (B.shape[1] // path_index.shape[0]) == 0:
+    if backend == "triton" and nstate & (nstate - 1) == 0 and u.shape[1] % (B.shape[1] // path_index.shape[0]) == 0:
         from ssmkit.ops.path_scan.triton_path_scan import path_scan_triton
 
         return path_scan_triton(u, delta, A, B, C, path_index, D=D, delta_bias=delta_bias,
