@@ -15,10 +15,11 @@ Two implementations of the core compute the same function:
 
 - ``impl="fused"`` (default): the shared map never gets K permuted copies at this level.
   The low-rank projection (R + 2N channels) runs in raster order and only it is gathered;
-  :func:`ssmkit.ops.path_scan.fused_path_scan` then scans the K paths. On CUDA its Triton
-  kernels read the map through the path index and scatter-add the outputs in place (no
-  copies at all); on the CPU it makes ONE selective-scan call over K*Di channels (the paths
-  are its groups) and merges by exact inverse permutations.
+  :func:`ssmkit.ops.path_scan.fused_path_scan` then scans the K paths: by default ONE
+  selective-scan call over K*Di channels (the paths are its groups; Triton on CUDA) and an
+  exact merge by inverse permutations. With ``backend="triton"`` its Triton kernels instead
+  read the map through the path index and scatter-add the outputs in place (no copies at
+  all): 3-4x less peak memory, but 2.1-2.8x slower on an H100 (docs/benchmarks.md).
 - ``impl="materialized"``: the VMamba pipeline, the reference the fused core is tested and
   benchmarked against: ``strategy.scan`` writes K copies, projections run on the copies, one
   scan call, ``strategy.merge``.
