@@ -101,6 +101,7 @@ def stream_latency(args) -> tuple[float, float]:
 
 @register_bench("anomaly")
 def bench_anomaly(argv: list[str]) -> int:
+    """Anomaly app: train/score windows per second, MAAT vs Anomaly Transformer; streaming latency."""
     p = argparse.ArgumentParser(prog="ssmkit bench anomaly", description=__doc__.split("\n\n")[0])
     p.add_argument("--gpu", action="store_true", help="also time on CUDA (bf16 autocast)")
     p.add_argument("--batch", type=int, default=32)

@@ -235,6 +235,7 @@ def gpu_table(args) -> None:
 
 @register_bench("scan")
 def run(argv: list[str]) -> int:
+    """Selective scan: reference, chunked and step loop side by side (CPU); Triton vs chunked (--gpu)."""
     p = argparse.ArgumentParser(prog="ssmkit bench scan",
                                 description="selective scan: reference vs chunked vs step loop (CPU), "
                                             "triton vs chunked (GPU)")

@@ -247,6 +247,7 @@ def print_table(rows: list[dict]) -> None:
 
 @register_bench("scan2d")
 def run(argv: list[str]) -> int:
+    """SS2D core: materialised K copies vs fused path scan vs batched path; time and peak memory."""
     p = argparse.ArgumentParser(prog="ssmkit bench scan2d", description=__doc__.split("\n\n")[0])
     where = p.add_mutually_exclusive_group()
     where.add_argument("--cpu", action="store_true", help="run on the CPU (default when no CUDA device)")

@@ -80,6 +80,7 @@ def _layer_stepper(batch: int, d_model: int, nstate: int, device: torch.device):
 
 @register_bench("streaming")
 def main(argv: list[str] | None = None) -> int:
+    """Streaming step: time per token and state size from L=1k to L=64k."""
     parser = argparse.ArgumentParser(prog="ssmkit bench streaming", description=__doc__.split("\n\n")[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
     parser.add_argument("--batch", type=int, default=2)
