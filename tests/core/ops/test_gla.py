@@ -28,7 +28,8 @@ def _inputs(B, H, T, K, V, dtype, device="cpu", gate_scale=2.0, with_state=True)
 
 def _run(backend, ins, h0, **kw):
     o, ht = gla(*ins, initial_state=h0, output_final_state=True, backend=backend, **kw)
-    w = torch.linspace(-1, 1, o.numel(), dtype=torch.float32).reshape(o.shape)  # fixed, not all-ones
+    # fixed, not all-ones; on o's device, or a CUDA run fails on a device mismatch before any kernel runs
+    w = torch.linspace(-1, 1, o.numel(), dtype=torch.float32, device=o.device).reshape(o.shape)
     loss = (o.float() * w).sum() + ht.float().square().sum() * 0.1
     leaves = [*ins] + ([h0] if h0 is not None else [])
     grads = torch.autograd.grad(loss, leaves)
@@ -163,46 +164,111 @@ def test_backend_choice_on_cpu(monkeypatch):
         resolve_backend("fla", torch.device("cpu"))
 
 
+def _float64_twin(ins, h0):
+    """Float64 leaves holding the same (already rounded) values: the oracle for a fast backend, so the
+    comparison measures that backend's error alone, not the sum of two low-precision errors."""
+    return [t.detach().double().requires_grad_() for t in ins], h0.detach().double().requires_grad_()
+
+
+# fla's chunk_gla runs float32 matmuls in TF32 (Triton's default input precision; fla's own tests set
+# TRITON_F32_DEFAULT=ieee to avoid it) and keeps bf16 inputs' per-chunk states in bf16
+# (fla/ops/gla/chunk.py:1240, states_in_fp32=False); these bounds are max-abs relative errors.
+FLA_TOL = {torch.float32: 5e-3, torch.bfloat16: 3e-2}
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fla_matches_reference_on_gpu(cuda_device, dtype):
     ins, h0 = _inputs(2, 3, 200, 64, 32, dtype, device=cuda_device)
-    o_r, h_r, g_r = _run("chunked", ins, h0)
+    o_r, h_r, g_r = _run("reference", *_float64_twin(ins, h0))
     o_f, h_f, g_f = _run("fla", ins, h0)
-    tol = 5e-3 if dtype == torch.float32 else 2e-2  # fla's kernels use tf32 / bf16 matmuls
+    assert o_f.dtype == dtype and h_f.dtype == torch.float32
+    tol = FLA_TOL[dtype]
     assert rel_err(o_f, o_r) < tol and rel_err(h_f, h_r) < tol
-    assert all(rel_err(a, e) < 4 * tol for a, e in zip(g_f, g_r))
+    for name, a, e in zip(["dq", "dk", "dv", "dgk", "dh0"], g_f, g_r):
+        assert rel_err(a, e) < 4 * tol, name
 
 
-def _fake_fla(monkeypatch, with_head_first: bool):
-    """Install a stand-in ``fla.ops.gla.chunk_gla`` (time-first, computed by our reference) so the
-    adapter's layout, dtype and keyword handling is checked without fla-core or a GPU."""
+@pytest.mark.gpu
+def test_fla_varlen_on_gpu(cuda_device):
+    # host int32 boundaries on purpose: the adapter must hand fla int64 boundaries on q's device
+    lens = [37, 1, 90, 0, 64]
+    ins, _ = _inputs(1, 2, sum(lens), 32, 16, torch.float32, device=cuda_device, with_state=False)
+    h0 = torch.randn(len(lens), 2, 32, 16, device=cuda_device, requires_grad=True)
+    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
+    o_r, h_r, g_r = _run("reference", *_float64_twin(ins, h0), cu_seqlens=cu)
+    o_f, h_f, g_f = _run("fla", ins, h0, cu_seqlens=cu)
+    tol = FLA_TOL[torch.float32]
+    assert rel_err(o_f, o_r) < tol and rel_err(h_f, h_r) < tol
+    for name, a, e in zip(["dq", "dk", "dv", "dgk", "dh0"], g_f, g_r):
+        assert rel_err(a, e) < 4 * tol, name
+
+
+def _standin_chunk_gla(calls):
+    """A CPU stand-in with fla-core 0.6.0's ``chunk_gla`` signature, checks and semantics
+    (fla/ops/gla/chunk.py:1454-1557), computed by a plain float32 loop written from fla's contract,
+    independent of our reference: g is the per-step natural-log gate, o comes back in v's dtype,
+    the final state float32 or None."""
+
+    def chunk_gla(q, k, v, g, scale=None, initial_state=None, output_final_state=False, state_v_first=False,
+                  cu_seqlens=None, cu_seqlens_cpu=None):
+        calls.append({"state_v_first": state_v_first, "cu_seqlens_cpu": cu_seqlens_cpu is not None})
+        if cu_seqlens is not None:
+            if q.shape[0] != 1:
+                raise ValueError(f"batch size must be 1 with cu_seqlens, got {q.shape[0]}")
+            if initial_state is not None and initial_state.shape[0] != len(cu_seqlens) - 1:
+                raise ValueError("one initial state per sequence expected")
+            # fla's kernels read the boundaries through a device pointer
+            assert cu_seqlens.device == q.device and not cu_seqlens.is_floating_point()
+            assert cu_seqlens_cpu is None or (cu_seqlens_cpu.device.type == "cpu"
+                                              and cu_seqlens_cpu.tolist() == cu_seqlens.tolist())
+        if scale is None:
+            scale = q.shape[-1] ** -0.5
+        if initial_state is not None:
+            assert initial_state.dtype == torch.float32, "initial_state must be in float32."
+            assert initial_state.device == q.device
+        assert q.shape == k.shape == g.shape, "q, k, g must have the same shape."
+        assert v.shape == (*q.shape[:3], v.shape[-1]), "v must be [B, T, H, V]"
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        bounds = [0, T] if cu_seqlens is None else cu_seqlens.tolist()
+        N = B if cu_seqlens is None else len(bounds) - 1
+        qf, kf, vf, gf = (t.float() for t in (q, k, v, g))
+        o = torch.zeros(B, T, H, V, dtype=torch.float32, device=q.device)
+        finals = []
+        for n in range(N):
+            b = n if cu_seqlens is None else 0
+            s0, s1 = (0, T) if cu_seqlens is None else (bounds[n], bounds[n + 1])
+            h = torch.zeros(H, K, V, device=q.device)
+            if initial_state is not None:
+                h = h + (initial_state[n].transpose(-1, -2) if state_v_first else initial_state[n])
+            for t in range(s0, s1):
+                h = gf[b, t].exp()[..., None] * h + kf[b, t][..., None] * vf[b, t][:, None, :]
+                o = o.index_put((torch.tensor(b), torch.tensor(t)), (qf[b, t][..., None] * h).sum(-2) * scale)
+            finals.append(h.transpose(-1, -2) if state_v_first else h)
+        return o.to(v.dtype), (torch.stack(finals) if output_final_state else None)
+
+    return chunk_gla
+
+
+def _fake_fla(monkeypatch, release: str):
+    """Install a stand-in ``fla.ops.gla.chunk_gla`` so the adapter's layout, dtype, device and keyword
+    handling is checked without fla-core or a GPU. ``"0.6.0"``: that release's exact signature;
+    ``"legacy"``: an old head-first default, the ``offsets`` spelling, no host copy argument."""
     import sys
     import types
 
     from ssmkit.ops import gla as gla_mod
-    from ssmkit.ops.gla.reference import gla_reference
 
     calls = []
-
-    def body(q, k, v, g, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None, **kw):
-        calls.append(kw)
-        assert q.is_contiguous() and q.shape[1] == v.shape[1]  # [B, T, H, *]
-        assert initial_state is None or initial_state.dtype == torch.float32
-        o, ht = gla_reference(*(t.transpose(1, 2) for t in (q, k, v, g)), scale, initial_state,
-                              output_final_state, cu_seqlens)
-        return o.transpose(1, 2), ht
-
-    if with_head_first:
-        # an old default (head-first) and a state layout switch: both must be pinned by the adapter
-        def chunk_gla(q, k, v, g, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None,
-                      head_first=True, state_v_first=True):
-            assert head_first is False and state_v_first is False
-            return body(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, head_first=head_first,
-                        state_v_first=state_v_first)
+    real = _standin_chunk_gla(calls)
+    if release == "0.6.0":
+        chunk_gla = real
     else:
-        def chunk_gla(q, k, v, g, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None):
-            return body(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens)
+        def chunk_gla(q, k, v, g, scale=None, initial_state=None, output_final_state=False, offsets=None,
+                      head_first=True):
+            assert head_first is False, "the adapter must pin head_first=False"
+            return real(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens=offsets)
 
     pkg = types.ModuleType("fla")
     ops = types.ModuleType("fla.ops")
@@ -216,21 +282,44 @@ def _fake_fla(monkeypatch, with_head_first: bool):
     return calls
 
 
-@pytest.mark.parametrize("with_head_first", [False, True])
+@pytest.mark.parametrize("release", ["0.6.0", "legacy"])
 @pytest.mark.parametrize("head_first", [True, False])
-def test_fla_adapter_layout_and_arguments(monkeypatch, with_head_first, head_first):
+def test_fla_adapter_layout_and_arguments(monkeypatch, release, head_first):
     from ssmkit.ops import gla as gla_mod
 
     try:
-        calls = _fake_fla(monkeypatch, with_head_first)
-        ins, h0 = _inputs(1, 2, 19, 4, 3, torch.float32)
-        cu = torch.tensor([0, 8, 19])
-        h0 = torch.randn(2, 2, 4, 3, dtype=torch.float64)  # any dtype in, float32 to fla
+        calls = _fake_fla(monkeypatch, release)
+        ins, _ = _inputs(1, 2, 19, 4, 3, torch.float32, with_state=False)
+        cu = torch.tensor([0, 8, 19], dtype=torch.int32)
+        h0 = torch.randn(2, 2, 4, 3, dtype=torch.float64, requires_grad=True)  # any dtype in, float32 to fla
         args = ins if head_first else [t.transpose(1, 2) for t in ins]
         o, ht = gla_mod.gla(*args, initial_state=h0, output_final_state=True, cu_seqlens=cu, head_first=head_first,
                             backend="fla")
         o_r, ht_r = gla(*ins, initial_state=h0.float(), output_final_state=True, cu_seqlens=cu, backend="reference")
+        assert ht.dtype == torch.float32
         assert rel_err(o if head_first else o.transpose(1, 2), o_r) < 1e-6 and rel_err(ht, ht_r) < 1e-6
-        assert calls == ([{"head_first": False, "state_v_first": False}] if with_head_first else [{}])
+        assert calls == [{"state_v_first": False, "cu_seqlens_cpu": release == "0.6.0"}]
+        # the float32 copy handed to fla stays linked to the caller's state
+        (g,) = torch.autograd.grad(ht.sum(), h0)
+        assert g.dtype == torch.float64 and g.abs().sum() > 0
+    finally:
+        gla_mod._fla_chunk_gla.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fla_adapter_matches_reference_with_standin(monkeypatch, dtype):
+    # the GPU test's shape of call (losses, gradients, dtypes) run through the 0.6.0 stand-in on CPU
+    from ssmkit.ops import gla as gla_mod
+
+    try:
+        _fake_fla(monkeypatch, "0.6.0")
+        ins, h0 = _inputs(2, 3, 21, 8, 5, dtype)
+        o_r, h_r, g_r = _run("reference", *_float64_twin(ins, h0))
+        o_f, h_f, g_f = _run("fla", ins, h0)
+        assert o_f.dtype == dtype and h_f.dtype == torch.float32
+        tol = TOL[dtype]
+        assert rel_err(o_f, o_r) < tol and rel_err(h_f, h_r) < tol
+        for name, a, e in zip(["dq", "dk", "dv", "dgk", "dh0"], g_f, g_r):
+            assert rel_err(a, e) < 4 * tol, name
     finally:
         gla_mod._fla_chunk_gla.cache_clear()

@@ -13,12 +13,20 @@ Backends:
 environment variable ``SSMKIT_BACKEND`` overrides ``"auto"`` (values outside this op's backends,
 such as ``"triton"``, map to ``"auto"``'s choice so one override can serve every op).
 
-Layout passed to fla: recent fla-core takes ``[B, T, H, K]`` ("time first", no ``head_first``
-argument); releases before 0.2 default to ``head_first=True``, and the newest can keep states
-as [N, H, V, K] (``state_v_first``). We inspect ``chunk_gla``'s signature and pin
-``head_first=False`` and ``state_v_first=False`` where they exist, so fla always receives
-``[B, T, H, K]`` / ``[B, T, H, V]`` contiguous tensors, a float32 ``initial_state``
-``[N, H, K, V]``, and the output comes back as ``[B, T, H, V]``.
+Contract of fla-core 0.6.0's ``chunk_gla(q, k, v, g, scale=None, initial_state=None,
+output_final_state=False, state_v_first=False, cu_seqlens=None, cu_seqlens_cpu=None)``
+(fla/ops/gla/chunk.py:1454): q, k, g ``[B, T, H, K]`` and v ``[B, T, H, V]`` ("time first"; no
+``head_first`` argument, releases before 0.2 defaulted to ``head_first=True``); ``g`` is the
+per-step natural-log forget gate, not cumulative (fla takes the chunk-local cumsum itself and
+rescales it by 1/ln 2 for exp2, chunk.py:1223); ``scale`` defaults to ``K ** -0.5``;
+``initial_state`` must be float32 (an assert) ``[N, H, K, V]`` unless ``state_v_first``;
+``cu_seqlens`` is read by the kernels through its device pointer, so it must live on q's device
+(``cu_seqlens_cpu`` is an optional host copy that spares a device sync); it returns
+``(o, final_state)`` with o in v's dtype and the final state float32 ``[N, H, K, V]`` or None.
+Its float32 matmuls run in TF32 unless ``TRITON_F32_DEFAULT=ieee``, so float32 results agree
+with the reference to about 1e-3, not 1e-6. We inspect the signature and pin ``head_first=False``
+and ``state_v_first=False`` where they exist, so fla always receives contiguous ``[B, T, H, *]``
+tensors, a float32 ``initial_state`` on q's device and an int64 ``cu_seqlens`` on q's device.
 """
 
 from __future__ import annotations
@@ -38,7 +46,8 @@ BACKENDS = ("auto", "reference", "chunked", "fla")
 
 @functools.lru_cache(maxsize=1)
 def _fla_chunk_gla():
-    """fla's chunk_gla, the layout keywords to pin, and the name of its varlen argument.
+    """fla's chunk_gla, the layout keywords to pin, the name of its varlen argument, and whether it
+    takes a host copy of the boundaries (``cu_seqlens_cpu``).
 
     Raises ImportError if fla-core is missing.
     """
@@ -55,7 +64,7 @@ def _fla_chunk_gla():
         fixed["head_first"] = False  # releases before 0.2 default to head-first [B, H, T, K]
     if "state_v_first" in params:
         fixed["state_v_first"] = False  # recent releases can store states as [N, H, V, K]; ours are [N, H, K, V]
-    return chunk_gla, fixed, varlen_name
+    return chunk_gla, fixed, varlen_name, "cu_seqlens_cpu" in params
 
 
 def fla_status() -> tuple[bool, str]:
@@ -134,12 +143,17 @@ def _validate(q, k, v, gk, scale, initial_state, cu_seqlens, head_first, check_f
 
 def _gla_fla(q, k, v, gk, scale, initial_state, output_final_state, cu_seqlens):
     """fla's chunk_gla on time-first [B, T, H, *] tensors."""
-    chunk_gla, fixed, varlen_name = _fla_chunk_gla()
+    chunk_gla, fixed, varlen_name, takes_host_copy = _fla_chunk_gla()
     kw = dict(fixed)
     if cu_seqlens is not None:
-        kw[varlen_name] = cu_seqlens
+        # fla's kernels load the boundaries through a device pointer: a host tensor would be read
+        # as device memory, so move them next to q (int64, the dtype fla documents)
+        kw[varlen_name] = cu_seqlens.to(device=q.device, dtype=torch.long)
+        if takes_host_copy:
+            kw["cu_seqlens_cpu"] = cu_seqlens.to(device="cpu", dtype=torch.long)  # spares a device sync
     if initial_state is not None:
-        initial_state = initial_state.float()  # fla requires a float32 state
+        # fla asserts a float32 state; .to keeps the autograd link to the caller's tensor
+        initial_state = initial_state.to(device=q.device, dtype=torch.float32)
     o, ht = chunk_gla(q.contiguous(), k.contiguous(), v.contiguous(), gk.contiguous(), scale=scale,
                       initial_state=initial_state, output_final_state=output_final_state, **kw)
     return o, (ht if output_final_state else None)
@@ -169,7 +183,8 @@ def gla(
         initial_state: [N, H, K, V] state before the first step (differentiable); N = B, or the
             number of packed sequences with ``cu_seqlens``.
         output_final_state: also return the state after the last step, [N, H, K, V] float32
-            (float64 for float64 inputs); differentiable.
+            (float64 for float64 inputs on the PyTorch backends; fla always returns float32);
+            differentiable.
         cu_seqlens: [N+1] boundaries of N sequences packed along T (batch must be 1); the state
             restarts (from ``initial_state[n]`` or zero) at every boundary.
         head_first: layout of the inputs and the output. The layer uses ``False`` (its
