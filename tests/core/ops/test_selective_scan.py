@@ -275,6 +275,8 @@ def _args(batch=1, dim=6, L=8, groups=2, nstate=3):
         ({"initial_state": torch.randn(1, 3, 6)}, ValueError, r"initial_state has shape \[1, 3, 6\].*\[1, 6, 3\]"),
         ({"delta": torch.ones(1, 6, 8, dtype=torch.int64)}, TypeError, r"delta has dtype torch.int64"),
         ({"D": [1.0] * 6}, TypeError, r"D must be a torch.Tensor"),
+        ({"delta": None}, TypeError, r"delta must be a torch.Tensor of shape \[B, D, L\]"),
+        ({"C": None}, TypeError, r"C must be a torch.Tensor of shape \[B, G, N, L\]"),
         ({"backend": "cuda"}, ValueError, r"unknown backend 'cuda'"),
     ],
 )

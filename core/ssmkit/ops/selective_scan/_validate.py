@@ -7,12 +7,15 @@ import torch
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-def _shape(t: torch.Tensor) -> str:
-    return "[" + ", ".join(str(s) for s in t.shape) + "]"
+def _shape(t: object) -> str:
+    if isinstance(t, torch.Tensor):
+        return "[" + ", ".join(str(s) for s in t.shape) + "]"
+    return type(t).__name__
 
 
-def _expect(name: str, t: torch.Tensor | None, shape: tuple[int, ...], form: str) -> None:
-    if t is None:
+def _expect(name: str, t: object, shape: tuple[int, ...], form: str, optional: bool = False) -> None:
+    """Check that ``t`` is a float tensor of ``shape`` (``form`` names the dims); None passes only if optional."""
+    if t is None and optional:
         return
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {form}, got {type(t).__name__}")
@@ -43,12 +46,12 @@ def validate_selective_scan(
         raise ValueError(f"B has G={groups} groups, which does not divide D={dim}; expected D % G == 0")
     _expect("u", u, (batch, dim, L), "[B, D, L]")
     _expect("delta", delta, (batch, dim, L), "[B, D, L]")
-    _expect("z", z, (batch, dim, L), "[B, D, L]")
+    _expect("z", z, (batch, dim, L), "[B, D, L]", optional=True)
     _expect("A", A, (dim, nstate), "[D, N]")
     _expect("B", B, (batch, groups, nstate, L), "[B, G, N, L]")
     _expect("C", C, (batch, groups, nstate, L), "[B, G, N, L]")
-    _expect("D", D, (dim,), "[D]")
-    _expect("delta_bias", delta_bias, (dim,), "[D]")
+    _expect("D", D, (dim,), "[D]", optional=True)
+    _expect("delta_bias", delta_bias, (dim,), "[D]", optional=True)
 
     tensors = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z,
                "delta_bias": delta_bias, "initial_state": initial_state}
@@ -67,9 +70,9 @@ def validate_selective_scan(
         if bounds[0] != 0 or bounds[-1] != L or any(b > a for a, b in zip(bounds[1:], bounds[:-1])):
             raise ValueError(f"cu_seqlens must rise from 0 to L={L} without decreasing; got {bounds}")
         nseq = len(bounds) - 1
-        _expect("initial_state", initial_state, (nseq, dim, nstate), "[S, D, N] (one state per packed sequence)")
+        _expect("initial_state", initial_state, (nseq, dim, nstate), "[S, D, N] (one state per packed sequence)", optional=True)
     else:
-        _expect("initial_state", initial_state, (batch, dim, nstate), "[B, D, N]")
+        _expect("initial_state", initial_state, (batch, dim, nstate), "[B, D, N]", optional=True)
 
     if check_finite:
         for name, t in tensors.items():

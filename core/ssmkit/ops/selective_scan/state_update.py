@@ -16,26 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+from ssmkit.ops.selective_scan._validate import _expect, _shape
+
 _STATE_DTYPES = (torch.float32, torch.float64)
-
-
-def _shape(t: object) -> str:
-    if isinstance(t, torch.Tensor):
-        return "[" + ", ".join(str(s) for s in t.shape) + "]"
-    return type(t).__name__
-
-
-def _check(name: str, t: object, shape: tuple[int, ...], form: str, optional: bool = False) -> None:
-    if t is None and optional:
-        return
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape {form}, got {type(t).__name__}")
-    if tuple(t.shape) != tuple(shape):
-        want = "[" + ", ".join(str(s) for s in shape) + "]"
-        raise ValueError(f"{name} has shape {_shape(t)}; expected {form} = {want}")
-    if t.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name} has dtype {t.dtype}; expected one of float32, float16, bfloat16, float64")
 
 
 def _validate(state, x, dt, A, B, C, D, z, dt_bias) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,14 +39,14 @@ def _validate(state, x, dt, A, B, C, D, z, dt_bias) -> tuple[torch.Tensor, torch
     groups = B.shape[1]
     if groups < 1 or dim % groups != 0:
         raise ValueError(f"B has G={groups} groups, which does not divide D={dim}; expected D % G == 0")
-    _check("x", x, (batch, dim), "[B, D]")
-    _check("dt", dt, (batch, dim), "[B, D]")
-    _check("A", A, (dim, nstate), "[D, N]")
-    _check("B", B, (batch, groups, nstate), "[B, G, N]")
-    _check("C", C, (batch, groups, nstate), "[B, G, N]")
-    _check("D", D, (dim,), "[D]", optional=True)
-    _check("z", z, (batch, dim), "[B, D]", optional=True)
-    _check("dt_bias", dt_bias, (dim,), "[D]", optional=True)
+    _expect("x", x, (batch, dim), "[B, D]")
+    _expect("dt", dt, (batch, dim), "[B, D]")
+    _expect("A", A, (dim, nstate), "[D, N]")
+    _expect("B", B, (batch, groups, nstate), "[B, G, N]")
+    _expect("C", C, (batch, groups, nstate), "[B, G, N]")
+    _expect("D", D, (dim,), "[D]", optional=True)
+    _expect("z", z, (batch, dim), "[B, D]", optional=True)
+    _expect("dt_bias", dt_bias, (dim,), "[D]", optional=True)
     tensors = {"state": state, "x": x, "dt": dt, "A": A, "B": B, "C": C, "D": D, "z": z, "dt_bias": dt_bias}
     devices = {n: t.device for n, t in tensors.items() if t is not None}
     if len(set(devices.values())) > 1:
