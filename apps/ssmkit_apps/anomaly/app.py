@@ -29,7 +29,7 @@ from ssmkit.registry import create_model, register_app
 from ssmkit_apps.anomaly import data as D
 from ssmkit_apps.anomaly import metrics as M
 from ssmkit_apps.anomaly.losses import minimax_losses
-from ssmkit_apps.anomaly.scoring import score_series, stream, window_plan
+from ssmkit_apps.anomaly.scoring import channel_error_scale, score_series, stream, window_plan
 
 @dataclass
 class DataConfig:
@@ -81,6 +81,12 @@ class ScoreConfig:
     hop: int = 0  # rows between scored windows; 0: the window length (non-overlapping blocks)
     lag: int = 0  # emit each window's scores this many rows before its right edge (lag + hop <= window)
     percentile: float = 99.0  # threshold = this percentile of validation scores (no val labels)
+    # The score definition (model.combine_scores): association weighting, channel reduction
+    # (mean | max | top4), per-channel normalisation by the validation error, moving average width.
+    assoc: bool = True
+    channels: Literal["mean", "max", "top4"] = "mean"
+    normalize: bool = False
+    smooth: int = 1
     vus_max_buffer: int = 100
     ucr_margin: int = 100
     plots: bool = True
@@ -148,6 +154,9 @@ def load_split(cfg: DataConfig) -> D.SeriesSplit:
 class AnomalyApp(App):
     """time-series anomaly detection: MAAT vs Anomaly Transformer, Mamba and IsolationForest baselines"""
 
+    # Set here, not only by the CLI's registry lookup, so runs started from Python (compare.py,
+    # devstudy.py, tests) land in <run.root>/anomaly/<id>/ like CLI runs.
+    name = "anomaly"
     config_class = AnomalyConfig
     primary_metric = "rec_loss"
     higher_is_better = False
@@ -204,6 +213,11 @@ class AnomalyApp(App):
             kw = dict(window=m.window, n_estimators=m.n_estimators, max_samples=m.max_samples, seed=self.cfg.seed)
         elif m.name == "mamba_recon":
             kw = {k: kw[k] for k in ("window", "d_model", "mamba_layers", "d_state", "dropout", "backend", "bidirectional")}
+        if m.name != "isolation_forest":
+            sc = self.cfg.score
+            kw.update(score_channels=sc.channels, score_normalize=sc.normalize, score_smooth=sc.smooth)
+            if m.name != "mamba_recon":
+                kw["score_assoc"] = sc.assoc
         model = create_model(m.name, n_channels=m.n_channels, **kw)
         if split is not None:
             model.set_scaler(self._scaler.mean, self._scaler.std)
@@ -252,6 +266,11 @@ class AnomalyApp(App):
 
     def evaluate(self, model, loader, ctx: EvalContext) -> dict[str, float]:
         ds: SeriesWindows = loader.dataset
+        if ctx.split != "test" and self.cfg.score.normalize and self.cfg.model.name != "isolation_forest":
+            # Validation fixes the per-channel error scale before its scores set the threshold.
+            bs = self.cfg.train.eval_batch_size or self.cfg.train.batch_size
+            getattr(model, "module", model).set_err_scale(channel_error_scale(model, ds.normalized, self.hop, lag=self.cfg.score.lag,
+                                                    batch_size=bs, device=ctx.device))
         scores = self.scores(model, ds.normalized, ctx)
         if ctx.split != "test":
             # Validation (normal data, or labelled where the benchmark has validation labels)
@@ -305,7 +324,9 @@ class AnomalyApp(App):
 
         t0 = _time.monotonic()
         out = Path(root) / cls.name
-        res = run_comparison(out, [*DEMO_OVERRIDES, *(overrides or [])], verbose=verbose)
+        # The runs go under <root>/anomaly/<id>/ beside the comparison's report.md (run_root=root:
+        # the engine adds the app's folder itself, so passing ``out`` would double it).
+        res = run_comparison(out, [*DEMO_OVERRIDES, *(overrides or [])], verbose=verbose, run_root=root)
         syn = res["synthetic"]
         summary = "; ".join(f"{m}: F1 {v['f1']:.3f}, AUC-PR {v['auc_pr']:.3f}" for m, v in syn.items())
         ib = res["internal_bleeding16"].get("maat")

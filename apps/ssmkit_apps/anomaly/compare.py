@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -32,27 +33,32 @@ def _config(name: str) -> Path | None:
     return p if p.is_file() else None
 
 
-def _train_eval(root: Path, run_id: str, config: Path | None, overrides: list[str], verbose: bool) -> tuple[Path, dict, float]:
+def _train_eval(run_root: Path, run_id: str, config: Path | None, overrides: list[str], verbose: bool) -> tuple[Path, dict, float]:
     t0 = time.monotonic()
-    ov = [f"run.root={root}", f"run.id={run_id}", *overrides]
+    ov = [f"run.root={run_root}", f"run.id={run_id}", *overrides]
     run_dir, _ = commands.train(AnomalyApp, config, ov, verbose=verbose)
     test = commands.evaluate(AnomalyApp, run=run_dir, split="test", verbose=False)
     return run_dir, test, time.monotonic() - t0
 
 
 def run_comparison(out: str | Path = "runs/anomaly-compare", overrides: list[str] | None = None,
-                   models: tuple[str, ...] = MODELS, ucr: bool = True, verbose: bool = True) -> dict:
+                   models: tuple[str, ...] = MODELS, ucr: bool = True, verbose: bool = True,
+                   run_root: str | Path | None = None) -> dict:
     """Train and evaluate ``models`` on the embedded data (and MAAT/IsolationForest on
-    InternalBleeding16); return {"synthetic": {model: metrics}, "internal_bleeding16": {...}}."""
+    InternalBleeding16); return {"synthetic": {model: metrics}, "internal_bleeding16": {...}}.
+
+    The report goes to ``out``; each run to ``<run_root>/anomaly/<id>/`` (``run_root`` defaults
+    to ``out``)."""
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
+    run_root = Path(run_root) if run_root is not None else root
     overrides = list(overrides or [])
     results: dict[str, dict] = {"synthetic": {}, "internal_bleeding16": {}, "seconds": {}, "plots": []}
     for name in models:
-        run_dir, test, sec = _train_eval(root, f"synthetic-{name}", _config(name), overrides, verbose)
+        run_dir, test, sec = _train_eval(run_root, f"synthetic-{name}", _config(name), overrides, verbose)
         results["synthetic"][name] = test
         results["seconds"][f"synthetic-{name}"] = round(sec, 1)
-        results["plots"] += [str(p.relative_to(root)) for p in sorted((run_dir / "plots").glob("*_test.png"))]
+        results["plots"] += [os.path.relpath(p, root) for p in sorted((run_dir / "plots").glob("*_test.png"))]
     if ucr:
         ib = _config("internal_bleeding16")
         for name in ("maat", "isolation_forest"):
@@ -63,10 +69,10 @@ def run_comparison(out: str | Path = "runs/anomaly-compare", overrides: list[str
                 # The forest config sets its own window/hop and a single fitting step.
                 extra = ["data.source=internal_bleeding16", "data.train_stride=1"]
             cfg = _config(name) if name == "isolation_forest" else ib
-            run_dir, test, sec = _train_eval(root, f"ib16-{name}", cfg, [*extra, *overrides], verbose)
+            run_dir, test, sec = _train_eval(run_root, f"ib16-{name}", cfg, [*extra, *overrides], verbose)
             results["internal_bleeding16"][name] = test
             results["seconds"][f"ib16-{name}"] = round(sec, 1)
-            results["plots"] += [str(p.relative_to(root)) for p in sorted((run_dir / "plots").glob("*_test.png"))]
+            results["plots"] += [os.path.relpath(p, root) for p in sorted((run_dir / "plots").glob("*_test.png"))]
     atomic_write_text(root / "results.json", json.dumps(results, indent=2) + "\n")
     atomic_write_text(root / "report.md", render(results))
     return results

@@ -42,6 +42,8 @@ class DetectorBase(nn.Module):
         self.register_buffer("scale_std", torch.ones(n_channels))
         # NaN until a validation pass fits it; scoring a file without one raises, never guesses.
         self.register_buffer("threshold", torch.tensor(float("nan")))
+        # Typical squared reconstruction error per channel on validation, for normalised scores.
+        self.register_buffer("err_scale", torch.ones(n_channels))
 
     def example_input(self, batch: int = 2) -> torch.Tensor:
         """Random standardised windows [batch, window, n_channels] (for registry-wide tests)."""
@@ -50,6 +52,12 @@ class DetectorBase(nn.Module):
     def set_scaler(self, mean, std) -> None:
         self.scale_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.scale_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def set_err_scale(self, scale) -> None:
+        scale = torch.as_tensor(scale, dtype=torch.float32)
+        if scale.shape != self.err_scale.shape or not bool(torch.isfinite(scale).all()) or bool((scale <= 0).any()):
+            raise ValueError(f"err_scale must be {self.n_channels} positive finite values, got {scale.tolist()}")
+        self.err_scale.copy_(scale)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.scale_mean.to(x.dtype)) / self.scale_std.to(x.dtype)
@@ -170,6 +178,63 @@ def association_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return (p * (torch.log(p + KL_EPS) - torch.log(q + KL_EPS))).sum(-1).mean(1)
 
 
+SCORE_CHANNELS = ("mean", "max", "top4")
+
+
+def combine_scores(x: torch.Tensor, recon: torch.Tensor, dis: torch.Tensor | None, err_scale: torch.Tensor | None, *,
+                   temperature: float = 1.0, assoc: bool = True, channels: str = "mean", normalize: bool = False,
+                   smooth: int = 1) -> torch.Tensor:
+    """Per-step anomaly scores of windows from a detector's raw outputs.
+
+    Args:
+        x, recon: standardised windows and their reconstruction [B, L, C].
+        dis: association discrepancy per step [B, L] (required when ``assoc``).
+        err_scale: per-channel typical squared error on validation [C] (required when ``normalize``).
+        assoc: weight the error by softmax over the window of -temperature * discrepancy (the
+            Anomaly Transformer criterion); False scores the reconstruction error alone.
+        channels: how per-channel errors become one number per step: ``mean``, ``max`` or
+            ``top4`` (the mean of the four largest; anomalies often hit only a few channels).
+        normalize: divide each channel's error by ``err_scale`` first, so a channel that is
+            always hard to reconstruct does not dominate.
+        smooth: width of a centred moving average over the window (1 = none); segment anomalies
+            raise the error over many steps, isolated noise spikes over one.
+
+    Returns scores [B, L] (float32).
+    """
+    if channels not in SCORE_CHANNELS:
+        raise ValueError(f"score channels={channels!r}; expected one of {SCORE_CHANNELS}")
+    if smooth < 1 or smooth % 2 == 0:
+        raise ValueError(f"score smooth={smooth} must be an odd width >= 1")
+    err = (recon.float() - x.float()).pow(2)  # [B, L, C]
+    if normalize:
+        if err_scale is None:
+            raise ValueError("normalize=True needs err_scale [C]")
+        err = err / err_scale.float().clamp_min(1e-8)
+    if channels == "mean":
+        s = err.mean(-1)
+    elif channels == "max":
+        s = err.amax(-1)
+    else:
+        s = err.topk(min(4, err.shape[-1]), dim=-1).values.mean(-1)
+    if assoc:
+        if dis is None:
+            raise ValueError("assoc=True needs the association discrepancy [B, L]")
+        s = torch.softmax(-temperature * dis.float(), dim=-1) * s
+    if smooth > 1:
+        # count_include_pad=False: the window's edge steps average only the steps that exist.
+        s = F.avg_pool1d(s[:, None], smooth, stride=1, padding=smooth // 2, count_include_pad=False)[:, 0]
+    return s
+
+
+def _score_kw(assoc: bool, channels: str, normalize: bool, smooth: int) -> dict:
+    """Validated keyword arguments of :func:`combine_scores` (errors at construction, not at scoring)."""
+    if channels not in SCORE_CHANNELS:
+        raise ValueError(f"score channels={channels!r}; expected one of {SCORE_CHANNELS}")
+    if int(smooth) != smooth or smooth < 1 or smooth % 2 == 0:
+        raise ValueError(f"score smooth={smooth} must be an odd width >= 1")
+    return dict(assoc=bool(assoc), channels=channels, normalize=bool(normalize), smooth=int(smooth))
+
+
 class GatedFusion(nn.Module):
     """Fuse the attention branch ``a`` and the Mamba branch ``m`` ([B, L, d] each).
 
@@ -203,6 +268,8 @@ class MAAT(DetectorBase):
         mamba_layers: depth of the Mamba reconstruction path (0 = plain Anomaly Transformer).
         d_state, backend, bidirectional: passed to the core Mamba blocks.
         temperature: scale of the discrepancy inside softmax(-discrepancy) of the score.
+        score_assoc, score_channels, score_normalize, score_smooth: the score definition, see
+            :func:`combine_scores`.
     """
 
     score_kind = "association"
@@ -210,11 +277,14 @@ class MAAT(DetectorBase):
     def __init__(self, n_channels: int = 8, window: int = 64, d_model: int = 64, n_heads: int = 4,
                  n_layers: int = 2, d_ff: int = 128, dropout: float = 0.0, sparse_block: int = 0,
                  sparse_reach: int = 1, n_global: int = 0, mamba_layers: int = 2, d_state: int = 16,
-                 backend: str = "auto", bidirectional: bool = False, temperature: float = 50.0) -> None:
+                 backend: str = "auto", bidirectional: bool = False, temperature: float = 50.0,
+                 score_assoc: bool = True, score_channels: str = "mean", score_normalize: bool = False,
+                 score_smooth: int = 1) -> None:
         super().__init__(n_channels, window)
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
         self.temperature = float(temperature)
+        self.score_kw = _score_kw(score_assoc, score_channels, score_normalize, score_smooth)
         self.embed = DataEmbedding(n_channels, d_model, dropout)
         attn_kw = dict(sparse_block=sparse_block, sparse_reach=sparse_reach, n_global=n_global)
         self.layers = nn.ModuleList(EncoderLayer(d_model, n_heads, d_ff, dropout, **attn_kw) for _ in range(n_layers))
@@ -247,12 +317,12 @@ class MAAT(DetectorBase):
         return sum(association_kl(s, p) + association_kl(p, s) for s, p in zip(series, prior))
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
-        """Anomaly score per step of standardised windows [B, L, C] -> [B, L]:
-        softmax over the window of -discrepancy, times the reconstruction error."""
+        """Anomaly score per step of standardised windows [B, L, C] -> [B, L] as configured
+        (:func:`combine_scores`); the default is softmax over the window of -discrepancy times
+        the mean squared reconstruction error."""
         out = self.forward(x)
-        err = (out["recon"].float() - x.float()).pow(2).mean(-1)
-        weight = torch.softmax(-self.temperature * self.discrepancy(out["series"], out["prior"]), dim=-1)
-        return weight * err
+        dis = self.discrepancy(out["series"], out["prior"]) if self.score_kw["assoc"] else None
+        return combine_scores(x, out["recon"], dis, self.err_scale, temperature=self.temperature, **self.score_kw)
 
 
 @register_model("anomaly_transformer")
@@ -268,8 +338,10 @@ class MambaRecon(DetectorBase):
 
     def __init__(self, n_channels: int = 8, window: int = 64, d_model: int = 64, mamba_layers: int = 2,
                  d_state: int = 16, dropout: float = 0.0, backend: str = "auto", bidirectional: bool = False,
+                 score_channels: str = "mean", score_normalize: bool = False, score_smooth: int = 1,
                  **_unused_attention_kw) -> None:
         super().__init__(n_channels, window)
+        self.score_kw = _score_kw(False, score_channels, score_normalize, score_smooth)
         if mamba_layers < 1:
             raise ValueError(f"mamba_recon needs mamba_layers >= 1, got {mamba_layers}")
         self.embed = DataEmbedding(n_channels, d_model, dropout)
@@ -287,4 +359,5 @@ class MambaRecon(DetectorBase):
         return {"recon": self.proj(self.norm(h)), "series": [], "prior": []}
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.forward(x)["recon"].float() - x.float()).pow(2).mean(-1)
+        """Reconstruction error per step [B, L] (channels, normalisation, smoothing as configured)."""
+        return combine_scores(x, self.forward(x)["recon"], None, self.err_scale, **self.score_kw)

@@ -77,6 +77,26 @@ def score_series(model, series: np.ndarray, hop: int, *, lag: int = 0, batch_siz
     return out
 
 
+@torch.no_grad()
+def channel_error_scale(model, normalized: np.ndarray, hop: int, *, lag: int = 0, batch_size: int = 64,
+                        device=None) -> np.ndarray:
+    """Mean squared reconstruction error per channel [C] over the steps that the window plan
+    emits for a standardised series [T, C] (the scale of normalised scores, fitted on validation)."""
+    x = torch.from_numpy(np.ascontiguousarray(normalized, dtype=np.float32))
+    device = device or next(iter(model.buffers())).device
+    plan = window_plan(x.shape[0], model.window, hop, lag)
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    count = 0
+    for i in range(0, len(plan), batch_size):
+        chunk = plan[i : i + batch_size]
+        wins = torch.stack([x[s : s + model.window] for s, _, _ in chunk]).to(device)
+        err = (model(wins)["recon"].float() - wins).pow(2).cpu().double()
+        for (_, a, b), e in zip(chunk, err):
+            total += e[a:b].sum(0)
+            count += b - a
+    return np.maximum((total / count).numpy(), 1e-8).astype(np.float32)
+
+
 class StreamScorer:
     """Scores rows one at a time with memory bounded by one window.
 
