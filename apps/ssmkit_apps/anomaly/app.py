@@ -71,6 +71,7 @@ class ModelConfig:
     backend: str = "auto"
     bidirectional: bool = False
     temperature: float = 1.0
+    forecast: bool = False  # maat: a one-step forecasting head on the Mamba path (see model.MAAT)
     n_estimators: int = 100  # isolation_forest
     max_samples: int = 256
 
@@ -87,6 +88,7 @@ class ScoreConfig:
     channels: Literal["mean", "max", "top4"] = "mean"
     normalize: bool = False
     smooth: int = 1
+    forecast_weight: float = 0.0  # maat with model.forecast: weight of the forecast error in the score
     vus_max_buffer: int = 100
     ucr_margin: int = 100
     plots: bool = True
@@ -217,7 +219,7 @@ class AnomalyApp(App):
             sc = self.cfg.score
             kw.update(score_channels=sc.channels, score_normalize=sc.normalize, score_smooth=sc.smooth)
             if m.name != "mamba_recon":
-                kw["score_assoc"] = sc.assoc
+                kw.update(score_assoc=sc.assoc, forecast=m.forecast, score_forecast=sc.forecast_weight)
         model = create_model(m.name, n_channels=m.n_channels, **kw)
         if split is not None:
             model.set_scaler(self._scaler.mean, self._scaler.std)
@@ -261,16 +263,20 @@ class AnomalyApp(App):
         x = torch.from_numpy(normalized)
         wins = torch.stack([x[s : s + w] for s, _, _ in window_plan(len(x), w, w)]).to(ctx.device)
         with ctx.autocast():
-            rec = model(wins)["recon"]
-        return float((rec.float() - wins).pow(2).mean())
+            out = model(wins)
+        loss = (out["recon"].float() - wins).pow(2).mean()
+        if "forecast" in out:  # the same objective as training (losses.minimax_losses)
+            loss = loss + (out["forecast"][:, :-1].float() - wins[:, 1:]).pow(2).mean()
+        return float(loss)
 
     def evaluate(self, model, loader, ctx: EvalContext) -> dict[str, float]:
         ds: SeriesWindows = loader.dataset
         if ctx.split != "test" and self.cfg.score.normalize and self.cfg.model.name != "isolation_forest":
             # Validation fixes the per-channel error scale before its scores set the threshold.
             bs = self.cfg.train.eval_batch_size or self.cfg.train.batch_size
-            getattr(model, "module", model).set_err_scale(channel_error_scale(model, ds.normalized, self.hop, lag=self.cfg.score.lag,
-                                                    batch_size=bs, device=ctx.device))
+            rec_scale, fc_scale = channel_error_scale(model, ds.normalized, self.hop, lag=self.cfg.score.lag,
+                                                      batch_size=bs, device=ctx.device)
+            getattr(model, "module", model).set_err_scale(rec_scale, fc_scale)
         scores = self.scores(model, ds.normalized, ctx)
         if ctx.split != "test":
             # Validation (normal data, or labelled where the benchmark has validation labels)

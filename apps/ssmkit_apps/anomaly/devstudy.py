@@ -36,10 +36,13 @@ from ssmkit_apps.anomaly.scoring import window_plan
 DEV_SEEDS = (101, 102, 103)
 MODELS = ("maat", "anomaly_transformer")
 
-# Training settings compared on the dev seeds (the model name is added per run).
-TRAININGS: dict[str, list[str]] = {
-    "e5": ["train.epochs=5"],
-    "e15": ["train.epochs=15"],
+# Training settings compared on the dev seeds: (overrides, models they apply to).
+TRAININGS: dict[str, tuple[list[str], tuple[str, ...]]] = {
+    "e5": (["train.epochs=5"], MODELS),
+    "e15": (["train.epochs=15"], MODELS),
+    # MAAT's Mamba path with a causal input and a one-step forecasting head (model.forecast).
+    "e5f": (["train.epochs=5", "model.forecast=true"], ("maat",)),
+    "e15f": (["train.epochs=15", "model.forecast=true"], ("maat",)),
 }
 QUICK = ["data.n_train=600", "data.n_val=200", "data.n_test=600", "data.channels=4", "model.d_model=16",
          "model.d_ff=16", "model.d_state=4", "train.max_steps=6", "train.log_every=3"]
@@ -62,6 +65,15 @@ VARIANTS: dict[str, dict] = {
     "assoc*norm-top4 smooth25": dict(assoc=True, channels="top4", normalize=True, smooth=25),
     "norm-top4 smooth25": dict(assoc=False, channels="top4", normalize=True, smooth=25),
     "assoc*norm-max smooth25": dict(assoc=True, channels="max", normalize=True, smooth=25),
+    # Only for runs with a forecasting head: the forecast error enters beside the reconstruction.
+    "+fc norm-max": dict(assoc=False, channels="max", normalize=True, smooth=1, forecast_weight=1.0),
+    "+fc norm-max smooth9": dict(assoc=False, channels="max", normalize=True, smooth=9, forecast_weight=1.0),
+    "+fc norm-max smooth25": dict(assoc=False, channels="max", normalize=True, smooth=25, forecast_weight=1.0),
+    "+fc assoc*norm-max smooth9": dict(assoc=True, channels="max", normalize=True, smooth=9, forecast_weight=1.0),
+    "+fc assoc*norm-max smooth25": dict(assoc=True, channels="max", normalize=True, smooth=25, forecast_weight=1.0),
+    "+fc norm-top4 smooth9": dict(assoc=False, channels="top4", normalize=True, smooth=9, forecast_weight=1.0),
+    "+fc norm-mean smooth9": dict(assoc=False, channels="mean", normalize=True, smooth=9, forecast_weight=1.0),
+    "fc only norm-max smooth9": dict(assoc=False, channels="max", normalize=True, smooth=9, forecast_weight=1e3),
 }
 
 
@@ -73,7 +85,7 @@ def train_run(root: Path, seed: int, model: str, training: str, extra: list[str]
         return run_dir
     cfg = AnomalyApp.package_dir() / "configs" / f"{model}.yaml"
     ov = [f"run.root={root}", f"run.id={run_id}", f"data.data_seed={seed}", "score.plots=false",
-          *TRAININGS[training], *extra]
+          *TRAININGS[training][0], *extra]
     run_dir, _ = commands.train(AnomalyApp, cfg if cfg.is_file() else None, ov, verbose=verbose)
     return run_dir
 
@@ -86,21 +98,26 @@ def raw_outputs(run_dir: Path, split: str) -> dict[str, np.ndarray]:
     cache = run_dir / f"raw_{split}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            raw = {k: z[k] for k in z.files}
+        if "forecast" not in raw:  # cached before forecasting heads existed: the model has none
+            raw["forecast"], raw["has_forecast"] = np.zeros_like(raw["recon"]), np.bool_(False)
+        return raw
     app, model, ctx = commands.load_app_model(AnomalyApp, run_dir, None, None, None)
     ds = app.build_dataset(split)
     x = torch.from_numpy(ds.normalized)
     plan = window_plan(len(x), model.window, app.hop, app.cfg.score.lag)
     wins = torch.stack([x[s : s + model.window] for s, _, _ in plan])
-    recs, diss = [], []
+    recs, diss, fcs = [], [], []
     for i in range(0, len(wins), 64):
         out = model(wins[i : i + 64])
         recs.append(out["recon"].float())
+        fcs.append(out["forecast"].float() if "forecast" in out else torch.zeros_like(out["recon"]))
         diss.append(model.discrepancy(out["series"], out["prior"]) if out["series"]
                     else torch.zeros(out["recon"].shape[:2]))
     labels = ds.labels if ds.labels is not None else np.zeros(len(x), dtype=np.int8)
     raw = {"x": wins.numpy(), "recon": torch.cat(recs).numpy(), "dis": torch.cat(diss).numpy(),
-            "plan": np.array(plan, dtype=np.int64), "labels": labels, "temperature": np.float32(model.temperature)}
+            "plan": np.array(plan, dtype=np.int64), "labels": labels, "temperature": np.float32(model.temperature),
+           "forecast": torch.cat(fcs).numpy(), "has_forecast": np.bool_(getattr(model, "forecast_head", None) is not None)}
     np.savez(cache, **raw)
     return raw
 
@@ -113,17 +130,20 @@ def assemble(window_scores: np.ndarray, plan: np.ndarray, T: int) -> np.ndarray:
     return out
 
 
-def channel_scale(val: dict[str, np.ndarray]) -> np.ndarray:
-    """Per-channel mean squared reconstruction error over the emitted validation steps [C]
-    (what the app stores as the model's ``err_scale`` buffer)."""
+def channel_scale(val: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean squared reconstruction and forecast errors over the emitted validation
+    steps [C] each (what the app stores as the model's ``err_scale`` and ``fc_scale``)."""
     err = (val["recon"] - val["x"]) ** 2
-    per_step = np.concatenate([e[a:b] for (s, a, b), e in zip(val["plan"], err)])
-    return np.maximum(per_step.mean(0), 1e-8)
+    rec = np.concatenate([e[a:b] for (s, a, b), e in zip(val["plan"], err)])
+    fe = (val["forecast"][:, :-1] - val["x"][:, 1:]) ** 2  # fe[:, t - 1] is step t's error
+    fc = np.concatenate([e[max(a, 1) - 1 : b - 1] for (s, a, b), e in zip(val["plan"], fe)])
+    return np.maximum(rec.mean(0), 1e-8), np.maximum(fc.mean(0), 1e-8)
 
 
-def variant_scores(raw: dict[str, np.ndarray], scale: np.ndarray, kw: dict) -> np.ndarray:
+def variant_scores(raw: dict[str, np.ndarray], scales: tuple[np.ndarray, np.ndarray], kw: dict) -> np.ndarray:
     s = combine_scores(torch.from_numpy(raw["x"]), torch.from_numpy(raw["recon"]), torch.from_numpy(raw["dis"]),
-                       torch.from_numpy(scale), temperature=float(raw["temperature"]), **kw)
+                       torch.from_numpy(scales[0]), temperature=float(raw["temperature"]),
+                       forecast=torch.from_numpy(raw["forecast"]), fc_scale=torch.from_numpy(scales[1]), **kw)
     return assemble(s.numpy(), raw["plan"], len(raw["labels"]))
 
 
@@ -156,12 +176,14 @@ def study(out: Path, seeds: tuple[int, ...], trainings: tuple[str, ...], quick: 
     seconds: dict[str, float] = {}
     for training in trainings:
         for seed in seeds:
-            for model in MODELS:
+            for model in TRAININGS[training][1]:
                 t0 = time.monotonic()
                 run_dir = train_run(out, seed, model, training, extra, verbose)
                 seconds[run_dir.name] = round(time.monotonic() - t0, 1)
                 val, test = raw_outputs(run_dir, "val"), raw_outputs(run_dir, "test")
                 for variant, kw in VARIANTS.items():
+                    if kw.get("forecast_weight", 0.0) > 0 and not bool(val["has_forecast"]):
+                        continue
                     rows.setdefault(f"{model} {training}", {}).setdefault(variant, []).append(
                         {"seed": seed, **evaluate_variant(val, test, kw)})
     for seed in seeds:

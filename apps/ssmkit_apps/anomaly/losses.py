@@ -19,6 +19,9 @@ def minimax_losses(out: dict, x: torch.Tensor, k: float) -> tuple[torch.Tensor, 
     of the reconstruction loss halves.
     """
     rec = F.mse_loss(out["recon"].float(), x.float())
+    if "forecast" in out:
+        # MAAT's optional forecasting head: row t predicts row t + 1, trained beside the reconstruction.
+        rec = rec + F.mse_loss(out["forecast"][:, :-1].float(), x[:, 1:].float())
     if not out["series"]:
         return rec / 2, rec / 2, {"rec_loss": rec.detach()}
     n = len(out["series"])

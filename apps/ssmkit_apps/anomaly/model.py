@@ -53,11 +53,18 @@ class DetectorBase(nn.Module):
         self.scale_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.scale_std.copy_(torch.as_tensor(std, dtype=torch.float32))
 
-    def set_err_scale(self, scale) -> None:
-        scale = torch.as_tensor(scale, dtype=torch.float32)
-        if scale.shape != self.err_scale.shape or not bool(torch.isfinite(scale).all()) or bool((scale <= 0).any()):
-            raise ValueError(f"err_scale must be {self.n_channels} positive finite values, got {scale.tolist()}")
-        self.err_scale.copy_(scale)
+    def set_err_scale(self, scale, fc_scale=None) -> None:
+        """Store the per-channel validation error scales [C] (reconstruction, and forecast for
+        models with a forecasting head)."""
+        for name, value in (("err_scale", scale), ("fc_scale", fc_scale)):
+            if value is None:
+                continue
+            if not hasattr(self, name):
+                raise ValueError(f"{type(self).__name__} has no {name} (no forecasting head) to set")
+            v = torch.as_tensor(value, dtype=torch.float32)
+            if v.shape != (self.n_channels,) or not bool(torch.isfinite(v).all()) or bool((v <= 0).any()):
+                raise ValueError(f"{name} must be {self.n_channels} positive finite values, got {v.tolist()}")
+            getattr(self, name).copy_(v)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.scale_mean.to(x.dtype)) / self.scale_std.to(x.dtype)
@@ -183,7 +190,8 @@ SCORE_CHANNELS = ("mean", "max", "top4")
 
 def combine_scores(x: torch.Tensor, recon: torch.Tensor, dis: torch.Tensor | None, err_scale: torch.Tensor | None, *,
                    temperature: float = 1.0, assoc: bool = True, channels: str = "mean", normalize: bool = False,
-                   smooth: int = 1) -> torch.Tensor:
+                   smooth: int = 1, forecast: torch.Tensor | None = None, fc_scale: torch.Tensor | None = None,
+                   forecast_weight: float = 0.0) -> torch.Tensor:
     """Per-step anomaly scores of windows from a detector's raw outputs.
 
     Args:
@@ -198,6 +206,11 @@ def combine_scores(x: torch.Tensor, recon: torch.Tensor, dis: torch.Tensor | Non
             always hard to reconstruct does not dominate.
         smooth: width of a centred moving average over the window (1 = none); segment anomalies
             raise the error over many steps, isolated noise spikes over one.
+        forecast: one-step-ahead predictions [B, L, C] (row t predicts row t + 1 of ``x``);
+            with ``forecast_weight`` > 0 each step's squared forecast error (normalised by
+            ``fc_scale`` [C] when ``normalize``) is added, times the weight, to its
+            reconstruction error before the channels are reduced. A window's first step has no
+            forecast and gets none.
 
     Returns scores [B, L] (float32).
     """
@@ -210,6 +223,18 @@ def combine_scores(x: torch.Tensor, recon: torch.Tensor, dis: torch.Tensor | Non
         if err_scale is None:
             raise ValueError("normalize=True needs err_scale [C]")
         err = err / err_scale.float().clamp_min(1e-8)
+    if forecast_weight < 0:
+        raise ValueError(f"forecast_weight must be >= 0, got {forecast_weight}")
+    if forecast_weight > 0:
+        if forecast is None:
+            raise ValueError("forecast_weight > 0 needs the forecasts [B, L, C] (a model built with forecast=True)")
+        fe = torch.zeros_like(err)
+        fe[:, 1:] = (forecast[:, :-1].float() - x[:, 1:].float()).pow(2)
+        if normalize:
+            if fc_scale is None:
+                raise ValueError("normalize=True needs fc_scale [C] for the forecast errors")
+            fe = fe / fc_scale.float().clamp_min(1e-8)
+        err = err + forecast_weight * fe
     if channels == "mean":
         s = err.mean(-1)
     elif channels == "max":
@@ -226,13 +251,16 @@ def combine_scores(x: torch.Tensor, recon: torch.Tensor, dis: torch.Tensor | Non
     return s
 
 
-def _score_kw(assoc: bool, channels: str, normalize: bool, smooth: int) -> dict:
+def _score_kw(assoc: bool, channels: str, normalize: bool, smooth: int, forecast_weight: float = 0.0) -> dict:
     """Validated keyword arguments of :func:`combine_scores` (errors at construction, not at scoring)."""
+    if forecast_weight < 0:
+        raise ValueError(f"score forecast_weight must be >= 0, got {forecast_weight}")
     if channels not in SCORE_CHANNELS:
         raise ValueError(f"score channels={channels!r}; expected one of {SCORE_CHANNELS}")
     if int(smooth) != smooth or smooth < 1 or smooth % 2 == 0:
         raise ValueError(f"score smooth={smooth} must be an odd width >= 1")
-    return dict(assoc=bool(assoc), channels=channels, normalize=bool(normalize), smooth=int(smooth))
+    return dict(assoc=bool(assoc), channels=channels, normalize=bool(normalize), smooth=int(smooth),
+                forecast_weight=float(forecast_weight))
 
 
 class GatedFusion(nn.Module):
@@ -268,8 +296,11 @@ class MAAT(DetectorBase):
         mamba_layers: depth of the Mamba reconstruction path (0 = plain Anomaly Transformer).
         d_state, backend, bidirectional: passed to the core Mamba blocks.
         temperature: scale of the discrepancy inside softmax(-discrepancy) of the score.
-        score_assoc, score_channels, score_normalize, score_smooth: the score definition, see
-            :func:`combine_scores`.
+        forecast: give the Mamba path a causal input embedding and a head that predicts the next
+            row from its state (trained with the reconstruction); the attention branch has no
+            such causal state, so this is what the Mamba path adds beyond reconstruction.
+        score_assoc, score_channels, score_normalize, score_smooth, score_forecast: the score
+            definition, see :func:`combine_scores` (score_forecast is its forecast_weight).
     """
 
     score_kind = "association"
@@ -278,13 +309,17 @@ class MAAT(DetectorBase):
                  n_layers: int = 2, d_ff: int = 128, dropout: float = 0.0, sparse_block: int = 0,
                  sparse_reach: int = 1, n_global: int = 0, mamba_layers: int = 2, d_state: int = 16,
                  backend: str = "auto", bidirectional: bool = False, temperature: float = 50.0,
-                 score_assoc: bool = True, score_channels: str = "mean", score_normalize: bool = False,
-                 score_smooth: int = 1) -> None:
+                 forecast: bool = False, score_assoc: bool = True, score_channels: str = "mean",
+                 score_normalize: bool = False, score_smooth: int = 1, score_forecast: float = 0.0) -> None:
         super().__init__(n_channels, window)
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        if forecast and not mamba_layers:
+            raise ValueError("forecast=True needs the Mamba path (mamba_layers >= 1)")
+        if score_forecast > 0 and not forecast:
+            raise ValueError(f"score_forecast={score_forecast} needs a model built with forecast=True")
         self.temperature = float(temperature)
-        self.score_kw = _score_kw(score_assoc, score_channels, score_normalize, score_smooth)
+        self.score_kw = _score_kw(score_assoc, score_channels, score_normalize, score_smooth, score_forecast)
         self.embed = DataEmbedding(n_channels, d_model, dropout)
         attn_kw = dict(sparse_block=sparse_block, sparse_reach=sparse_reach, n_global=n_global)
         self.layers = nn.ModuleList(EncoderLayer(d_model, n_heads, d_ff, dropout, **attn_kw) for _ in range(n_layers))
@@ -294,6 +329,15 @@ class MAAT(DetectorBase):
         )
         self.fusion = GatedFusion(d_model, n_heads) if mamba_layers else None
         self.proj = nn.Linear(d_model, n_channels)
+        self.causal_embed: nn.Conv1d | None = None
+        self.forecast_head: nn.Linear | None = None
+        if forecast:
+            # Left-padded conv (kernel 3): the Mamba state at step t has read rows <= t only, so
+            # its prediction of row t + 1 cannot copy it. The shared embedding is centred.
+            self.causal_embed = nn.Conv1d(n_channels, d_model, 3, bias=False)
+            nn.init.kaiming_normal_(self.causal_embed.weight, mode="fan_in", nonlinearity="leaky_relu")
+            self.forecast_head = nn.Linear(d_model, n_channels)
+            self.register_buffer("fc_scale", torch.ones(n_channels))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """x: standardised windows [B, L, C]."""
@@ -305,12 +349,20 @@ class MAAT(DetectorBase):
             series.append(s)
             prior.append(p)
         h = self.norm(h)
+        out: dict[str, torch.Tensor | list[torch.Tensor]] = {"series": series, "prior": prior}
         if self.fusion is not None:
-            m = e
+            if self.causal_embed is not None:
+                c = self.causal_embed(F.pad(x.transpose(1, 2), (2, 0))).transpose(1, 2)
+                m = c + self.embed.positional(x.shape[1], x.device, c.dtype)
+            else:
+                m = e
             for blk in self.mamba:
                 m = blk(m)  # pre-norm residual blocks: the skip path keeps the raw embedding
+            if self.forecast_head is not None:
+                out["forecast"] = self.forecast_head(m)  # row t predicts row t + 1
             h = self.fusion(h, m + e)
-        return {"recon": self.proj(h), "series": series, "prior": prior}
+        out["recon"] = self.proj(h)
+        return out
 
     def discrepancy(self, series: list[torch.Tensor], prior: list[torch.Tensor]) -> torch.Tensor:
         """Symmetric KL between each layer's series and prior, summed over layers: [B, L]."""
@@ -322,13 +374,16 @@ class MAAT(DetectorBase):
         the mean squared reconstruction error."""
         out = self.forward(x)
         dis = self.discrepancy(out["series"], out["prior"]) if self.score_kw["assoc"] else None
-        return combine_scores(x, out["recon"], dis, self.err_scale, temperature=self.temperature, **self.score_kw)
+        return combine_scores(x, out["recon"], dis, self.err_scale, temperature=self.temperature,
+                              forecast=out.get("forecast"), fc_scale=getattr(self, "fc_scale", None), **self.score_kw)
 
 
 @register_model("anomaly_transformer")
 def anomaly_transformer(**kw) -> MAAT:
-    """Plain Anomaly Transformer: MAAT with the Mamba path switched off."""
+    """Plain Anomaly Transformer: MAAT with the Mamba path (and so its forecasting head) switched off."""
     kw["mamba_layers"] = 0
+    kw["forecast"] = False
+    kw["score_forecast"] = 0.0
     return MAAT(**kw)
 
 

@@ -79,22 +79,37 @@ def score_series(model, series: np.ndarray, hop: int, *, lag: int = 0, batch_siz
 
 @torch.no_grad()
 def channel_error_scale(model, normalized: np.ndarray, hop: int, *, lag: int = 0, batch_size: int = 64,
-                        device=None) -> np.ndarray:
-    """Mean squared reconstruction error per channel [C] over the steps that the window plan
-    emits for a standardised series [T, C] (the scale of normalised scores, fitted on validation)."""
+                        device=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mean squared error per channel [C] over the steps that the window plan emits for a
+    standardised series [T, C]: (reconstruction, one-step forecast or None for models without
+    a forecasting head). The scales of normalised scores, fitted on validation. A window's
+    first step has no forecast, so the forecast mean skips it."""
     x = torch.from_numpy(np.ascontiguousarray(normalized, dtype=np.float32))
     device = device or next(iter(model.buffers())).device
     plan = window_plan(x.shape[0], model.window, hop, lag)
-    total = torch.zeros(x.shape[1], dtype=torch.float64)
-    count = 0
+    rec_sum = torch.zeros(x.shape[1], dtype=torch.float64)
+    fc_sum = torch.zeros(x.shape[1], dtype=torch.float64)
+    rec_n = fc_n = 0
+    has_fc = False
     for i in range(0, len(plan), batch_size):
         chunk = plan[i : i + batch_size]
         wins = torch.stack([x[s : s + model.window] for s, _, _ in chunk]).to(device)
-        err = (model(wins)["recon"].float() - wins).pow(2).cpu().double()
-        for (_, a, b), e in zip(chunk, err):
-            total += e[a:b].sum(0)
-            count += b - a
-    return np.maximum((total / count).numpy(), 1e-8).astype(np.float32)
+        out = model(wins)
+        err = (out["recon"].float() - wins).pow(2).cpu().double()
+        fc = out.get("forecast")
+        if fc is not None:
+            has_fc = True
+            fe = (fc[:, :-1].float() - wins[:, 1:]).pow(2).cpu().double()
+        for j, (_, a, b) in enumerate(chunk):
+            rec_sum += err[j, a:b].sum(0)
+            rec_n += b - a
+            if fc is not None:
+                a1 = max(a, 1)  # step t's forecast is row t - 1's prediction
+                fc_sum += fe[j, a1 - 1 : b - 1].sum(0)
+                fc_n += b - a1
+    rec = np.maximum((rec_sum / rec_n).numpy(), 1e-8).astype(np.float32)
+    fcs = np.maximum((fc_sum / max(fc_n, 1)).numpy(), 1e-8).astype(np.float32) if has_fc else None
+    return rec, fcs
 
 
 class StreamScorer:
