@@ -157,8 +157,11 @@ def check_full(device, log) -> bool:
 # Variants timed side by side by --sweep, the default first. v4 history (docs/benchmarks.md): the
 # v3 backward (shifted-decay adjoint, 3 exp2) and per-block dB/dC partial sums lost to the
 # shipped q adjoint with atomics; pf 0 is the v3-style loop without register prefetch.
-BWD_VARIANTS = [dict(), dict(pf=0)]
-FWD_VARIANTS = [dict(), dict(pf=0)]
+# v5: the backward split into parts (parts=0: automatic count, 8: fixed) and a register cap so that
+# more one-warp programs fit on an SM.
+BWD_VARIANTS = [dict(), dict(regs_bwd=168), dict(T_bwd=8), dict(T_bwd=8, regs_bwd=168), dict(spw_bwd=256),
+                dict(T_bwd=2), dict(pf=0), dict(regs_bwd=192)]
+FWD_VARIANTS = [dict()]
 
 
 def _cfg_name(cfg: dict) -> str:

@@ -32,6 +32,9 @@ INTERP_CASES = [
     ("L63_G2_N4_bare_rev_f64", 2, 63, 2, 4, "float64", True, False, True, False, False),
     # Without the register prefetch (the backward's path from N = 64 on).
     ("L130_G2_N16_varlen_rev_nopf", 1, 130, 2, 16, "float32", True, True, True, True, False),
+    # The backward split into parts (phases A/B hand each part the gradient of its leaving state).
+    ("L130_G1_N16_split", 2, 130, 1, 16, "float32", False, False, True, True, False),
+    ("L130_G2_N4_varlen_rev_split_poison", 1, 130, 2, 4, "float32", True, True, True, True, True),
 ]
 TOL = {"float32": 1e-4, "bfloat16": 1e-2, "float16": 1e-2, "float64": 1e-10}
 
@@ -103,7 +106,7 @@ def _interp_worker(cases: list) -> dict:
     triton_scan.set_tile_config(T_fwd=16, T_bwd=8, seg=32, spw_fwd=512, spw_bwd=512)
     out = {}
     for name, batch, L, G, N, dtype, reverse, varlen, init, full, poison in cases:
-        triton_scan.set_tile_config(pf=0 if name.endswith("_nopf") else 1)
+        triton_scan.set_tile_config(pf=0 if name.endswith("_nopf") else 1, parts=3 if "_split" in name else 1)
         torch.manual_seed(0)
         ins, cu = make_case(batch, L, G, N, getattr(torch, dtype), varlen, init, full, seed=L + N)
         real = triton_scan._empty, triton_scan._empty_like
@@ -154,6 +157,9 @@ def test_tile_config_rejects_bad_knobs():
         triton_scan.set_tile_config(T_fwd=6)
     with pytest.raises(ValueError, match="mode knob pf=2"):
         triton_scan.set_tile_config(pf=2)
+    with pytest.raises(ValueError, match="parts=-1 must be >= 0"):
+        triton_scan.set_tile_config(parts=-1)
+    triton_scan.set_tile_config(parts=3, regs_bwd=168)  # counts, not powers of two
     triton_scan.set_tile_config()
 
 

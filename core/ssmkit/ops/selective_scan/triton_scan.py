@@ -64,6 +64,45 @@ def _adjoint_combine(aq1, bq1, ag1, bg1, aq2, bq2, ag2, bg2):
 
 
 @triton.jit
+def _flip_time(x, T: tl.constexpr):
+    # Reverse axis 0 of a [T, NP, BD] tile whose time axis lives inside each thread. Written as a
+    # sum of selects with -0.0 (x + -0.0 == x exactly), which the compiler folds to register
+    # renaming: no instruction is left. tl.associative_scan(reverse=True) instead reverses the
+    # lane order with 5 butterfly shuffles per value, even when no lane is on the scan axis
+    # (Triton 3.x), which made up most of the backward's instructions.
+    i = tl.arange(0, T)
+    sel = (i[:, None] + i[None, :]) == T - 1
+    return tl.sum(tl.where(sel[:, :, None, None], x[None, :, :, :], -0.0), axis=1)
+
+
+@triton.jit
+def _affine_scan(a, b, T: tl.constexpr, REV: tl.constexpr):
+    # States of h[t] = a[t] h[t-1] + b[t] along axis 0 (REV: h[t] = a[t] h[t+1] + b[t]).
+    if REV:
+        _, h = tl.associative_scan((_flip_time(a, T), _flip_time(b, T)), axis=0, combine_fn=_affine_combine)
+        h = _flip_time(h, T)
+    else:
+        _, h = tl.associative_scan((a, b), axis=0, combine_fn=_affine_combine)
+    return h
+
+
+@triton.jit
+def _adjoint_scan(a, c, T: tl.constexpr, REV: tl.constexpr):
+    # (q, g) of the adjoint steps g[t] = c[t] + q[t+1], q[t] = a[t] g[t] along axis 0 (REV: from
+    # the last step down to the first, the usual adjoint order).
+    one = tl.full(a.shape, 1.0, a.dtype)
+    if REV:
+        ar = _flip_time(a, T)
+        cr = _flip_time(c, T)
+        _, q, _, g = tl.associative_scan((ar, ar * cr, one, cr), axis=0, combine_fn=_adjoint_combine)
+        q = _flip_time(q, T)
+        g = _flip_time(g, T)
+    else:
+        _, q, _, g = tl.associative_scan((a, a * c, one, c), axis=0, combine_fn=_adjoint_combine)
+    return q, g
+
+
+@triton.jit
 def _softplus(x):
     # max(x, 0) + log1p(exp(-|x|)); log1p through Kahan's correction, as tl has no log1p and
     # log(1 + w) loses most digits of dt for the typical w ~ 1e-3.
@@ -207,7 +246,7 @@ def _scan_fwd_kernel(
         # Fold the entering state into the chunk's first step (in scan order), so the scan's
         # running product of a is never used and the compiler drops it.
         b = tl.where(t_idx[:, None, None] == first_f, b + a * h[None, :, :], b)
-        _, hh = tl.associative_scan((a, b), axis=0, combine_fn=_affine_combine, reverse=REVERSE)
+        hh = _affine_scan(a, b, T, REVERSE)
         y = tl.sum(hh * Ct[:, :, None], axis=1)  # [T, BD]
         if HAS_D:
             y += dskip[None, :] * u
@@ -222,11 +261,96 @@ def _scan_fwd_kernel(
 
 
 @triton.jit
+def _scan_bwd_part_kernel(
+    delta_ptr, A2_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, cu_ptr, qloc_ptr, decay_ptr,
+    L, D, N, G, DPG, SEGS_PER_PART, SEGLEN,
+    COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
+    VARLEN: tl.constexpr,
+):
+    """Split backward, phase A: for each part of a sequence, the gradient reaching the state that
+    enters the part from inside the part alone (no gradient arriving from later parts), and the
+    part's total decay prod(a) = exp2(A2 * sum(dt)). Outputs [P, S, D, N]. Only dt, C and dy are
+    needed (dy = dout * silu'(z)-gate does not depend on y), so this is one exp2 per element and no
+    state recompute."""
+    pid_d = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    pid_p = tl.program_id(2)
+    start, seqlen, row = _seq_bounds(cu_ptr, pid_s, L, VARLEN)
+    d0 = pid_d * BD
+    d_offs = d0 + tl.arange(0, BD)
+    n_offs = tl.arange(0, NP)
+    n_ok = n_offs < N
+    t_idx = tl.arange(0, T)
+    grp = d0 // DPG
+    A2 = tl.load(A2_ptr + d_offs[None, :] * N + n_offs[:, None], mask=n_ok[:, None], other=0.0)  # [NP, BD]
+    bias = tl.zeros([BD], dtype=COMPUTE)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d_offs)
+    row_offs = (row.to(tl.int64) * D + d_offs) * L + start
+    bc_offs = ((row.to(tl.int64) * G + grp) * N + n_offs) * L + start
+    ksub = SEGLEN // T
+    nchunks = tl.cdiv(seqlen, T)
+    k_lo = pid_p * SEGS_PER_PART * ksub
+    k_hi = tl.minimum(k_lo + SEGS_PER_PART * ksub, nchunks)
+    first_f: tl.constexpr = T - 1 if REVERSE else 0
+    first_g: tl.constexpr = 0 if REVERSE else T - 1
+    q = tl.zeros([NP, BD], dtype=COMPUTE)
+    sum_dt = tl.zeros([BD], dtype=COMPUTE)
+    for ci in range(0, k_hi - k_lo):
+        if REVERSE:
+            k = k_lo + ci
+        else:
+            k = k_hi - 1 - ci
+        t_offs = k * T + t_idx
+        t_ok = t_offs < seqlen
+        x_offs = row_offs[None, :] + t_offs[:, None]
+        dl = tl.load(delta_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
+        dt, _ = _step_size(dl, bias, t_ok, HAS_BIAS, SOFTPLUS)
+        dy = tl.load(dout_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
+        if HAS_Z:
+            zt = tl.load(z_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
+            dy = dy * zt * tl.sigmoid(zt)
+        Ct = tl.load(C_ptr + bc_offs[None, :] + t_offs[:, None], mask=t_ok[:, None] & n_ok[None, :],
+                     other=0.0).to(COMPUTE)
+        a = tl.exp2(dt[:, None, :] * A2[None, :, :])  # [T, NP, BD]
+        b = a * (dy[:, None, :] * Ct[:, :, None])
+        b = tl.where(t_idx[:, None, None] == first_g, b + a * q[None, :, :], b)
+        qq = _affine_scan(a, b, T, not REVERSE)
+        q = tl.sum(tl.where(t_idx[:, None, None] == first_f, qq, 0.0), axis=0)
+        sum_dt += tl.sum(dt, axis=0)
+    out = ((pid_p.to(tl.int64) * tl.num_programs(1) + pid_s) * D + d_offs[None, :]) * N + n_offs[:, None]
+    tl.store(qloc_ptr + out, q, mask=n_ok[:, None])
+    tl.store(decay_ptr + out, tl.exp2(A2 * sum_dt[None, :]), mask=n_ok[:, None])
+
+
+@triton.jit
+def _part_carry_kernel(qloc_ptr, decay_ptr, dlast_ptr, carry_ptr, SDN, P,
+                       BLOCK: tl.constexpr, HAS_DLAST: tl.constexpr, REVERSE: tl.constexpr):
+    """Split backward, phase B: walk the parts against scan order and hand each one the gradient
+    of the state leaving it: carry[p] = qloc[p'] + decay[p'] * carry[p'], p' the part after p in
+    scan order (the last part gets d(final state)). [P, S, D, N] buffers, flat over S*D*N."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < SDN
+    c = tl.zeros([BLOCK], dtype=qloc_ptr.dtype.element_ty)
+    if HAS_DLAST:
+        c = tl.load(dlast_ptr + offs, mask=ok, other=0.0)
+    for i in range(0, P):
+        if REVERSE:
+            p = i
+        else:
+            p = P - 1 - i
+        tl.store(carry_ptr + p * SDN + offs, c, mask=ok)
+        c = tl.load(qloc_ptr + p * SDN + offs, mask=ok, other=0.0) + \
+            tl.load(decay_ptr + p * SDN + offs, mask=ok, other=0.0) * c
+
+
+@triton.jit
 def _scan_bwd_kernel(
     u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, bias_ptr, hsave_ptr, dout_ptr,
     dlast_ptr, cu_ptr, scratch_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr,
-    L, D, N, G, DPG, NSEG,
+    L, D, N, G, DPG, NSEG, SEGS_PER_PART,
     COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, KSUB: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, REVERSE: tl.constexpr, VARLEN: tl.constexpr,
@@ -234,6 +358,9 @@ def _scan_bwd_kernel(
 ):
     pid_d = tl.program_id(0)
     pid_s = tl.program_id(1)
+    # Programs along axis 2 split the sequence into parts of SEGS_PER_PART segments, each started
+    # from the gradient the split phases A/B computed for the state leaving it (1 part: no split).
+    pid_p = tl.program_id(2)
     start, seqlen, row = _seq_bounds(cu_ptr, pid_s, L, VARLEN)
     d0 = pid_d * BD
     d_offs = d0 + tl.arange(0, BD)
@@ -252,10 +379,14 @@ def _scan_bwd_kernel(
         dskip = tl.load(Dskip_ptr + d_offs)
 
     st_offs = (pid_s.to(tl.int64) * D + d_offs[None, :]) * N + n_offs[:, None]  # [NP, BD]
-    # carry = dLoss/d(state leaving the current chunk in scan order); starts as d(final state).
+    # Per-(part, sequence) buffers: [P, S, D, N] carries in, [P*S, D(, N)] partial dA/dD/dbias out.
+    ps = pid_p.to(tl.int64) * tl.num_programs(1) + pid_s
+    pst_offs = (ps * D + d_offs[None, :]) * N + n_offs[:, None]
+    # carry = dLoss/d(state leaving the current chunk in scan order); starts as d(final state),
+    # or, for a part, as the gradient of the state leaving that part.
     carry = tl.zeros([NP, BD], dtype=COMPUTE)
     if HAS_DLAST:
-        carry = tl.load(dlast_ptr + st_offs, mask=n_ok[:, None], other=0.0)
+        carry = tl.load(dlast_ptr + pst_offs, mask=n_ok[:, None], other=0.0)
     dA_acc = tl.zeros([NP, BD], dtype=COMPUTE)
     dD_acc = tl.zeros([BD], dtype=COMPUTE)
     dbias_acc = tl.zeros([BD], dtype=COMPUTE)
@@ -264,7 +395,7 @@ def _scan_bwd_kernel(
     bc_offs = ((row.to(tl.int64) * G + grp) * N + n_offs) * L + start
     save_offs = ((pid_s.to(tl.int64) * D + d_offs[None, :]) * NSEG) * N + n_offs[:, None]
     # Per-program scratch for the KSUB chunk-entry states of one segment: [KSUB, NP, BD].
-    prog = pid_s.to(tl.int64) * tl.num_programs(0) + pid_d
+    prog = ps * tl.num_programs(0) + pid_d
     scr_offs = (prog * KSUB * NP + n_offs[:, None]) * BD + tl.arange(0, BD)[None, :]
     first_f: tl.constexpr = T - 1 if REVERSE else 0
     last_f: tl.constexpr = 0 if REVERSE else T - 1
@@ -272,11 +403,13 @@ def _scan_bwd_kernel(
 
     nchunks = tl.cdiv(seqlen, T)
     nseg = tl.cdiv(nchunks, KSUB)
-    for sj in range(0, nseg):
+    j_lo = pid_p * SEGS_PER_PART
+    j_hi = tl.minimum(j_lo + SEGS_PER_PART, nseg)
+    for sj in range(0, j_hi - j_lo):
         if REVERSE:
-            j = sj
+            j = j_lo + sj
         else:
-            j = nseg - 1 - sj
+            j = j_hi - 1 - sj
         k0 = j * KSUB
         k1 = tl.minimum(k0 + KSUB, nchunks)
         # Pass 1: from the saved segment-entry state, the state entering each chunk (scan order).
@@ -307,7 +440,7 @@ def _scan_bwd_kernel(
             a = tl.exp2(dt[:, None, :] * A2[None, :, :])
             b = (dt * u)[:, None, :] * Bt[:, :, None]
             b = tl.where(t_idx[:, None, None] == first_f, b + a * h[None, :, :], b)
-            _, hh = tl.associative_scan((a, b), axis=0, combine_fn=_affine_combine, reverse=REVERSE)
+            hh = _affine_scan(a, b, T, REVERSE)
             h = tl.sum(tl.where(t_idx[:, None, None] == last_f, hh, 0.0), axis=0)
         tl.debug_barrier()
         # Pass 2: the chunks of the segment against scan order, with the adjoint scan.
@@ -356,7 +489,7 @@ def _scan_bwd_kernel(
             dtu = dt * u
             b = dtu[:, None, :] * Bt[:, :, None]
             b_in = tl.where(t_idx[:, None, None] == first_f, b + a * h_in[None, :, :], b)
-            _, hh = tl.associative_scan((a, b_in), axis=0, combine_fn=_affine_combine, reverse=REVERSE)
+            hh = _affine_scan(a, b_in, T, REVERSE)
 
             dy = dout
             if HAS_Z:
@@ -375,8 +508,7 @@ def _scan_bwd_kernel(
             # (steps past the sequence end are identities).
             c = tl.where(t_idx[:, None, None] == first_g, c + carry[None, :, :], c)
             # q[t] = a[t] g[t] runs on the unshifted decays; the g map tracks g[t] = c[t] + q[next].
-            _, q, _, g = tl.associative_scan((a, a * c, tl.full(a.shape, 1.0, COMPUTE), c), axis=0,
-                                             combine_fn=_adjoint_combine, reverse=not REVERSE)
+            q, g = _adjoint_scan(a, c, T, not REVERSE)
 
             ah = hh - b  # a[t] * h[t-1], exact without dividing by a
             gah = g * ah
@@ -412,9 +544,14 @@ def _scan_bwd_kernel(
 
         tl.debug_barrier()
 
-    tl.store(dh0_ptr + st_offs, carry, mask=n_ok[:, None])
-    tl.store(dA_ptr + st_offs, dA_acc, mask=n_ok[:, None])
-    s_offs = pid_s.to(tl.int64) * D + d_offs
+    # Only the part holding the scan's first step sees the initial state.
+    if REVERSE:
+        holds_start = pid_p == tl.maximum(nseg - 1, 0) // SEGS_PER_PART
+    else:
+        holds_start = pid_p == 0
+    tl.store(dh0_ptr + st_offs, carry, mask=n_ok[:, None] & holds_start)
+    tl.store(dA_ptr + pst_offs, dA_acc, mask=n_ok[:, None])
+    s_offs = ps * D + d_offs
     if HAS_D:
         tl.store(dD_ptr + s_offs, dD_acc)
     if HAS_BIAS:
@@ -428,23 +565,40 @@ def _scan_bwd_kernel(
 # forward holds fewer live tiles, so it takes more states per thread). The forward walks chunks
 # of T_fwd steps, the backward chunks of T_bwd. The forward keeps the state entering every segment
 # of `seg` steps for the backward, which rebuilds the chunk-entry states of one segment at a time
-# into a small per-program scratch buffer. Defaults come from the H100 sweep in
-# docs/benchmarks.md (spw_fwd 256 beat 128 by 1.2-1.45x; T_bwd 8 beat 4 by 1.5x at N=64).
-_DEFAULT_CONFIG = {"spw_fwd": 0, "spw_bwd": 128, "T_fwd": 0, "T_bwd": 0, "warps": 1, "warps_bwd": 0, "seg": 0,
-                   "pf": 1}
+# into a small per-program scratch buffer. Defaults come from the H100 sweeps in
+# docs/benchmarks.md (spw_fwd 256 beat 128 by 1.2-1.45x; T_bwd 8 beat 4 by 1.5x at N=64; v5: with
+# 4-byte inputs, T_bwd 8 at N=16 by 1.1x and spw_bwd 256 at N=64 by 1.3x, both slower for bf16).
+_DEFAULT_CONFIG = {"spw_fwd": 0, "spw_bwd": 0, "T_fwd": 0, "T_bwd": 0, "warps": 1, "warps_bwd": 0, "seg": 0,
+                   "pf": 1, "parts": 1, "regs_bwd": 0}
 _config = dict(_DEFAULT_CONFIG)
 # Mode knobs (not tile sizes): pf 1 loads the next chunk's inputs into registers while the
 # current one computes, in the forward and, below N = 64, in both backward passes (at N = 64 the
 # extra [T_bwd, 64] B/C tiles cost the backward 10%, docs/benchmarks.md v4); pf 0 loads each chunk
 # when it starts.
 _MODE_KNOBS = {"pf": (0, 1)}
+# Count knobs (any value >= 0, not only powers of two): parts splits each sequence of the backward
+# into that many parts run by separate programs (0: enough parts for `_SPLIT_WAVES` waves of
+# programs on the device, 1: no split), after two small phases compute the gradient entering each
+# part; regs_bwd caps the backward kernel's registers per thread (ptxas .maxnreg), so more warps
+# fit on an SM (0: automatic, see _register_cap; 255: no cap). v5 (docs/benchmarks.md): splitting
+# lost 6-15% at every issue shape (phase A costs about a forward), so it is off by default.
+_COUNT_KNOBS = ("parts", "regs_bwd")
+_SPLIT_WAVES = 4
+# Unconstrained, ptxas gives the backward 220-255 registers per thread: 8 one-warp programs per SM.
+# Capped at 168 (12 per SM) it spills a little; that pays only when the cap turns a partial second
+# wave of programs into one wave (v5: 5.24 vs 5.77 ms fwd+bwd at B=8, D=1536, L=4096, N=16 bf16;
+# 5-35% slower where the grid already fits or spans many waves).
+_WARPS_PER_SM = 8
+_CAPPED_REGS, _CAPPED_WARPS_PER_SM = 168, 12
 
 
 def set_tile_config(**overrides: int) -> None:
     """Override tiling knobs (spw_fwd, spw_bwd, T_fwd, T_bwd, warps, warps_bwd, seg) and the mode
     knob pf (_MODE_KNOBS); 0 means automatic: spw_fwd = 256 and T_fwd = 8 below N = 64, 512 and 4
-    from N = 64 on, T_bwd = 4 (8 from N = 64 on), seg = 8·N clamped to [64, 1024],
-    warps_bwd = warps. No arguments restore the defaults. The GPU benchmark sweeps these."""
+    from N = 64 on, T_bwd = 4 (8 from N = 64 on, and for 4-byte inputs), spw_bwd = 128 (256 for
+    4-byte inputs from N = 64 on), seg = 8·N clamped to [64, 1024],
+    warps_bwd = warps; and the count knobs parts and regs_bwd (_COUNT_KNOBS). No arguments restore the
+    defaults. The GPU benchmark sweeps these."""
     if not overrides:
         _config.clear()
         _config.update(_DEFAULT_CONFIG)
@@ -453,18 +607,24 @@ def set_tile_config(**overrides: int) -> None:
         if key not in _DEFAULT_CONFIG:
             raise ValueError(f"unknown tile knob {key!r}; expected one of {sorted(_DEFAULT_CONFIG)}")
         val = int(val)
+        if key in _COUNT_KNOBS:
+            if val < 0:
+                raise ValueError(f"knob {key}={val} must be >= 0")
+            _config[key] = val
+            continue
         if key in _MODE_KNOBS:
             if val not in _MODE_KNOBS[key]:
                 raise ValueError(f"mode knob {key}={val}; expected one of {_MODE_KNOBS[key]}")
             _config[key] = val
             continue
-        if val < 0 or val & (val - 1) or key in ("spw_bwd", "warps") and val == 0:
+        if val < 0 or val & (val - 1) or key == "warps" and val == 0:
             raise ValueError(f"tile knob {key}={val} must be a power of two")
         _config[key] = val
 
 
-def _plan(N: int, dpg: int, maxlen: int) -> dict:
-    """Concrete tile sizes for N states, `dpg` channels per group and the longest sequence."""
+def _plan(N: int, dpg: int, maxlen: int, elem_size: int = 2) -> dict:
+    """Concrete tile sizes for N states, `dpg` channels per group, the longest sequence and
+    inputs of `elem_size` bytes."""
     NP = max(2, triton.next_power_of_2(N))
     warps = _config["warps"]
     warps_b = _config["warps_bwd"] or warps
@@ -477,14 +637,39 @@ def _plan(N: int, dpg: int, maxlen: int) -> dict:
 
     cap = triton.next_power_of_2(max(1, maxlen))
     T_f = _config["T_fwd"] or (4 if NP >= 64 else 8)
-    T_b = _config["T_bwd"] or (8 if NP >= 64 else 4)
+    T_b = _config["T_bwd"] or (8 if NP >= 64 or elem_size >= 4 else 4)
     T_f, T_b = max(2, min(T_f, cap)), max(2, min(T_b, cap))
     seg = _config["seg"] or min(1024, max(64, 8 * NP))
     seg = max(T_f, T_b, min(seg, cap))
     spw_f = _config["spw_fwd"] or (512 if NP >= 64 else 256)
-    return dict(NP=NP, BD_f=channels(spw_f, warps), BD_b=channels(_config["spw_bwd"], warps_b),
+    spw_b = _config["spw_bwd"] or (256 if NP >= 64 and elem_size >= 4 else 128)
+    return dict(NP=NP, BD_f=channels(spw_f, warps), BD_b=channels(spw_b, warps_b),
                 warps=warps, warps_b=warps_b, T_f=T_f, T_b=T_b, seg=seg, pf=_config["pf"],
-                pf_b=_config["pf"] and NP < 64)
+                pf_b=_config["pf"] and NP < 64, parts=_config["parts"], regs_bwd=_config["regs_bwd"])
+
+
+def _register_cap(plan: dict, programs: int, device: torch.device) -> int | None:
+    """The backward's register cap (None: none) for a grid of `programs` one-warp programs."""
+    if plan["regs_bwd"]:
+        return None if plan["regs_bwd"] >= 255 else plan["regs_bwd"]
+    if device.type != "cuda" or plan["warps_b"] != 1 or plan["NP"] >= 64 or plan["T_b"] > 4:
+        return None
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    waves = triton.cdiv(programs, _WARPS_PER_SM * sms)
+    capped_waves = triton.cdiv(programs, _CAPPED_WARPS_PER_SM * sms)
+    return _CAPPED_REGS if capped_waves < waves and capped_waves == 1 else None
+
+
+def _split_parts(plan: dict, nseg: int, programs: int, device: torch.device) -> tuple[int, int]:
+    """(parts, segments per part) for the backward: ``programs`` is the unsplit grid size."""
+    parts = plan["parts"]
+    if parts == 0:
+        sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+        # One-warp programs, about 8 resident per SM at the backward's register use.
+        parts = max(1, triton.cdiv(_SPLIT_WAVES * 8 * sms, max(1, programs)))
+    parts = max(1, min(parts, nseg))
+    spp = triton.cdiv(nseg, parts)
+    return triton.cdiv(nseg, spp), spp
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
@@ -510,7 +695,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
             cu, nseq, maxlen = None, batch, L
 
         needs_grad = any(ctx.needs_input_grad[:9])
-        plan = _plan(N, dpg, maxlen)
+        plan = _plan(N, dpg, maxlen, u.element_size())
         nseg = max(1, triton.cdiv(maxlen, plan["seg"]))
 
         y = _empty_like(u)
@@ -558,32 +743,58 @@ class _SelectiveScanTriton(torch.autograd.Function):
 
         BD, NP, T = plan["BD_b"], plan["NP"], plan["T_b"]
         ksub = plan["seg"] // T
+        tl_compute = tl.float64 if compute == torch.float64 else tl.float32
+        parts, spp = _split_parts(plan, m["nseg"], (dim // BD) * nseq, u.device)
         du = _empty_like(u)
         ddelta = _empty_like(delta)
         dz = _empty_like(z) if z is not None else None
         dB = torch.zeros(Bm.shape, device=u.device, dtype=compute)
         dC = torch.zeros(Cm.shape, device=u.device, dtype=compute)
-        dA_part = _empty(nseq, dim, N, device=u.device, dtype=compute)
-        dD_part = _empty(nseq, dim, device=u.device, dtype=compute) if Dc is not None else None
-        dbias_part = _empty(nseq, dim, device=u.device, dtype=compute) if bias is not None else None
+        dA_part = _empty(parts * nseq, dim, N, device=u.device, dtype=compute)
+        dD_part = _empty(parts * nseq, dim, device=u.device, dtype=compute) if Dc is not None else None
+        dbias_part = _empty(parts * nseq, dim, device=u.device, dtype=compute) if bias is not None else None
         dh0 = _empty(nseq, dim, N, device=u.device, dtype=compute)
         dummy = A2
         if nseq > 0 and dim > 0:
-            grid = (dim // BD, nseq)
-            scratch = _empty(grid[0] * grid[1] * ksub * NP * BD, device=u.device, dtype=compute)
+            carry_in = dlast
+            if parts > 1:
+                # Phase A: each part's own contribution to the gradient of its entering state and its
+                # total decay; phase B: the gradient of the state leaving each part.
+                qloc = _empty(parts, nseq, dim, N, device=u.device, dtype=compute)
+                decay = _empty(parts, nseq, dim, N, device=u.device, dtype=compute)
+                _scan_bwd_part_kernel[(dim // plan["BD_f"], nseq, parts)](
+                    delta, A2, Cm, z if z is not None else dummy, bias if bias is not None else dummy, dy,
+                    cu if cu is not None else dummy, qloc, decay,
+                    L, dim, N, G, dpg, spp, plan["seg"],
+                    COMPUTE=tl_compute, BD=plan["BD_f"], NP=NP, T=plan["T_f"], HAS_Z=z is not None,
+                    HAS_BIAS=bias is not None, SOFTPLUS=m["softplus"], REVERSE=m["reverse"],
+                    VARLEN=cu is not None, num_warps=plan["warps"],
+                )
+                carry_in = _empty(parts, nseq, dim, N, device=u.device, dtype=compute)
+                sdn = nseq * dim * N
+                _part_carry_kernel[(triton.cdiv(sdn, 1024),)](
+                    qloc, decay, dlast if dlast is not None else dummy, carry_in, sdn, parts,
+                    BLOCK=1024, HAS_DLAST=dlast is not None, REVERSE=m["reverse"],
+                )
+            grid = (dim // BD, nseq, parts)
+            scratch = _empty(grid[0] * grid[1] * parts * ksub * NP * BD, device=u.device, dtype=compute)
+            launch = dict(num_warps=plan["warps_b"])
+            cap = _register_cap(plan, grid[0] * grid[1] * grid[2], u.device)
+            if cap is not None:
+                launch["maxnreg"] = cap
             _scan_bwd_kernel[grid](
                 u, delta, A2, Bm, Cm,
                 Dc if Dc is not None else dummy, z if z is not None else dummy,
                 bias if bias is not None else dummy, hsave, dy,
-                dlast if dlast is not None else dummy, cu if cu is not None else dummy, scratch,
+                carry_in if carry_in is not None else dummy, cu if cu is not None else dummy, scratch,
                 du, ddelta, dz if dz is not None else dummy, dB, dC, dA_part,
                 dD_part if dD_part is not None else dummy, dbias_part if dbias_part is not None else dummy, dh0,
-                L, dim, N, G, dpg, m["nseg"],
-                COMPUTE=tl.float64 if compute == torch.float64 else tl.float32,
+                L, dim, N, G, dpg, m["nseg"], spp,
+                COMPUTE=tl_compute,
                 BD=BD, NP=NP, T=T, KSUB=ksub, HAS_D=Dc is not None, HAS_Z=z is not None,
-                HAS_BIAS=bias is not None, SOFTPLUS=m["softplus"], HAS_DLAST=dlast is not None,
+                HAS_BIAS=bias is not None, SOFTPLUS=m["softplus"], HAS_DLAST=carry_in is not None,
                 REVERSE=m["reverse"], VARLEN=cu is not None, PREFETCH=bool(plan["pf_b"]),
-                num_warps=plan["warps_b"],
+                **launch,
             )
         else:
             du.zero_()
