@@ -326,13 +326,13 @@ class AnomalyApp(App):
         import time as _time
 
         from ssmkit.engine.commands import DemoResult
-        from ssmkit_apps.anomaly.compare import DEMO_OVERRIDES, run_comparison
+        from ssmkit_apps.anomaly.compare import run_comparison
 
         t0 = _time.monotonic()
         out = Path(root) / cls.name
         # The runs go under <root>/anomaly/<id>/ beside the comparison's report.md (run_root=root:
         # the engine adds the app's folder itself, so passing ``out`` would double it).
-        res = run_comparison(out, [*DEMO_OVERRIDES, *(overrides or [])], verbose=verbose, run_root=root)
+        res = run_comparison(out, list(overrides or []), verbose=verbose, run_root=root, demo=True)
         syn = res["synthetic"]
         summary = "; ".join(f"{m}: F1 {v['f1']:.3f}, AUC-PR {v['auc_pr']:.3f}" for m, v in syn.items())
         ib = res["internal_bleeding16"].get("maat")

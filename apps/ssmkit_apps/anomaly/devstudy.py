@@ -65,16 +65,13 @@ VARIANTS: dict[str, dict] = {
     "assoc*norm-top4 smooth25": dict(assoc=True, channels="top4", normalize=True, smooth=25),
     "norm-top4 smooth25": dict(assoc=False, channels="top4", normalize=True, smooth=25),
     "assoc*norm-max smooth25": dict(assoc=True, channels="max", normalize=True, smooth=25),
-    # Only for runs with a forecasting head: the forecast error enters beside the reconstruction.
-    "+fc norm-max": dict(assoc=False, channels="max", normalize=True, smooth=1, forecast_weight=1.0),
-    "+fc norm-max smooth9": dict(assoc=False, channels="max", normalize=True, smooth=9, forecast_weight=1.0),
-    "+fc norm-max smooth25": dict(assoc=False, channels="max", normalize=True, smooth=25, forecast_weight=1.0),
-    "+fc assoc*norm-max smooth9": dict(assoc=True, channels="max", normalize=True, smooth=9, forecast_weight=1.0),
-    "+fc assoc*norm-max smooth25": dict(assoc=True, channels="max", normalize=True, smooth=25, forecast_weight=1.0),
-    "+fc norm-top4 smooth9": dict(assoc=False, channels="top4", normalize=True, smooth=9, forecast_weight=1.0),
-    "+fc norm-mean smooth9": dict(assoc=False, channels="mean", normalize=True, smooth=9, forecast_weight=1.0),
-    "fc only norm-max smooth9": dict(assoc=False, channels="max", normalize=True, smooth=9, forecast_weight=1e3),
+    "norm-max smooth5": dict(assoc=False, channels="max", normalize=True, smooth=5),
+    "norm-top4 smooth5": dict(assoc=False, channels="top4", normalize=True, smooth=5),
 }
+# Only for runs with a forecasting head: each score above with the forecast error added beside
+# the reconstruction error (weight 1), and the forecast error almost alone.
+VARIANTS.update({f"+fc {k}": {**v, "forecast_weight": 1.0} for k, v in list(VARIANTS.items())})
+VARIANTS["fc only norm-max smooth9"] = dict(assoc=False, channels="max", normalize=True, smooth=9, forecast_weight=1e3)
 
 
 def train_run(root: Path, seed: int, model: str, training: str, extra: list[str], verbose: bool) -> Path:
@@ -191,6 +188,10 @@ def study(out: Path, seeds: tuple[int, ...], trainings: tuple[str, ...], quick: 
         rows.setdefault("isolation_forest", {}).setdefault("window 16, hop 1", []).append(
             {"seed": seed, **{k: f[k] for k in ("f1", "precision", "recall", "auc_pr", "auc_roc")}})
     result = {"seeds": list(seeds), "trainings": list(trainings), "quick": quick, "rows": rows, "seconds": seconds}
+    try:
+        result["choice"] = select(result)
+    except ValueError as err:  # a partial study (one training only) has nothing to choose between models
+        result["choice"] = {"error": str(err)}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / f"{name}.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(out / f"{name}.md", render(result))
@@ -199,6 +200,46 @@ def study(out: Path, seeds: tuple[int, ...], trainings: tuple[str, ...], quick: 
 
 def _mean(items: list[dict], key: str) -> float:
     return float(np.mean([r[key] for r in items]))
+
+
+def criterion(items: list[dict]) -> float:
+    """What the study maximises: the mean over dev seeds of (unadjusted F1 + AUC-PR) / 2."""
+    return float(np.mean([(r["f1"] + r["auc_pr"]) / 2 for r in items]))
+
+
+def select(result: dict) -> dict:
+    """The frozen choice, by a rule fixed before the study ran:
+
+    1. shared settings (score definition and training length, the same for MAAT and the
+       Anomaly Transformer): the (training, score) pair with the best criterion averaged over
+       both models;
+    2. MAAT-only settings (the forecasting head of its Mamba path and its score weight): with
+       the shared choice fixed, the best MAAT criterion among no head, the head trained but
+       not scored, and the head scored (``+fc <score>``).
+    """
+    rows = result["rows"]
+    shared: dict[tuple[str, str], float] = {}
+    for training in result["trainings"]:
+        if not all(f"{m} {training}" in rows for m in MODELS):
+            continue
+        for variant, kw in VARIANTS.items():
+            if kw.get("forecast_weight", 0.0) > 0:
+                continue
+            shared[(training, variant)] = float(np.mean([criterion(rows[f"{m} {training}"][variant]) for m in MODELS]))
+    if not shared:
+        raise ValueError("no training ran for every model; run the study with a shared training (e5, e15)")
+    training, variant = max(shared, key=shared.get)
+    maat: dict[tuple[str, str], float] = {(training, variant): criterion(rows[f"maat {training}"][variant])}
+    head = f"maat {training}f"
+    if head in rows:
+        for v in (variant, f"+fc {variant}"):
+            if v in rows[head]:
+                maat[(training + "f", v)] = criterion(rows[head][v])
+    best = max(maat, key=maat.get)
+    return {"shared": {"training": training, "score": variant, "criterion": shared[(training, variant)]},
+            "maat": {"training": best[0], "score": best[1], "criterion": maat[best]},
+            "maat_candidates": {f"{t} | {v}": c for (t, v), c in maat.items()},
+            "shared_top5": {f"{t} | {v}": c for (t, v), c in sorted(shared.items(), key=lambda kv: -kv[1])[:5]}}
 
 
 def render(result: dict) -> str:
@@ -210,6 +251,15 @@ def render(result: dict) -> str:
             per = " / ".join(f"{r['f1']:.3f}" for r in items)
             lines.append(f"| {run} | {name} | {_mean(items, 'f1'):.3f} | {_mean(items, 'precision'):.3f} | "
                          f"{_mean(items, 'recall'):.3f} | {_mean(items, 'auc_pr'):.3f} | {_mean(items, 'auc_roc'):.3f} | {per} |")
+    choice = result.get("choice", {})
+    if "shared" in choice:
+        lines += ["", "Criterion: mean over dev seeds of (F1 + AUC-PR) / 2.",
+                  f"Shared choice (both models): training {choice['shared']['training']}, score "
+                  f"'{choice['shared']['score']}' (criterion {choice['shared']['criterion']:.3f}; top five: "
+                  + "; ".join(f"{k} {v:.3f}" for k, v in choice["shared_top5"].items()) + ").",
+                  f"MAAT choice: training {choice['maat']['training']}, score '{choice['maat']['score']}' "
+                  f"(criterion {choice['maat']['criterion']:.3f}; candidates: "
+                  + "; ".join(f"{k} {v:.3f}" for k, v in choice["maat_candidates"].items()) + ")."]
     return "\n".join(lines) + "\n"
 
 

@@ -140,7 +140,7 @@ def test_channel_error_scale_by_hand():
 
 
 def test_dev_rescoring_equals_the_pipeline(tmp_path):
-    ov = [*TINY, "data.data_seed=101", "model.forecast=true", "score.normalize=true", "score.channels=max",
+    ov = [*TINY, "data.data_seed=101", "model.forecast=true", "score.assoc=true", "score.normalize=true", "score.channels=max",
           "score.smooth=5", "score.forecast_weight=0.5", f"run.root={tmp_path}", "run.id=dev"]
     run, val = commands.train(AnomalyApp, None, ov, verbose=False)
     commands.evaluate(AnomalyApp, run=run, split="test", verbose=False)
@@ -168,3 +168,24 @@ def test_comparison_runs_do_not_nest_the_app_folder(tmp_path):
     assert (tmp_path / "anomaly" / "synthetic-maat" / "config.yaml").is_file()
     assert not (tmp_path / "anomaly" / "anomaly").exists()
     assert json.loads((tmp_path / "anomaly" / "results.json").read_text())["synthetic"]["maat"]["f1"] == res["synthetic"]["maat"]["f1"]
+
+
+def test_dev_selection_rule():
+    def items(f1, ap):
+        return [{"seed": 1, "f1": f1, "auc_pr": ap}, {"seed": 2, "f1": f1, "auc_pr": ap}]
+
+    rows = {
+        # "mse" is best averaged over both models although MAAT alone prefers "norm-max"
+        "maat e5": {"mse": items(0.5, 0.5), "norm-max": items(0.7, 0.7)},
+        "anomaly_transformer e5": {"mse": items(0.6, 0.6), "norm-max": items(0.2, 0.2)},
+        "maat e5f": {"mse": items(0.4, 0.4), "+fc mse": items(0.55, 0.65)},
+    }
+    for r in rows.values():  # the rule only reads the variants present; fill the others low
+        for v in devstudy.VARIANTS:
+            r.setdefault(v, items(0.0, 0.0))
+    choice = devstudy.select({"rows": rows, "trainings": ["e5", "e5f"]})
+    assert choice["shared"]["training"] == "e5" and choice["shared"]["score"] == "mse"
+    assert choice["shared"]["criterion"] == pytest.approx(0.55)
+    assert choice["maat"] == {"training": "e5f", "score": "+fc mse", "criterion": pytest.approx(0.6)}
+    with pytest.raises(ValueError, match="no training ran for every model"):
+        devstudy.select({"rows": {"maat e5f": rows["maat e5f"]}, "trainings": ["e5f"]})
