@@ -175,8 +175,10 @@ def study(out: Path, seeds: tuple[int, ...], trainings: tuple[str, ...], quick: 
         for seed in seeds:
             for model in TRAININGS[training][1]:
                 t0 = time.monotonic()
+                cached = (out / AnomalyApp.name / f"s{seed}-{model}-{training}" / "model.safetensors").is_file()
                 run_dir = train_run(out, seed, model, training, extra, verbose)
-                seconds[run_dir.name] = round(time.monotonic() - t0, 1)
+                if not cached:  # wall time of the training runs this invocation did
+                    seconds[run_dir.name] = round(time.monotonic() - t0, 1)
                 val, test = raw_outputs(run_dir, "val"), raw_outputs(run_dir, "test")
                 for variant, kw in VARIANTS.items():
                     if kw.get("forecast_weight", 0.0) > 0 and not bool(val["has_forecast"]):
