@@ -84,7 +84,8 @@ def run_comparison(out: str | Path = "runs/anomaly-compare", overrides: list[str
 def render(results: dict) -> str:
     lines = ["# Anomaly detection: side-by-side evaluation", "",
              "Thresholds are fitted on validation scores only (99th percentile); checkpoints are chosen by",
-             "validation reconstruction loss. PA = point-adjusted (the papers' number); the unadjusted",
+             "validation loss (reconstruction, plus forecast for MAAT's forecasting head). PA = point-adjusted",
+             "(the papers' number); the unadjusted",
              "P/R/F1, AUC-PR, VUS-PR and affiliation are the honest ones.", "",
              "## Embedded generator (test split)", "", metrics_table(results["synthetic"]), ""]
     if results["internal_bleeding16"]:

@@ -2,13 +2,18 @@
 
 - ``maat``: Anomaly-Transformer association discrepancy (learned Gaussian prior per head vs the
   series association), optional block-sparse attention, and a Mamba reconstruction path with a
-  skip connection fused into the attention branch by a sigmoid gate and core GatedAttention.
-- ``anomaly_transformer``: the same network without the Mamba path.
+  skip connection fused into the attention branch by a sigmoid gate and core GatedAttention;
+  optionally (``forecast=True``, the default config) the Mamba path reads a causal embedding and
+  a head predicts the next row from its state.
+- ``anomaly_transformer``: the same network without the Mamba path (so without the head).
 - ``mamba_recon``: Mamba-only reconstruction; the score is the reconstruction error.
 - ``isolation_forest``: scikit-learn IsolationForest on flattened windows, exported to tensors
   (:mod:`ssmkit_apps.anomaly.forest`) so it saves to safetensors like the others.
 
-Every torch model holds its input standardisation (``scale_mean``/``scale_std`` [C]) and its
+The per-step score of the torch models is :func:`combine_scores` of their outputs (association
+weighting, per-channel normalisation, channel reduction, smoothing, forecast error: each a
+setting). Every torch model holds its input standardisation (``scale_mean``/``scale_std`` [C]),
+its validation error scales (``err_scale``, and ``fc_scale`` with a forecasting head) and its
 fitted threshold as buffers, so a checkpoint alone can score a new file.
 """
 

@@ -189,3 +189,16 @@ def test_dev_selection_rule():
     assert choice["maat"] == {"training": "e5f", "score": "+fc mse", "criterion": pytest.approx(0.6)}
     with pytest.raises(ValueError, match="no training ran for every model"):
         devstudy.select({"rows": {"maat e5f": rows["maat e5f"]}, "trainings": ["e5f"]})
+
+
+def test_forecast_weight_without_the_head_is_a_config_error():
+    from ssmkit.engine.app import DataError
+    from ssmkit.engine.commands import app_config
+
+    cfg = app_config(AnomalyApp, None, [*TINY, "model.forecast=false", "score.forecast_weight=1.0"])
+    with pytest.raises(DataError, match="score.forecast_weight=1.0 .* model.forecast=false; set score.forecast_weight=0"):
+        AnomalyApp(cfg).build_model()
+    # the Anomaly Transformer config drops the head and its score term on its own
+    at_cfg = AnomalyApp.package_dir() / "configs" / "anomaly_transformer.yaml"
+    at = AnomalyApp(app_config(AnomalyApp, at_cfg, TINY)).build_model()
+    assert at.forecast_head is None and at.score_kw["forecast_weight"] == 0.0
