@@ -20,7 +20,7 @@ from pathlib import Path
 from ssmkit.engine import commands
 from ssmkit.engine.checkpoint import atomic_write_text
 from ssmkit_apps.anomaly.app import AnomalyApp
-from ssmkit_apps.anomaly.report import TABLE_KEYS, fmt, metrics_table
+from ssmkit_apps.anomaly.report import fmt, metrics_table
 
 MODELS = ("maat", "anomaly_transformer", "isolation_forest")
 # `ssmkit anomaly demo` trains 5 epochs (under 5 minutes on a CPU); the official comparison
