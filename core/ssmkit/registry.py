@@ -71,7 +71,16 @@ def register_model(name: str | None = None):
 
 
 def register_app(name: str | None = None):
-    return register("app", name)
+    """Register an App class; it also gets ``name`` as its ``name`` attribute unless it sets one,
+    so run directories and messages name the app however the class is reached (CLI or import)."""
+    inner = register("app", name)
+
+    def deco(cls: Any) -> Any:
+        if name and isinstance(cls, type) and not cls.__dict__.get("name"):
+            cls.name = name
+        return inner(cls)
+
+    return deco
 
 
 def register_dataset(name: str | None = None):

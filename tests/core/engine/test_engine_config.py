@@ -110,3 +110,25 @@ def test_override_syntax():
 def test_to_dict_is_plain():
     d = to_dict(load_config(Cfg))
     assert d["model"]["sizes"] == [1, 2] and d["train"]["schedule"] == "cosine"
+
+
+def test_register_app_names_the_class(monkeypatch):
+    # Run directories use App.name: an app reached by import (not through the CLI lookup) must
+    # still carry its registered name, unless the class sets its own.
+    from ssmkit import registry
+    from ssmkit.engine.app import App
+
+    registry.list_registered("app")  # discover first: discovery into the patched copy would be lost
+    monkeypatch.setattr(registry, "_REGISTRY", {k: dict(v) for k, v in registry._REGISTRY.items()})
+
+    @registry.register_app("named_by_registry")
+    class Unnamed(App):
+        pass
+
+    @registry.register_app("registry_name")
+    class SelfNamed(App):
+        name = "own_name"
+
+    assert Unnamed.name == "named_by_registry"
+    assert SelfNamed.name == "own_name"
+    assert registry.get("app", "named_by_registry") is Unnamed
