@@ -1,0 +1,74 @@
+"""Issue 6 on a GPU machine, in ONE process: fla-core autotunes every kernel on its first call
+(minutes of compiling on a fresh machine), and that tuning lives in the process, so the GLA
+overhead bench, the `gpu` tests and the blocks bench share it here instead of paying it three
+times.
+
+    PYTHONPATH=core:apps:/tmp/site python3 scripts/gpu_gated_blocks.py --out $OUT
+
+Steps, each logged with its wall time to OUT/gated_blocks.log: (1) one small chunk_gla forward and
+backward to trigger the autotuning; (2) ssmkit.bench.blocks_a.gla_fla_overhead (the issue's
+B=8, T=4096, H=16, K=V=128 bf16 comparison); (3) pytest -m gpu on the GLA, gated-block and Mamba
+tests, in-process; (4) `ssmkit bench blocks --gpu --no-pairs` for every registered block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", default=".")
+    p.add_argument("--skip", default="", help="comma-separated steps to skip: warm,overhead,tests,blocks")
+    args = p.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    os.makedirs(args.out, exist_ok=True)
+    logf = open(os.path.join(args.out, "gated_blocks.log"), "w")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        logf.write(msg + "\n")
+        logf.flush()
+
+    t0 = time.time()
+    log(f"{torch.cuda.get_device_name()} torch {torch.__version__}")
+    rc = 0
+    if "warm" not in skip:
+        from ssmkit.ops.gla import gla
+
+        q, k, v = (torch.randn(2, 256, 4, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+                   for _ in range(3))
+        g = torch.nn.functional.logsigmoid(torch.randn(2, 256, 4, 128, device="cuda")).to(torch.bfloat16)
+        o = gla(q, k, v, g, head_first=False, backend="fla")
+        o = o[0] if isinstance(o, tuple) else o
+        o.float().sum().backward()
+        torch.cuda.synchronize()
+        log(f"warm-up (fla autotuning) done at {time.time() - t0:.0f} s")
+    if "overhead" not in skip:
+        from ssmkit.bench.blocks_a import gla_fla_overhead
+
+        rows = gla_fla_overhead()
+        log(json.dumps(rows))
+        log(f"overhead done at {time.time() - t0:.0f} s")
+    if "tests" not in skip:
+        import pytest
+
+        rc |= pytest.main(["-q", "-m", "gpu", "-p", "no:cacheprovider", "tests/core/ops/test_gla.py",
+                           "tests/core/layers/test_gated_blocks_a.py", "tests/core/layers/test_mamba.py"])
+        log(f"tests rc={rc} at {time.time() - t0:.0f} s")
+    if "blocks" not in skip:
+        from ssmkit.bench.blocks import run
+
+        rc |= run(["--gpu", "--no-pairs", "--json", os.path.join(args.out, "blocks.json")])
+        log(f"blocks done at {time.time() - t0:.0f} s")
+    return int(bool(rc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
