@@ -166,7 +166,7 @@ def _path_scan(layer, x, s, backend):
 
 
 def op_fused(layer, x, s):
-    """fused_path_scan on the raster-order map; on CUDA the in-kernel gather/scatter kernels."""
+    """fused_path_scan on the raster-order map; on CUDA the Triton scan's path_index mode."""
     return _path_scan(layer, x, s, "triton" if x.is_cuda and layer.backend == "auto" else layer.backend)
 
 

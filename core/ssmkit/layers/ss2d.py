@@ -17,9 +17,10 @@ Two implementations of the core compute the same function:
   The low-rank projection (R + 2N channels) runs in raster order and only it is gathered;
   :func:`ssmkit.ops.path_scan.fused_path_scan` then scans the K paths: by default ONE
   selective-scan call over K*Di channels (the paths are its groups; Triton on CUDA) and an
-  exact merge by inverse permutations. With ``backend="triton"`` its Triton kernels instead
-  read the map through the path index and scatter-add the outputs in place (no copies at
-  all): 3-4x less peak memory, but 2.1-2.8x slower on an H100 (docs/benchmarks.md).
+  exact merge by inverse permutations. With ``backend="triton"`` the Triton selective scan
+  instead reads the map through the path index inside its kernels (its ``path_index`` mode: no
+  permuted copies of the map are written or kept for the backward; each path's output lands
+  at its raster positions and the K are summed). Not yet timed on a GPU (docs/benchmarks.md).
 - ``impl="materialized"``: the VMamba pipeline, the reference the fused core is tested and
   benchmarked against: ``strategy.scan`` writes K copies, projections run on the copies, one
   scan call, ``strategy.merge``.

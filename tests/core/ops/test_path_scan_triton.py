@@ -1,4 +1,5 @@
-"""The fused Triton multi-path scan (in-kernel gather/scatter) against the materialising
+"""The fused multi-path scan (the Triton selective scan's path_index mode: u and the merged
+output gradient read through the path index inside the kernels) against the materialising
 reference, under TRITON_INTERPRET=1 at tiny sizes on the CPU, and on a GPU when marked.
 
 The interpreter must be switched on before Triton is imported, so the CPU check runs in a
@@ -25,15 +26,18 @@ CHECK = textwrap.dedent(
     assert os.environ["TRITON_INTERPRET"] == "1"
     import torch
     from ssmkit.ops.path_scan import fused_path_scan, path_scan_reference
-    from ssmkit.ops.path_scan import triton_path_scan
-    from ssmkit.ops.path_scan.triton_path_scan import path_scan_triton
+    from ssmkit.ops.selective_scan import triton_scan
     from ssmkit.registry import create_scan
 
     def nan_empty(*shape, **kw):  # any element a kernel forgets to write stays NaN
         t = torch.empty(*shape, **kw)
         return t.fill_(float("nan")) if t.is_floating_point() else t
 
-    triton_path_scan._empty = nan_empty
+    def nan_like(x, **kw):
+        t = torch.empty_like(x, **kw)
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    triton_scan._empty, triton_scan._empty_like = nan_empty, nan_like
 
     torch.manual_seed(0)
     results = []
@@ -52,10 +56,12 @@ CHECK = textwrap.dedent(
         ts += [torch.randn(K * dim), 0.3 * torch.randn(K * dim)] if extras else [None, None]
         if grads:
             leaves = [t.requires_grad_(True) for t in ts if t is not None]
-            # Tiny tiles (T_fwd, T_bwd, SEG) make every sequence cross chunk and segment boundaries:
+            # Tiny tiles (T_fwd, T_bwd, seg) make every sequence cross chunk and segment boundaries:
             # the carried state, the adjoint carry and the rebuilt chunk-entry states are all used.
             tiles = (4, 2, 8) if strategy == "cross" else (4, 4, 8)
-            out = path_scan_triton(*ts[:5], index, D=ts[5], delta_bias=ts[6], reduce=reduce, tiles=tiles)
+            triton_scan.set_tile_config(T_fwd=tiles[0], T_bwd=tiles[1], seg=tiles[2])
+            out = fused_path_scan(*ts[:5], index, D=ts[5], delta_bias=ts[6], reduce=reduce, backend="triton")
+            triton_scan.set_tile_config()
         else:
             with torch.no_grad():
                 out = fused_path_scan(*ts[:5], index, D=ts[5], delta_bias=ts[6], reduce=reduce, backend="triton")

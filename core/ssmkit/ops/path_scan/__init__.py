@@ -8,15 +8,14 @@ the gather / scatter itself:
 
 - ``backend="reference"``: :func:`path_scan_reference`, a loop over paths that materialises
   each copy and scans it with the reference loop: the oracle.
-- ``"triton"`` (asked for explicitly): the fused kernels of ``triton_path_scan.py``.
-  The forward reads ``u`` through the path index and scatter-adds its output to raster
-  positions inside the kernel; the backward gathers the output gradient the same way and
-  scatter-adds du. Neither the K permuted copies nor the K un-merged outputs are ever written.
-  Needs a power-of-two N (other N take the batched path).
+- ``"triton"`` (asked for explicitly): the Triton selective scan's ``path_index`` mode. Its
+  kernels read ``u`` (and, in the backward, the merged output gradient) through the path index,
+  so the K permuted copies of the map are never written nor kept for the backward; each path's
+  output and du land at raster positions in a transient [B, K*D, L] buffer that is summed.
 - ``"auto"``, ``"chunked"``: the batched path (on CUDA its 1-D scan is the Triton selective
-  scan). "auto" does not pick the fused kernels: on an H100 they measured 2.1-2.8x slower than
-  the batched path at SS2D sizes, though with 3-4x lower peak memory (docs/benchmarks.md), so
-  they are the memory-saving option, not the default.
+  scan). "auto" does not pick the fused path: the earlier fused kernels (their own gather/
+  scatter-add design, since replaced) measured 2.5-3x slower than the batched path on an H100;
+  the path-index mode of the v5 scan has not been timed on a GPU yet (docs/benchmarks.md).
 - the batched path in detail: One gather builds all K paths at once,
   ONE selective-scan call runs over K*D channels with the paths as groups, and the outputs
   are merged by their exact inverse permutations.
@@ -117,12 +116,11 @@ def fused_path_scan(
         return path_scan_reference(u, delta, A, B, C, path_index, D=D, delta_bias=delta_bias,
                                    delta_softplus=delta_softplus, reduce=reduce)
     chosen = resolve_backend(backend, u.device)
-    nstate = A.shape[-1]
-    if backend == "triton" and nstate & (nstate - 1) == 0 and u.shape[1] % (B.shape[1] // path_index.shape[0]) == 0:
-        from ssmkit.ops.path_scan.triton_path_scan import path_scan_triton
+    if backend == "triton":
+        from ssmkit.ops.selective_scan.triton_scan import selective_scan_triton
 
-        return path_scan_triton(u, delta, A, B, C, path_index, D=D, delta_bias=delta_bias,
-                                delta_softplus=delta_softplus, reduce=reduce)
+        return selective_scan_triton(u, delta, A, B, C, D=D, delta_bias=delta_bias, delta_softplus=delta_softplus,
+                                     path_index=path_index, path_reduce=reduce)
     batch, dim, L = u.shape
     K = path_index.shape[0]
     gather_idx = path_index.view(1, K, 1, L).expand(batch, K, dim, L)

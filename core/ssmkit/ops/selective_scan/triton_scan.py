@@ -25,6 +25,11 @@ chunk's inputs into registers before computing the current one: a program is one
 SM holds few of them, so nothing else would hide the HBM latency (the backward skips this from
 N = 64 on, where the extra tiles cost more registers than the latency they hide).
 
+With ``path_index`` (the multi-path scan under SS2D/SS3D) the scan runs over K*DU channels, one
+path per block of DU, and reads u, one [S, DU, L] map in raster order, through the path's index
+row; the output, and du in the backward, are written per path at raster positions and summed
+over the K paths on the host. No permuted copy of the map is written.
+
 With ``cu_seqlens`` (batch 1) each packed sequence is its own row of programs: the state never
 crosses a boundary, and initial/final states are [S, D, N]. ``reverse`` scans right to left by
 walking the chunks backwards and scanning each chunk in reverse; nothing is flipped in memory.
@@ -139,15 +144,24 @@ def _step_size(delta, bias, t_ok, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr
 
 
 @triton.jit
-def _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok, k, seqlen,
-                T: tl.constexpr, HAS_C: tl.constexpr, HAS_Z: tl.constexpr):
+def _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs, prow_ptr, bc_offs, n_ok, k, seqlen,
+                T: tl.constexpr, HAS_DL: tl.constexpr, HAS_C: tl.constexpr, HAS_Z: tl.constexpr,
+                PATH: tl.constexpr):
     # One chunk's inputs in their storage dtype: u, delta, z [T, BD] and B, C [T, NP]. Chunks
-    # outside [0, seqlen) load as zeros, so a prefetch past either end is harmless.
+    # outside [0, seqlen) load as zeros, so a prefetch past either end is harmless. With PATH,
+    # u is read through the path's index row (prow_ptr: raster position of each step) at the
+    # channel offsets urow_offs; everything else is in visit order.
     t_offs = k * T + tl.arange(0, T)
     t_ok = (t_offs < seqlen) & (t_offs >= 0)
     x_offs = row_offs[None, :] + t_offs[:, None]
-    u = tl.load(u_ptr + x_offs, mask=t_ok[:, None], other=0.0)
-    dl = tl.load(delta_ptr + x_offs, mask=t_ok[:, None], other=0.0)
+    if PATH:
+        pos = tl.load(prow_ptr + t_offs, mask=t_ok, other=0).to(tl.int64)
+        u = tl.load(u_ptr + urow_offs[None, :] + pos[:, None], mask=t_ok[:, None], other=0.0)
+    else:
+        u = tl.load(u_ptr + x_offs, mask=t_ok[:, None], other=0.0)
+    dl = u
+    if HAS_DL:
+        dl = tl.load(delta_ptr + x_offs, mask=t_ok[:, None], other=0.0)
     bc_ptrs = bc_offs[None, :] + t_offs[:, None]
     bc_m = t_ok[:, None] & n_ok[None, :]
     Bt = tl.load(B_ptr + bc_ptrs, mask=bc_m, other=0.0)
@@ -166,14 +180,29 @@ def _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok, 
 
 
 @triton.jit
+def _path_rows(row_offs, path_ptr, row, d0, d_offs, L, DU, PATH: tl.constexpr):
+    # With PATH, the program's BD channels (of K*DU) belong to path k = d0 // DU: u is the
+    # shared [S, DU, L] raster map (channel d - k*DU) and row k of the [K, L] index says which
+    # raster position each step visits. Without PATH, u is addressed like delta.
+    if PATH:
+        k = d0 // DU
+        urow_offs = (row.to(tl.int64) * DU + d_offs - k * DU) * L
+        prow_ptr = path_ptr + k.to(tl.int64) * L
+    else:
+        urow_offs = row_offs
+        prow_ptr = path_ptr
+    return urow_offs, prow_ptr
+
+
+@triton.jit
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, bias_ptr, h0_ptr,
-    y_ptr, hlast_ptr, hsave_ptr, cu_ptr,
-    L, D, N, G, DPG, NSEG,
+    y_ptr, hlast_ptr, hsave_ptr, cu_ptr, path_ptr,
+    L, D, N, G, DPG, NSEG, DU,
     COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, KSUB: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_H0: tl.constexpr, SAVE: tl.constexpr, STORE_LAST: tl.constexpr, REVERSE: tl.constexpr,
-    VARLEN: tl.constexpr, PREFETCH: tl.constexpr,
+    VARLEN: tl.constexpr, PREFETCH: tl.constexpr, PATH: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -200,6 +229,7 @@ def _scan_fwd_kernel(
         h = tl.load(h0_ptr + st_offs, mask=n_ok[:, None], other=0.0)
 
     row_offs = (row.to(tl.int64) * D + d_offs) * L + start  # [BD], into u/delta/z/y
+    urow_offs, prow_ptr = _path_rows(row_offs, path_ptr, row, d0, d_offs, L, DU, PATH)
     bc_offs = ((row.to(tl.int64) * G + grp) * N + n_offs) * L + start  # [NP], into B/C
     save_offs = ((pid_s.to(tl.int64) * D + d_offs[None, :]) * NSEG) * N + n_offs[:, None]
     last: tl.constexpr = 0 if REVERSE else T - 1
@@ -211,8 +241,8 @@ def _scan_fwd_kernel(
         # Register double buffering: the next chunk's loads are in flight while this one computes,
         # since a program is a single warp and there are few warps per SM to hide HBM latency.
         k0 = nchunks - 1 if REVERSE else nchunks * 0
-        pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok, k0,
-                                          seqlen, T, True, HAS_Z)
+        pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs, prow_ptr, bc_offs, n_ok, k0,
+                                          seqlen, T, True, True, HAS_Z, PATH)
     for ci in range(0, nchunks):
         if REVERSE:
             k = nchunks - 1 - ci
@@ -220,11 +250,11 @@ def _scan_fwd_kernel(
             k = ci
         if PREFETCH:
             u_raw, dl_raw, B_raw, C_raw, z_raw = pu, pdl, pB, pC, pz
-            pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok,
-                                              k + step, seqlen, T, True, HAS_Z)
+            pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs, prow_ptr, bc_offs, n_ok,
+                                              k + step, seqlen, T, True, True, HAS_Z, PATH)
         else:
-            u_raw, dl_raw, B_raw, C_raw, z_raw = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs,
-                                                             bc_offs, n_ok, k, seqlen, T, True, HAS_Z)
+            u_raw, dl_raw, B_raw, C_raw, z_raw = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs, prow_ptr,
+                                                             bc_offs, n_ok, k, seqlen, T, True, True, HAS_Z, PATH)
         if SAVE:
             # The state entering each segment of KSUB chunks (in scan order) is all the backward
             # needs; it rebuilds the states inside a segment itself.
@@ -253,6 +283,9 @@ def _scan_fwd_kernel(
         if HAS_Z:
             zt = z_raw.to(COMPUTE)
             y = y * (zt * tl.sigmoid(zt))
+        if PATH:  # each path's output goes to its raster positions (a [S, K*DU, L] buffer)
+            pos = tl.load(prow_ptr + t_offs, mask=t_ok, other=0).to(tl.int64)
+            x_offs = row_offs[None, :] + pos[:, None]
         tl.store(y_ptr + x_offs, y.to(y_ptr.dtype.element_ty), mask=t_ok[:, None])
         h = tl.sum(tl.where(t_idx[:, None, None] == last, hh, 0.0), axis=0)
 
@@ -348,13 +381,13 @@ def _part_carry_kernel(qloc_ptr, decay_ptr, dlast_ptr, carry_ptr, SDN, P,
 @triton.jit
 def _scan_bwd_kernel(
     u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, bias_ptr, hsave_ptr, dout_ptr,
-    dlast_ptr, cu_ptr, scratch_ptr,
+    dlast_ptr, cu_ptr, scratch_ptr, path_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr,
-    L, D, N, G, DPG, NSEG, SEGS_PER_PART,
+    L, D, N, G, DPG, NSEG, SEGS_PER_PART, DU,
     COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, KSUB: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, REVERSE: tl.constexpr, VARLEN: tl.constexpr,
-    PREFETCH: tl.constexpr,
+    PREFETCH: tl.constexpr, PATH: tl.constexpr, DOUT_SHARED: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -392,6 +425,12 @@ def _scan_bwd_kernel(
     dbias_acc = tl.zeros([BD], dtype=COMPUTE)
 
     row_offs = (row.to(tl.int64) * D + d_offs) * L + start
+    urow_offs, prow_ptr = _path_rows(row_offs, path_ptr, row, d0, d_offs, L, DU, PATH)
+    # dout: like u (the merged [S, DU, L] gradient, read through the path) when DOUT_SHARED,
+    # else per path at raster positions ([S, K*DU, L], reduce "none"), else like delta.
+    dout_urow = row_offs
+    if DOUT_SHARED:
+        dout_urow = urow_offs
     bc_offs = ((row.to(tl.int64) * G + grp) * N + n_offs) * L + start
     save_offs = ((pid_s.to(tl.int64) * D + d_offs[None, :]) * NSEG) * N + n_offs[:, None]
     # Per-program scratch for the KSUB chunk-entry states of one segment: [KSUB, NP, BD].
@@ -417,8 +456,8 @@ def _scan_bwd_kernel(
         # The scan-order step between chunks; pass 2 walks the other way.
         step1: tl.constexpr = -1 if REVERSE else 1
         if PREFETCH:
-            pu, pdl, pB, p_unc, p_unz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok,
-                                            k1 - 1 if REVERSE else k0, seqlen, T, False, False)
+            pu, pdl, pB, p_unc, p_unz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs, prow_ptr, bc_offs, n_ok,
+                                            k1 - 1 if REVERSE else k0, seqlen, T, True, False, False, PATH)
         for i in range(0, k1 - k0):
             if REVERSE:
                 k = k1 - 1 - i
@@ -426,11 +465,11 @@ def _scan_bwd_kernel(
                 k = k0 + i
             if PREFETCH:
                 u_raw, dl_raw, B_raw = pu, pdl, pB
-                pu, pdl, pB, p_unc, p_unz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok,
-                                                k + step1, seqlen, T, False, False)
+                pu, pdl, pB, p_unc, p_unz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs, prow_ptr, bc_offs, n_ok,
+                                                k + step1, seqlen, T, True, False, False, PATH)
             else:
-                u_raw, dl_raw, B_raw, p_unc, p_unz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs,
-                                                         n_ok, k, seqlen, T, False, False)
+                u_raw, dl_raw, B_raw, p_unc, p_unz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs, prow_ptr, bc_offs,
+                                                         n_ok, k, seqlen, T, True, False, False, PATH)
             tl.store(scratch_ptr + scr_offs + (k - k0) * (NP * BD), h)
             t_offs = k * T + t_idx
             t_ok = t_offs < seqlen
@@ -447,10 +486,10 @@ def _scan_bwd_kernel(
         step2: tl.constexpr = 1 if REVERSE else -1
         if PREFETCH:
             kp = k0 if REVERSE else k1 - 1
-            pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok,
-                                              kp, seqlen, T, True, HAS_Z)
-            pdo, p_und, p_unb, p_unc2, p_unz2 = _load_chunk(dout_ptr, dout_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok,
-                                          kp, seqlen, T, False, False)
+            pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs, prow_ptr, bc_offs, n_ok,
+                                              kp, seqlen, T, True, True, HAS_Z, PATH)
+            pdo, p_und, p_unb, p_unc2, p_unz2 = _load_chunk(dout_ptr, dout_ptr, B_ptr, C_ptr, z_ptr, row_offs, dout_urow, prow_ptr, bc_offs, n_ok,
+                                          kp, seqlen, T, False, False, False, PATH)
             ph = tl.load(scratch_ptr + scr_offs + (kp - k0) * (NP * BD))
         for ci in range(0, k1 - k0):
             if REVERSE:
@@ -460,18 +499,18 @@ def _scan_bwd_kernel(
             if PREFETCH:
                 u_raw, dl_raw, B_raw, C_raw, z_raw, do_raw, h_in = pu, pdl, pB, pC, pz, pdo, ph
                 kn = k + step2
-                pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok,
-                                                  kn, seqlen, T, True, HAS_Z)
-                pdo, p_und, p_unb, p_unc2, p_unz2 = _load_chunk(dout_ptr, dout_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok,
-                                              kn, seqlen, T, False, False)
+                pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs, prow_ptr, bc_offs, n_ok,
+                                                  kn, seqlen, T, True, True, HAS_Z, PATH)
+                pdo, p_und, p_unb, p_unc2, p_unz2 = _load_chunk(dout_ptr, dout_ptr, B_ptr, C_ptr, z_ptr, row_offs, dout_urow, prow_ptr, bc_offs, n_ok,
+                                              kn, seqlen, T, False, False, False, PATH)
                 # The scratch holds this segment's chunks only: no read past either end.
                 kn_ok = (kn >= k0) & (kn < k1)
                 ph = tl.load(scratch_ptr + scr_offs + (kn - k0) * (NP * BD), mask=n_ok[:, None] & kn_ok, other=0.0)
             else:
-                u_raw, dl_raw, B_raw, C_raw, z_raw = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs,
-                                                                 bc_offs, n_ok, k, seqlen, T, True, HAS_Z)
-                do_raw, p_und, p_unb, p_unc2, p_unz2 = _load_chunk(dout_ptr, dout_ptr, B_ptr, C_ptr, z_ptr, row_offs, bc_offs, n_ok,
-                                                 k, seqlen, T, False, False)
+                u_raw, dl_raw, B_raw, C_raw, z_raw = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs, prow_ptr,
+                                                                 bc_offs, n_ok, k, seqlen, T, True, True, HAS_Z, PATH)
+                do_raw, p_und, p_unb, p_unc2, p_unz2 = _load_chunk(dout_ptr, dout_ptr, B_ptr, C_ptr, z_ptr, row_offs, dout_urow, prow_ptr, bc_offs, n_ok,
+                                                 k, seqlen, T, False, False, False, PATH)
                 h_in = tl.load(scratch_ptr + scr_offs + (k - k0) * (NP * BD))
             t_offs = k * T + t_idx
             t_ok = t_offs < seqlen
@@ -526,7 +565,12 @@ def _scan_bwd_kernel(
                 ddelta = ddt
             ddelta = tl.where(t_ok[:, None], ddelta, 0.0)
             dbias_acc += tl.sum(ddelta, axis=0)
-            tl.store(du_ptr + x_offs, du.to(du_ptr.dtype.element_ty), mask=t_ok[:, None])
+            if PATH:  # du of each path at its raster positions ([S, K*DU, L]), summed on the host
+                pos = tl.load(prow_ptr + t_offs, mask=t_ok, other=0).to(tl.int64)
+                tl.store(du_ptr + row_offs[None, :] + pos[:, None], du.to(du_ptr.dtype.element_ty),
+                         mask=t_ok[:, None])
+            else:
+                tl.store(du_ptr + x_offs, du.to(du_ptr.dtype.element_ty), mask=t_ok[:, None])
             tl.store(ddelta_ptr + x_offs, ddelta.to(ddelta_ptr.dtype.element_ty), mask=t_ok[:, None])
 
             # dB, dC: reduce this program's channels (all in one group), then one atomic per (t, n).
@@ -672,12 +716,24 @@ def _split_parts(plan: dict, nseg: int, programs: int, device: torch.device) -> 
     return triton.cdiv(nseg, spp), spp
 
 
+def _merge_paths(y: torch.Tensor, K: int, reduce: str) -> torch.Tensor:
+    """[S, K*DU, L] per-path outputs in raster order -> [S, DU, L] ("sum"/"mean") or [S, K, DU, L]."""
+    S, KD, L = y.shape
+    y = y.view(S, K, KD // K, L)
+    if reduce == "none":
+        return y
+    out = y.sum(1)
+    return out / K if reduce == "mean" else out
+
+
 class _SelectiveScanTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, Bm, Cm, Dskip, z, delta_bias, h0, cu_seqlens,
-                delta_softplus, reverse, return_final):
+                delta_softplus, reverse, return_final, path_index, path_reduce):
         compute = torch.float64 if u.dtype == torch.float64 else torch.float32
-        batch, dim, L = u.shape
+        batch, dim, L = delta.shape  # the scan's channels (K*DU with a path index)
+        du_ch = u.shape[1]
+        pidx = path_index.to(device=u.device, dtype=torch.int32).contiguous() if path_index is not None else None
         G, N = Bm.shape[1], Bm.shape[2]
         dpg = dim // G
         u, delta, Bm, Cm = (t.contiguous() for t in (u, delta, Bm, Cm))
@@ -698,7 +754,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         plan = _plan(N, dpg, maxlen, u.element_size())
         nseg = max(1, triton.cdiv(maxlen, plan["seg"]))
 
-        y = _empty_like(u)
+        y = _empty(batch, dim, L, device=u.device, dtype=u.dtype)  # per path, raster order, with pidx
         hlast = _empty(nseq, dim, N, device=u.device, dtype=compute) if return_final else None
         hsave = _empty(nseq, dim, nseg, N, device=u.device, dtype=compute) if needs_grad else None
         dummy = A2
@@ -708,17 +764,22 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 Dc if Dc is not None else dummy, z if z is not None else dummy,
                 bias if bias is not None else dummy, h0c if h0c is not None else dummy,
                 y, hlast if hlast is not None else dummy, hsave if hsave is not None else dummy,
-                cu if cu is not None else dummy,
-                L, dim, N, G, dpg, nseg,
+                cu if cu is not None else dummy, pidx if pidx is not None else dummy,
+                L, dim, N, G, dpg, nseg, du_ch,
                 COMPUTE=tl.float64 if compute == torch.float64 else tl.float32,
                 BD=plan["BD_f"], NP=plan["NP"], T=plan["T_f"], KSUB=plan["seg"] // plan["T_f"],
                 HAS_D=Dc is not None, HAS_Z=z is not None,
                 HAS_BIAS=bias is not None, SOFTPLUS=bool(delta_softplus), HAS_H0=h0c is not None,
                 SAVE=needs_grad, STORE_LAST=return_final, REVERSE=bool(reverse), VARLEN=varlen,
-                PREFETCH=bool(plan["pf"]), num_warps=plan["warps"],
+                PREFETCH=bool(plan["pf"]), PATH=pidx is not None, num_warps=plan["warps"],
             )
-        ctx.save_for_backward(u, delta, A2, Bm, Cm, Dc, z, bias, hsave, cu)
+        elif pidx is not None:
+            y.zero_()
+        if pidx is not None:
+            y = _merge_paths(y, pidx.shape[0], path_reduce)
+        ctx.save_for_backward(u, delta, A2, Bm, Cm, Dc, z, bias, hsave, cu, pidx)
         ctx.meta = dict(softplus=bool(delta_softplus), reverse=bool(reverse), plan=plan, nseg=nseg,
+                        path_reduce=path_reduce,
                         nseq=nseq, has_h0=h0 is not None, dtypes=(A.dtype, None if Dskip is None else Dskip.dtype,
                         None if delta_bias is None else delta_bias.dtype, None if h0 is None else h0.dtype))
         if return_final:
@@ -727,25 +788,34 @@ class _SelectiveScanTriton(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, *rest):
-        u, delta, A2, Bm, Cm, Dc, z, bias, hsave, cu = ctx.saved_tensors
+        u, delta, A2, Bm, Cm, Dc, z, bias, hsave, cu, pidx = ctx.saved_tensors
         m = ctx.meta
         plan = m["plan"]
         dlast = rest[0] if rest else None
         compute = A2.dtype
-        batch, dim, L = u.shape
+        batch, dim, L = delta.shape
+        du_ch = u.shape[1]
         G, N = Bm.shape[1], Bm.shape[2]
         dpg = dim // G
         nseq = m["nseq"]
+        path = pidx is not None
+        dout_shared = path and m["path_reduce"] != "none"
         if dy is None:
-            dy = torch.zeros_like(u)
-        dy = dy.contiguous()
+            dy = torch.zeros(batch, du_ch if dout_shared else dim, L, device=u.device, dtype=u.dtype)
+        elif path and m["path_reduce"] == "mean":
+            dy = dy / pidx.shape[0]
+        # reduce "none": [S, K, DU, L] per-path outputs, read as [S, K*DU, L] channels.
+        dy = dy.reshape(batch, du_ch if dout_shared else dim, L).contiguous()
         dlast = dlast.to(compute).contiguous() if dlast is not None else None
 
         BD, NP, T = plan["BD_b"], plan["NP"], plan["T_b"]
         ksub = plan["seg"] // T
         tl_compute = tl.float64 if compute == torch.float64 else tl.float32
         parts, spp = _split_parts(plan, m["nseg"], (dim // BD) * nseq, u.device)
-        du = _empty_like(u)
+        if path:
+            parts, spp = 1, m["nseg"]  # phase A reads dout in visit order; paths keep one part
+        # With a path index, each path's du lands at raster positions and the K are summed below.
+        du = _empty(batch, dim, L, device=u.device, dtype=u.dtype) if path else _empty_like(u)
         ddelta = _empty_like(delta)
         dz = _empty_like(z) if z is not None else None
         dB = torch.zeros(Bm.shape, device=u.device, dtype=compute)
@@ -787,14 +857,15 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 Dc if Dc is not None else dummy, z if z is not None else dummy,
                 bias if bias is not None else dummy, hsave, dy,
                 carry_in if carry_in is not None else dummy, cu if cu is not None else dummy, scratch,
+                pidx if pidx is not None else dummy,
                 du, ddelta, dz if dz is not None else dummy, dB, dC, dA_part,
                 dD_part if dD_part is not None else dummy, dbias_part if dbias_part is not None else dummy, dh0,
-                L, dim, N, G, dpg, m["nseg"], spp,
+                L, dim, N, G, dpg, m["nseg"], spp, du_ch,
                 COMPUTE=tl_compute,
                 BD=BD, NP=NP, T=T, KSUB=ksub, HAS_D=Dc is not None, HAS_Z=z is not None,
                 HAS_BIAS=bias is not None, SOFTPLUS=m["softplus"], HAS_DLAST=carry_in is not None,
                 REVERSE=m["reverse"], VARLEN=cu is not None, PREFETCH=bool(plan["pf_b"]),
-                **launch,
+                PATH=path, DOUT_SHARED=dout_shared, **launch,
             )
         else:
             du.zero_()
@@ -812,8 +883,10 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dD = dD_part.sum(0).to(D_dt) if dD_part is not None else None
         dbias = dbias_part.sum(0).to(bias_dt) if dbias_part is not None else None
         dh0_out = dh0.to(h0_dt) if m["has_h0"] else None
+        if path:
+            du = du.view(batch, pidx.shape[0], du_ch, L).sum(1)
         return (du, ddelta, dA, dB.to(Bm.dtype), dC.to(Cm.dtype), dD, dz, dbias, dh0_out,
-                None, None, None, None)
+                None, None, None, None, None, None)
 
 
 def selective_scan_triton(
@@ -830,6 +903,8 @@ def selective_scan_triton(
     return_final_state: bool = False,
     reverse: bool = False,
     cu_seqlens: torch.Tensor | None = None,
+    path_index: torch.Tensor | None = None,
+    path_reduce: str = "sum",
 ):
     """Triton selective scan with the semantics of :func:`selective_scan_reference`.
 
@@ -839,9 +914,22 @@ def selective_scan_triton(
     [B, D, N] (or [S, D, N]) in float32 (float64 for float64 inputs). Differentiable in every
     tensor argument and through the final state. Inputs are not validated here; the public
     :func:`ssmkit.ops.selective_scan.selective_scan` does that.
+
+    With ``path_index`` [K, L] (row k a permutation of range(L): the raster position path k
+    visits at each step), this is the multi-path scan of
+    :func:`ssmkit.ops.path_scan.fused_path_scan`: u is ONE [B, DU, L] map in raster order that the
+    kernels read through the index (no permuted copies), the scan runs over D = K*DU channels
+    (path-major; delta, z, B, C in visit order, G a multiple of K), and y comes back in raster
+    order merged by ``path_reduce`` ("sum" | "mean": [B, DU, L]; "none": [B, K, DU, L]). Each
+    path's output (and du in the backward) is written at its raster positions into a transient
+    [B, K*DU, L] buffer that is summed over K. Not combined with ``cu_seqlens``.
     """
+    if path_index is not None and cu_seqlens is not None:
+        raise ValueError("path_index and cu_seqlens cannot be combined; scan packed sequences without a path index")
+    if path_reduce not in ("sum", "mean", "none"):
+        raise ValueError(f"path_reduce must be 'sum', 'mean' or 'none'; got {path_reduce!r}")
     out = _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
-                                     delta_softplus, reverse, return_final_state)
+                                     delta_softplus, reverse, return_final_state, path_index, path_reduce)
     return out
 
 
