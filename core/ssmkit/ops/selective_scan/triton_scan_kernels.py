@@ -1,0 +1,606 @@
+"""Triton selective scan (Mamba-1 / S6) kernels, forward and backward, for CUDA (and TRITON_INTERPRET=1).
+
+Layout: u, delta, z, y are [B, D, L] and B, C are [B, G, N, L], all contiguous along L. One
+program (one warp by default) owns ``BD`` channels of one sequence and walks its length in
+chunks of ``T`` steps, holding [T, N, BD] tiles in registers. With the channels innermost,
+Triton's default layout puts the lanes on channels (and on N when BD < 32) and keeps the T steps
+inside each thread, so the chunk's recurrence ``h[t] = a[t] * h[t-1] + b[t]``
+(a = exp2(dt * A * log2 e), b = dt * u * B) is a ``tl.associative_scan`` that runs sequentially
+in registers, and the sum over N is mostly in-thread. The state entering a chunk is folded into
+its first step (``b[0] += a[0] * h_in``), so the scan's running product of decays is dead code;
+masked tail steps (a = 1, b = 0) are identities.
+
+The forward pass writes y (gated when z is given) once and, when a gradient is needed, the state
+entering every segment of ``seg`` steps: [S, D, L/seg, N] float32, the only activation it keeps
+beyond its inputs. The backward pass walks the segments in the opposite order. Pass 1 rebuilds
+the segment's chunk-entry states into a per-program scratch; pass 2 walks its chunks backwards,
+recomputes each chunk's states and runs the adjoint scan ``g[t] = C[t] dy[t] + a[t+1] g[t+1]``.
+A register tile cannot be shifted in Triton, so rather than a second exp2 for the shifted decay
+a[t+1], the adjoint scans q[t] = a[t] g[t] (``q[t] = a[t] (c[t] + q[t+1])``, unshifted decays)
+and carries g[t] = c[t] + q[t+1] beside it in the scan's tuple: 2 exp2 per element in the
+backward. dB and dC sum over the channels of a group: each program reduces its BD channels first
+and adds one [T, N] partial per chunk with fp32 atomics; dA, dD and d(delta_bias) go to
+per-sequence partials summed on the host, with no atomics. Every chunk loop loads the next
+chunk's inputs into registers before computing the current one: a program is one warp and an
+SM holds few of them, so nothing else would hide the HBM latency (the backward skips this from
+N = 64 on, where the extra tiles cost more registers than the latency they hide).
+
+With ``path_index`` (the multi-path scan under SS2D/SS3D) the scan runs over K*DU channels, one
+path per block of DU, and reads u, one [S, DU, L] map in raster order, through the path's index
+row; the output, and du in the backward, are written per path at raster positions and summed
+over the K paths on the host. No permuted copy of the map is written.
+
+With ``cu_seqlens`` (batch 1) each packed sequence is its own row of programs: the state never
+crosses a boundary, and initial/final states are [S, D, N]. ``reverse`` scans right to left by
+walking the chunks backwards and scanning each chunk in reverse; nothing is flipped in memory.
+The host side (tiling plans, autograd, the public function) is
+:mod:`ssmkit.ops.selective_scan.triton_scan`. H100 timings and the floors they are measured
+against: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _affine_combine(a1, b1, a2, b2):
+    # (a1, b1) happens first, then (a2, b2): h -> a2 * (a1 * h + b1) + b2.
+    return a1 * a2, b1 * a2 + b2
+
+
+@triton.jit
+def _adjoint_combine(aq1, bq1, ag1, bg1, aq2, bq2, ag2, bg2):
+    # Adjoint steps in adjoint order: step t maps q_in (the state gradient handed back from the
+    # step after it, already multiplied by that step's decay) to g_t = c_t + q_in and hands on
+    # q_t = a_t * g_t. (aq, bq) is the map for q, (ag, bg) the map for g of the latest step.
+    # A single step is (a, a*c, 1, c). Written this way every step uses its own decay a_t, so
+    # the backward needs no shifted decay a_{t+1} and no extra exp2.
+    return aq1 * aq2, aq2 * bq1 + bq2, ag2 * aq1, ag2 * bq1 + bg2
+
+
+@triton.jit
+def _flip_time(x, T: tl.constexpr):
+    # Reverse axis 0 of a [T, NP, BD] tile whose time axis lives inside each thread. Written as a
+    # sum of selects with -0.0 (x + -0.0 == x exactly), which the compiler folds to register
+    # renaming: no instruction is left. tl.associative_scan(reverse=True) instead reverses the
+    # lane order with 5 butterfly shuffles per value, even when no lane is on the scan axis
+    # (Triton 3.x), which made up most of the backward's instructions.
+    i = tl.arange(0, T)
+    sel = (i[:, None] + i[None, :]) == T - 1
+    return tl.sum(tl.where(sel[:, :, None, None], x[None, :, :, :], -0.0), axis=1)
+
+
+@triton.jit
+def _affine_scan(a, b, T: tl.constexpr, REV: tl.constexpr):
+    # States of h[t] = a[t] h[t-1] + b[t] along axis 0 (REV: h[t] = a[t] h[t+1] + b[t]).
+    if REV:
+        _, h = tl.associative_scan((_flip_time(a, T), _flip_time(b, T)), axis=0, combine_fn=_affine_combine)
+        h = _flip_time(h, T)
+    else:
+        _, h = tl.associative_scan((a, b), axis=0, combine_fn=_affine_combine)
+    return h
+
+
+@triton.jit
+def _adjoint_scan(a, c, T: tl.constexpr, REV: tl.constexpr):
+    # (q, g) of the adjoint steps g[t] = c[t] + q[t+1], q[t] = a[t] g[t] along axis 0 (REV: from
+    # the last step down to the first, the usual adjoint order).
+    one = tl.full(a.shape, 1.0, a.dtype)
+    if REV:
+        ar = _flip_time(a, T)
+        cr = _flip_time(c, T)
+        _, q, _, g = tl.associative_scan((ar, ar * cr, one, cr), axis=0, combine_fn=_adjoint_combine)
+        q = _flip_time(q, T)
+        g = _flip_time(g, T)
+    else:
+        _, q, _, g = tl.associative_scan((a, a * c, one, c), axis=0, combine_fn=_adjoint_combine)
+    return q, g
+
+
+@triton.jit
+def _softplus(x):
+    # max(x, 0) + log1p(exp(-|x|)); log1p through Kahan's correction, as tl has no log1p and
+    # log(1 + w) loses most digits of dt for the typical w ~ 1e-3.
+    w = tl.exp(-tl.abs(x))
+    one_w = 1.0 + w
+    log1p_w = tl.where(one_w == 1.0, w, tl.log(one_w) * (w / (one_w - 1.0)))
+    return tl.maximum(x, 0.0) + log1p_w
+
+
+@triton.jit
+def _seq_bounds(cu_ptr, pid_s, L, VARLEN: tl.constexpr):
+    if VARLEN:
+        start = tl.load(cu_ptr + pid_s).to(tl.int64)
+        end = tl.load(cu_ptr + pid_s + 1).to(tl.int64)
+        row = pid_s * 0
+    else:
+        start = pid_s.to(tl.int64) * 0
+        end = start + L
+        row = pid_s
+    return start, end - start, row
+
+
+@triton.jit
+def _step_size(delta, bias, t_ok, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    # delta, result: [T, BD]; bias: [BD]; t_ok: [T].
+    x = delta
+    if HAS_BIAS:
+        x = x + bias[None, :]
+    dt = x
+    if SOFTPLUS:
+        dt = _softplus(x)
+    # Steps outside the sequence get dt = 0: a = exp2(0) = 1 and b = 0, the scan's identity.
+    return tl.where(t_ok[:, None], dt, 0.0), x
+
+
+@triton.jit
+def _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs, prow_ptr, bc_offs, n_ok, k, seqlen,
+                T: tl.constexpr, HAS_DL: tl.constexpr, HAS_C: tl.constexpr, HAS_Z: tl.constexpr,
+                PATH: tl.constexpr):
+    # One chunk's inputs in their storage dtype: u, delta, z [T, BD] and B, C [T, NP]. Chunks
+    # outside [0, seqlen) load as zeros, so a prefetch past either end is harmless. With PATH,
+    # u is read through the path's index row (prow_ptr: raster position of each step) at the
+    # channel offsets urow_offs; everything else is in visit order.
+    t_offs = k * T + tl.arange(0, T)
+    t_ok = (t_offs < seqlen) & (t_offs >= 0)
+    x_offs = row_offs[None, :] + t_offs[:, None]
+    if PATH:
+        pos = tl.load(prow_ptr + t_offs, mask=t_ok, other=0).to(tl.int64)
+        u = tl.load(u_ptr + urow_offs[None, :] + pos[:, None], mask=t_ok[:, None], other=0.0)
+    else:
+        u = tl.load(u_ptr + x_offs, mask=t_ok[:, None], other=0.0)
+    dl = u
+    if HAS_DL:
+        dl = tl.load(delta_ptr + x_offs, mask=t_ok[:, None], other=0.0)
+    bc_ptrs = bc_offs[None, :] + t_offs[:, None]
+    bc_m = t_ok[:, None] & n_ok[None, :]
+    Bt = tl.load(B_ptr + bc_ptrs, mask=bc_m, other=0.0)
+    Ct = Bt
+    if HAS_C:
+        Ct = tl.load(C_ptr + bc_ptrs, mask=bc_m, other=0.0)
+    zt = u
+    if HAS_Z:
+        zt = tl.load(z_ptr + x_offs, mask=t_ok[:, None], other=0.0)
+    return u, dl, Bt, Ct, zt
+
+
+# Tiles are [T, N, BD] with the channels innermost: Triton's default layout then spreads lanes
+# over channels (and states, when BD < 32) and keeps the time axis inside each thread, so the
+# scan over time runs sequentially in registers and the sum over N stays within a warp.
+
+
+@triton.jit
+def _path_rows(row_offs, path_ptr, row, d0, d_offs, L, DU, PATH: tl.constexpr):
+    # With PATH, the program's BD channels (of K*DU) belong to path k = d0 // DU: u is the
+    # shared [S, DU, L] raster map (channel d - k*DU) and row k of the [K, L] index says which
+    # raster position each step visits. Without PATH, u is addressed like delta.
+    if PATH:
+        k = d0 // DU
+        urow_offs = (row.to(tl.int64) * DU + d_offs - k * DU) * L
+        prow_ptr = path_ptr + k.to(tl.int64) * L
+    else:
+        urow_offs = row_offs
+        prow_ptr = path_ptr
+    return urow_offs, prow_ptr
+
+
+@triton.jit
+def _scan_fwd_kernel(
+    u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, bias_ptr, h0_ptr,
+    y_ptr, hlast_ptr, hsave_ptr, cu_ptr, path_ptr,
+    L, D, N, G, DPG, NSEG, DU,
+    COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, KSUB: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_H0: tl.constexpr, SAVE: tl.constexpr, STORE_LAST: tl.constexpr, REVERSE: tl.constexpr,
+    VARLEN: tl.constexpr, PREFETCH: tl.constexpr, PATH: tl.constexpr,
+):
+    pid_d = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    start, seqlen, row = _seq_bounds(cu_ptr, pid_s, L, VARLEN)
+    d0 = pid_d * BD
+    d_offs = d0 + tl.arange(0, BD)
+    n_offs = tl.arange(0, NP)
+    n_ok = n_offs < N
+    t_idx = tl.arange(0, T)
+    grp = d0 // DPG
+
+    A2 = tl.load(A2_ptr + d_offs[None, :] * N + n_offs[:, None], mask=n_ok[:, None], other=0.0)  # [NP, BD]
+    bias = tl.zeros([BD], dtype=COMPUTE)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d_offs)
+    dskip = tl.zeros([BD], dtype=COMPUTE)
+    if HAS_D:
+        dskip = tl.load(Dskip_ptr + d_offs)
+
+    # [S, D, N] state tensors are indexed by the program's sequence (batch row or packed seq).
+    st_offs = (pid_s.to(tl.int64) * D + d_offs[None, :]) * N + n_offs[:, None]  # [NP, BD]
+    h = tl.zeros([NP, BD], dtype=COMPUTE)
+    if HAS_H0:
+        h = tl.load(h0_ptr + st_offs, mask=n_ok[:, None], other=0.0)
+
+    row_offs = (row.to(tl.int64) * D + d_offs) * L + start  # [BD], into u/delta/z/y
+    urow_offs, prow_ptr = _path_rows(row_offs, path_ptr, row, d0, d_offs, L, DU, PATH)
+    bc_offs = ((row.to(tl.int64) * G + grp) * N + n_offs) * L + start  # [NP], into B/C
+    save_offs = ((pid_s.to(tl.int64) * D + d_offs[None, :]) * NSEG) * N + n_offs[:, None]
+    last: tl.constexpr = 0 if REVERSE else T - 1
+    first_f: tl.constexpr = T - 1 if REVERSE else 0
+
+    nchunks = tl.cdiv(seqlen, T)
+    step: tl.constexpr = -1 if REVERSE else 1
+    if PREFETCH:
+        # Register double buffering: the next chunk's loads are in flight while this one computes,
+        # since a program is a single warp and there are few warps per SM to hide HBM latency.
+        k0 = nchunks - 1 if REVERSE else nchunks * 0
+        pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs,
+                                          prow_ptr, bc_offs, n_ok, k0, seqlen, T, True, True, HAS_Z, PATH)
+    for ci in range(0, nchunks):
+        if REVERSE:
+            k = nchunks - 1 - ci
+        else:
+            k = ci
+        if PREFETCH:
+            u_raw, dl_raw, B_raw, C_raw, z_raw = pu, pdl, pB, pC, pz
+            pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs,
+                                              prow_ptr, bc_offs, n_ok, k + step, seqlen, T, True, True, HAS_Z,
+                                              PATH)
+        else:
+            u_raw, dl_raw, B_raw, C_raw, z_raw = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs,
+                                                             urow_offs, prow_ptr, bc_offs, n_ok, k, seqlen, T,
+                                                             True, True, HAS_Z, PATH)
+        if SAVE:
+            # The state entering each segment of KSUB chunks (in scan order) is all the backward
+            # needs; it rebuilds the states inside a segment itself.
+            if REVERSE:
+                seg_entry = (k == nchunks - 1) | (k % KSUB == KSUB - 1)
+            else:
+                seg_entry = k % KSUB == 0
+            tl.store(hsave_ptr + save_offs + (k // KSUB) * N, h, mask=n_ok[:, None] & seg_entry)
+        t_offs = k * T + t_idx
+        t_ok = t_offs < seqlen
+        x_offs = row_offs[None, :] + t_offs[:, None]  # [T, BD]
+        u = u_raw.to(COMPUTE)
+        dt, _ = _step_size(dl_raw.to(COMPUTE), bias, t_ok, HAS_BIAS, SOFTPLUS)
+        Bt = B_raw.to(COMPUTE)
+        Ct = C_raw.to(COMPUTE)
+
+        a = tl.exp2(dt[:, None, :] * A2[None, :, :])  # [T, NP, BD]
+        b = (dt * u)[:, None, :] * Bt[:, :, None]
+        # Fold the entering state into the chunk's first step (in scan order), so the scan's
+        # running product of a is never used and the compiler drops it.
+        b = tl.where(t_idx[:, None, None] == first_f, b + a * h[None, :, :], b)
+        hh = _affine_scan(a, b, T, REVERSE)
+        y = tl.sum(hh * Ct[:, :, None], axis=1)  # [T, BD]
+        if HAS_D:
+            y += dskip[None, :] * u
+        if HAS_Z:
+            zt = z_raw.to(COMPUTE)
+            y = y * (zt * tl.sigmoid(zt))
+        if PATH:  # each path's output goes to its raster positions (a [S, K*DU, L] buffer)
+            pos = tl.load(prow_ptr + t_offs, mask=t_ok, other=0).to(tl.int64)
+            x_offs = row_offs[None, :] + pos[:, None]
+        tl.store(y_ptr + x_offs, y.to(y_ptr.dtype.element_ty), mask=t_ok[:, None])
+        h = tl.sum(tl.where(t_idx[:, None, None] == last, hh, 0.0), axis=0)
+
+    if STORE_LAST:
+        tl.store(hlast_ptr + st_offs, h, mask=n_ok[:, None])
+
+
+@triton.jit
+def _scan_bwd_part_kernel(
+    delta_ptr, A2_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, cu_ptr, qloc_ptr, decay_ptr,
+    L, D, N, G, DPG, SEGS_PER_PART, SEGLEN,
+    COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr,
+    HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
+    VARLEN: tl.constexpr,
+):
+    """Split backward, phase A: for each part of a sequence, the gradient reaching the state that
+    enters the part from inside the part alone (no gradient arriving from later parts), and the
+    part's total decay prod(a) = exp2(A2 * sum(dt)). Outputs [P, S, D, N]. Only dt, C and dy are
+    needed (dy = dout * silu'(z)-gate does not depend on y), so this is one exp2 per element and no
+    state recompute."""
+    pid_d = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    pid_p = tl.program_id(2)
+    start, seqlen, row = _seq_bounds(cu_ptr, pid_s, L, VARLEN)
+    d0 = pid_d * BD
+    d_offs = d0 + tl.arange(0, BD)
+    n_offs = tl.arange(0, NP)
+    n_ok = n_offs < N
+    t_idx = tl.arange(0, T)
+    grp = d0 // DPG
+    A2 = tl.load(A2_ptr + d_offs[None, :] * N + n_offs[:, None], mask=n_ok[:, None], other=0.0)  # [NP, BD]
+    bias = tl.zeros([BD], dtype=COMPUTE)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d_offs)
+    row_offs = (row.to(tl.int64) * D + d_offs) * L + start
+    bc_offs = ((row.to(tl.int64) * G + grp) * N + n_offs) * L + start
+    ksub = SEGLEN // T
+    nchunks = tl.cdiv(seqlen, T)
+    k_lo = pid_p * SEGS_PER_PART * ksub
+    k_hi = tl.minimum(k_lo + SEGS_PER_PART * ksub, nchunks)
+    first_f: tl.constexpr = T - 1 if REVERSE else 0
+    first_g: tl.constexpr = 0 if REVERSE else T - 1
+    q = tl.zeros([NP, BD], dtype=COMPUTE)
+    sum_dt = tl.zeros([BD], dtype=COMPUTE)
+    for ci in range(0, k_hi - k_lo):
+        if REVERSE:
+            k = k_lo + ci
+        else:
+            k = k_hi - 1 - ci
+        t_offs = k * T + t_idx
+        t_ok = t_offs < seqlen
+        x_offs = row_offs[None, :] + t_offs[:, None]
+        dl = tl.load(delta_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
+        dt, _ = _step_size(dl, bias, t_ok, HAS_BIAS, SOFTPLUS)
+        dy = tl.load(dout_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
+        if HAS_Z:
+            zt = tl.load(z_ptr + x_offs, mask=t_ok[:, None], other=0.0).to(COMPUTE)
+            dy = dy * zt * tl.sigmoid(zt)
+        Ct = tl.load(C_ptr + bc_offs[None, :] + t_offs[:, None], mask=t_ok[:, None] & n_ok[None, :],
+                     other=0.0).to(COMPUTE)
+        a = tl.exp2(dt[:, None, :] * A2[None, :, :])  # [T, NP, BD]
+        b = a * (dy[:, None, :] * Ct[:, :, None])
+        b = tl.where(t_idx[:, None, None] == first_g, b + a * q[None, :, :], b)
+        qq = _affine_scan(a, b, T, not REVERSE)
+        q = tl.sum(tl.where(t_idx[:, None, None] == first_f, qq, 0.0), axis=0)
+        sum_dt += tl.sum(dt, axis=0)
+    out = ((pid_p.to(tl.int64) * tl.num_programs(1) + pid_s) * D + d_offs[None, :]) * N + n_offs[:, None]
+    tl.store(qloc_ptr + out, q, mask=n_ok[:, None])
+    tl.store(decay_ptr + out, tl.exp2(A2 * sum_dt[None, :]), mask=n_ok[:, None])
+
+
+@triton.jit
+def _part_carry_kernel(qloc_ptr, decay_ptr, dlast_ptr, carry_ptr, SDN, P,
+                       BLOCK: tl.constexpr, HAS_DLAST: tl.constexpr, REVERSE: tl.constexpr):
+    """Split backward, phase B: walk the parts against scan order and hand each one the gradient
+    of the state leaving it: carry[p] = qloc[p'] + decay[p'] * carry[p'], p' the part after p in
+    scan order (the last part gets d(final state)). [P, S, D, N] buffers, flat over S*D*N."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < SDN
+    c = tl.zeros([BLOCK], dtype=qloc_ptr.dtype.element_ty)
+    if HAS_DLAST:
+        c = tl.load(dlast_ptr + offs, mask=ok, other=0.0)
+    for i in range(0, P):
+        if REVERSE:
+            p = i
+        else:
+            p = P - 1 - i
+        tl.store(carry_ptr + p * SDN + offs, c, mask=ok)
+        c = tl.load(qloc_ptr + p * SDN + offs, mask=ok, other=0.0) + \
+            tl.load(decay_ptr + p * SDN + offs, mask=ok, other=0.0) * c
+
+
+@triton.jit
+def _scan_bwd_kernel(
+    u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, bias_ptr, hsave_ptr, dout_ptr,
+    dlast_ptr, cu_ptr, scratch_ptr, path_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr,
+    L, D, N, G, DPG, NSEG, SEGS_PER_PART, DU,
+    COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, KSUB: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_DLAST: tl.constexpr, REVERSE: tl.constexpr, VARLEN: tl.constexpr,
+    PREFETCH: tl.constexpr, PATH: tl.constexpr, DOUT_SHARED: tl.constexpr,
+):
+    pid_d = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    # Programs along axis 2 split the sequence into parts of SEGS_PER_PART segments, each started
+    # from the gradient the split phases A/B computed for the state leaving it (1 part: no split).
+    pid_p = tl.program_id(2)
+    start, seqlen, row = _seq_bounds(cu_ptr, pid_s, L, VARLEN)
+    d0 = pid_d * BD
+    d_offs = d0 + tl.arange(0, BD)
+    n_offs = tl.arange(0, NP)
+    n_ok = n_offs < N
+    t_idx = tl.arange(0, T)
+    grp = d0 // DPG
+
+    A2 = tl.load(A2_ptr + d_offs[None, :] * N + n_offs[:, None], mask=n_ok[:, None], other=0.0)  # [NP, BD]
+    A_nat = A2 * 0.6931471805599453  # ln 2: back to natural-log units for d(exp(dt A))/d dt
+    bias = tl.zeros([BD], dtype=COMPUTE)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d_offs)
+    dskip = tl.zeros([BD], dtype=COMPUTE)
+    if HAS_D:
+        dskip = tl.load(Dskip_ptr + d_offs)
+
+    st_offs = (pid_s.to(tl.int64) * D + d_offs[None, :]) * N + n_offs[:, None]  # [NP, BD]
+    # Per-(part, sequence) buffers: [P, S, D, N] carries in, [P*S, D(, N)] partial dA/dD/dbias out.
+    ps = pid_p.to(tl.int64) * tl.num_programs(1) + pid_s
+    pst_offs = (ps * D + d_offs[None, :]) * N + n_offs[:, None]
+    # carry = dLoss/d(state leaving the current chunk in scan order); starts as d(final state),
+    # or, for a part, as the gradient of the state leaving that part.
+    carry = tl.zeros([NP, BD], dtype=COMPUTE)
+    if HAS_DLAST:
+        carry = tl.load(dlast_ptr + pst_offs, mask=n_ok[:, None], other=0.0)
+    dA_acc = tl.zeros([NP, BD], dtype=COMPUTE)
+    dD_acc = tl.zeros([BD], dtype=COMPUTE)
+    dbias_acc = tl.zeros([BD], dtype=COMPUTE)
+
+    row_offs = (row.to(tl.int64) * D + d_offs) * L + start
+    urow_offs, prow_ptr = _path_rows(row_offs, path_ptr, row, d0, d_offs, L, DU, PATH)
+    # dout: like u (the merged [S, DU, L] gradient, read through the path) when DOUT_SHARED,
+    # else per path at raster positions ([S, K*DU, L], reduce "none"), else like delta.
+    dout_urow = row_offs
+    if DOUT_SHARED:
+        dout_urow = urow_offs
+    bc_offs = ((row.to(tl.int64) * G + grp) * N + n_offs) * L + start
+    save_offs = ((pid_s.to(tl.int64) * D + d_offs[None, :]) * NSEG) * N + n_offs[:, None]
+    # Per-program scratch for the KSUB chunk-entry states of one segment: [KSUB, NP, BD].
+    prog = ps * tl.num_programs(0) + pid_d
+    scr_offs = (prog * KSUB * NP + n_offs[:, None]) * BD + tl.arange(0, BD)[None, :]
+    first_f: tl.constexpr = T - 1 if REVERSE else 0
+    last_f: tl.constexpr = 0 if REVERSE else T - 1
+    first_g: tl.constexpr = 0 if REVERSE else T - 1
+
+    nchunks = tl.cdiv(seqlen, T)
+    nseg = tl.cdiv(nchunks, KSUB)
+    j_lo = pid_p * SEGS_PER_PART
+    j_hi = tl.minimum(j_lo + SEGS_PER_PART, nseg)
+    for sj in range(0, j_hi - j_lo):
+        if REVERSE:
+            j = j_lo + sj
+        else:
+            j = j_hi - 1 - sj
+        k0 = j * KSUB
+        k1 = tl.minimum(k0 + KSUB, nchunks)
+        # Pass 1: from the saved segment-entry state, the state entering each chunk (scan order).
+        h = tl.load(hsave_ptr + save_offs + j * N, mask=n_ok[:, None], other=0.0)
+        # The scan-order step between chunks; pass 2 walks the other way.
+        step1: tl.constexpr = -1 if REVERSE else 1
+        if PREFETCH:
+            pu, pdl, pB, p_unc, p_unz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs,
+                                                    urow_offs, prow_ptr, bc_offs, n_ok,
+                                                    k1 - 1 if REVERSE else k0, seqlen, T, True, False, False,
+                                                    PATH)
+        for i in range(0, k1 - k0):
+            if REVERSE:
+                k = k1 - 1 - i
+            else:
+                k = k0 + i
+            if PREFETCH:
+                u_raw, dl_raw, B_raw = pu, pdl, pB
+                pu, pdl, pB, p_unc, p_unz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs,
+                                                        urow_offs, prow_ptr, bc_offs, n_ok, k + step1, seqlen,
+                                                        T, True, False, False, PATH)
+            else:
+                u_raw, dl_raw, B_raw, p_unc, p_unz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr,
+                                                                 row_offs, urow_offs, prow_ptr, bc_offs, n_ok,
+                                                                 k, seqlen, T, True, False, False, PATH)
+            tl.store(scratch_ptr + scr_offs + (k - k0) * (NP * BD), h)
+            t_offs = k * T + t_idx
+            t_ok = t_offs < seqlen
+            u = u_raw.to(COMPUTE)
+            dt, _ = _step_size(dl_raw.to(COMPUTE), bias, t_ok, HAS_BIAS, SOFTPLUS)
+            Bt = B_raw.to(COMPUTE)
+            a = tl.exp2(dt[:, None, :] * A2[None, :, :])
+            b = (dt * u)[:, None, :] * Bt[:, :, None]
+            b = tl.where(t_idx[:, None, None] == first_f, b + a * h[None, :, :], b)
+            hh = _affine_scan(a, b, T, REVERSE)
+            h = tl.sum(tl.where(t_idx[:, None, None] == last_f, hh, 0.0), axis=0)
+        tl.debug_barrier()
+        # Pass 2: the chunks of the segment against scan order, with the adjoint scan.
+        step2: tl.constexpr = 1 if REVERSE else -1
+        if PREFETCH:
+            kp = k0 if REVERSE else k1 - 1
+            pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs,
+                                              prow_ptr, bc_offs, n_ok, kp, seqlen, T, True, True, HAS_Z, PATH)
+            pdo, p_und, p_unb, p_unc2, p_unz2 = _load_chunk(dout_ptr, dout_ptr, B_ptr, C_ptr, z_ptr, row_offs,
+                                                            dout_urow, prow_ptr, bc_offs, n_ok, kp, seqlen, T,
+                                                            False, False, False, PATH)
+            ph = tl.load(scratch_ptr + scr_offs + (kp - k0) * (NP * BD))
+        for ci in range(0, k1 - k0):
+            if REVERSE:
+                k = k0 + ci
+            else:
+                k = k1 - 1 - ci
+            if PREFETCH:
+                u_raw, dl_raw, B_raw, C_raw, z_raw, do_raw, h_in = pu, pdl, pB, pC, pz, pdo, ph
+                kn = k + step2
+                pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs,
+                                                  prow_ptr, bc_offs, n_ok, kn, seqlen, T, True, True, HAS_Z,
+                                                  PATH)
+                pdo, p_und, p_unb, p_unc2, p_unz2 = _load_chunk(dout_ptr, dout_ptr, B_ptr, C_ptr, z_ptr,
+                                                                row_offs, dout_urow, prow_ptr, bc_offs, n_ok,
+                                                                kn, seqlen, T, False, False, False, PATH)
+                # The scratch holds this segment's chunks only: no read past either end.
+                kn_ok = (kn >= k0) & (kn < k1)
+                ph = tl.load(scratch_ptr + scr_offs + (kn - k0) * (NP * BD), mask=n_ok[:, None] & kn_ok, other=0.0)
+            else:
+                u_raw, dl_raw, B_raw, C_raw, z_raw = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr,
+                                                                 row_offs, urow_offs, prow_ptr, bc_offs, n_ok,
+                                                                 k, seqlen, T, True, True, HAS_Z, PATH)
+                do_raw, p_und, p_unb, p_unc2, p_unz2 = _load_chunk(dout_ptr, dout_ptr, B_ptr, C_ptr, z_ptr,
+                                                                   row_offs, dout_urow, prow_ptr, bc_offs,
+                                                                   n_ok, k, seqlen, T, False, False, False,
+                                                                   PATH)
+                h_in = tl.load(scratch_ptr + scr_offs + (k - k0) * (NP * BD))
+            t_offs = k * T + t_idx
+            t_ok = t_offs < seqlen
+            x_offs = row_offs[None, :] + t_offs[:, None]  # [T, BD]
+            u = u_raw.to(COMPUTE)
+            dt, x = _step_size(dl_raw.to(COMPUTE), bias, t_ok, HAS_BIAS, SOFTPLUS)
+            bc_m = t_ok[:, None] & n_ok[None, :]
+            bc_ptrs = bc_offs[None, :] + t_offs[:, None]  # [T, NP]
+            Bt = B_raw.to(COMPUTE)
+            Ct = C_raw.to(COMPUTE)
+            dout = do_raw.to(COMPUTE)
+
+            # Rebuild the chunk's states from the saved entry state.
+            a = tl.exp2(dt[:, None, :] * A2[None, :, :])  # [T, NP, BD]
+            dtu = dt * u
+            b = dtu[:, None, :] * Bt[:, :, None]
+            b_in = tl.where(t_idx[:, None, None] == first_f, b + a * h_in[None, :, :], b)
+            hh = _affine_scan(a, b_in, T, REVERSE)
+
+            dy = dout
+            if HAS_Z:
+                zt = z_raw.to(COMPUTE)
+                y = tl.sum(hh * Ct[:, :, None], axis=1)
+                if HAS_D:
+                    y += dskip[None, :] * u
+                sz = tl.sigmoid(zt)
+                dz = dout * y * sz * (1.0 + zt * (1.0 - sz))
+                tl.store(dz_ptr + x_offs, dz.to(dz_ptr.dtype.element_ty), mask=t_ok[:, None])
+                dy = dout * zt * sz
+
+            # Adjoint: g[t] = C[t] dy[t] + a[next] g[next], scanned against the forward direction.
+            c = dy[:, None, :] * Ct[:, :, None]
+            # The gradient arriving from later chunks enters at the chunk's last step in scan order
+            # (steps past the sequence end are identities).
+            c = tl.where(t_idx[:, None, None] == first_g, c + carry[None, :, :], c)
+            # q[t] = a[t] g[t] runs on the unshifted decays; the g map tracks g[t] = c[t] + q[next].
+            q, g = _adjoint_scan(a, c, T, not REVERSE)
+
+            ah = hh - b  # a[t] * h[t-1], exact without dividing by a
+            gah = g * ah
+            gB = g * Bt[:, :, None]
+            sum_gB = tl.sum(gB, axis=1)  # [T, BD]
+            ddt = u * sum_gB + tl.sum(gah * A_nat[None, :, :], axis=1)
+            du = dt * sum_gB
+            if HAS_D:
+                du += dskip[None, :] * dy
+                dD_acc += tl.sum(dy * u, axis=0)
+            dA_acc += tl.sum(gah * dt[:, None, :], axis=0)
+            if SOFTPLUS:
+                ddelta = ddt * tl.sigmoid(x)
+            else:
+                ddelta = ddt
+            ddelta = tl.where(t_ok[:, None], ddelta, 0.0)
+            dbias_acc += tl.sum(ddelta, axis=0)
+            if PATH:  # du of each path at its raster positions ([S, K*DU, L]), summed on the host
+                pos = tl.load(prow_ptr + t_offs, mask=t_ok, other=0).to(tl.int64)
+                tl.store(du_ptr + row_offs[None, :] + pos[:, None], du.to(du_ptr.dtype.element_ty),
+                         mask=t_ok[:, None])
+            else:
+                tl.store(du_ptr + x_offs, du.to(du_ptr.dtype.element_ty), mask=t_ok[:, None])
+            tl.store(ddelta_ptr + x_offs, ddelta.to(ddelta_ptr.dtype.element_ty), mask=t_ok[:, None])
+
+            # dB, dC: reduce this program's channels (all in one group), then one atomic per (t, n).
+            dB_part = tl.sum(g * dtu[:, None, :], axis=2)  # [T, NP]
+            dC_part = tl.sum(hh * dy[:, None, :], axis=2)
+            # Partial sums in a [n_blocks, B, G, N, L] buffer instead of these atomics moved more
+            # bytes than the atomics cost on the H100 (docs/benchmarks.md, v4).
+            tl.atomic_add(dB_ptr + bc_ptrs, dB_part, mask=bc_m, sem="relaxed")
+            tl.atomic_add(dC_ptr + bc_ptrs, dC_part, mask=bc_m, sem="relaxed")
+
+            # Gradient into the state entering this chunk: q at its first step in scan order.
+            # Past-the-end steps hand q through unchanged, so the chunk's end in adjoint order
+            # holds it even when the chunk is cut short.
+            carry = tl.sum(tl.where(t_idx[:, None, None] == first_f, q, 0.0), axis=0)
+
+        tl.debug_barrier()
+
+    # Only the part holding the scan's first step sees the initial state.
+    if REVERSE:
+        holds_start = pid_p == tl.maximum(nseg - 1, 0) // SEGS_PER_PART
+    else:
+        holds_start = pid_p == 0
+    tl.store(dh0_ptr + st_offs, carry, mask=n_ok[:, None] & holds_start)
+    tl.store(dA_ptr + pst_offs, dA_acc, mask=n_ok[:, None])
+    s_offs = ps * D + d_offs
+    if HAS_D:
+        tl.store(dD_ptr + s_offs, dD_acc)
+    if HAS_BIAS:
+        tl.store(dbias_ptr + s_offs, dbias_acc)
