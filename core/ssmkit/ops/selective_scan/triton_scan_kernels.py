@@ -172,6 +172,25 @@ def _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs, prow
 
 
 @triton.jit
+def _program_setup(A2_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG,
+                   COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, HAS_BIAS: tl.constexpr):
+    # What every kernel's program needs about its BD channels (all in one B/C group) and NP
+    # states: offsets, the [NP, BD] decay rates A2, the step bias, and the row offsets into the
+    # [S, D, L] tensors and the [S, G, N, L] B/C.
+    d0 = pid_d * BD
+    d_offs = d0 + tl.arange(0, BD)
+    n_offs = tl.arange(0, NP)
+    n_ok = n_offs < N
+    A2 = tl.load(A2_ptr + d_offs[None, :] * N + n_offs[:, None], mask=n_ok[:, None], other=0.0)  # [NP, BD]
+    bias = tl.zeros([BD], dtype=COMPUTE)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d_offs)
+    row_offs = (row.to(tl.int64) * D + d_offs) * L + start  # [BD], into u/delta/z/y
+    bc_offs = ((row.to(tl.int64) * G + d0 // DPG) * N + n_offs) * L + start  # [NP], into B/C
+    return d0, d_offs, n_offs, n_ok, A2, bias, row_offs, bc_offs
+
+
+@triton.jit
 def _path_rows(row_offs, path_ptr, row, d0, d_offs, L, DU, PATH: tl.constexpr):
     # With PATH, the program's BD channels (of K*DU) belong to path k = d0 // DU: u is the
     # shared [S, DU, L] raster map (channel d - k*DU) and row k of the [K, L] index says which
@@ -199,17 +218,9 @@ def _scan_fwd_kernel(
     pid_d = tl.program_id(0)
     pid_s = tl.program_id(1)
     start, seqlen, row = _seq_bounds(cu_ptr, pid_s, L, VARLEN)
-    d0 = pid_d * BD
-    d_offs = d0 + tl.arange(0, BD)
-    n_offs = tl.arange(0, NP)
-    n_ok = n_offs < N
+    d0, d_offs, n_offs, n_ok, A2, bias, row_offs, bc_offs = _program_setup(
+        A2_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG, COMPUTE, BD, NP, HAS_BIAS)
     t_idx = tl.arange(0, T)
-    grp = d0 // DPG
-
-    A2 = tl.load(A2_ptr + d_offs[None, :] * N + n_offs[:, None], mask=n_ok[:, None], other=0.0)  # [NP, BD]
-    bias = tl.zeros([BD], dtype=COMPUTE)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d_offs)
     dskip = tl.zeros([BD], dtype=COMPUTE)
     if HAS_D:
         dskip = tl.load(Dskip_ptr + d_offs)
@@ -220,9 +231,7 @@ def _scan_fwd_kernel(
     if HAS_H0:
         h = tl.load(h0_ptr + st_offs, mask=n_ok[:, None], other=0.0)
 
-    row_offs = (row.to(tl.int64) * D + d_offs) * L + start  # [BD], into u/delta/z/y
     urow_offs, prow_ptr = _path_rows(row_offs, path_ptr, row, d0, d_offs, L, DU, PATH)
-    bc_offs = ((row.to(tl.int64) * G + grp) * N + n_offs) * L + start  # [NP], into B/C
     save_offs = ((pid_s.to(tl.int64) * D + d_offs[None, :]) * NSEG) * N + n_offs[:, None]
     last: tl.constexpr = 0 if REVERSE else T - 1
     first_f: tl.constexpr = T - 1 if REVERSE else 0
@@ -304,18 +313,9 @@ def _scan_bwd_part_kernel(
     pid_s = tl.program_id(1)
     pid_p = tl.program_id(2)
     start, seqlen, row = _seq_bounds(cu_ptr, pid_s, L, VARLEN)
-    d0 = pid_d * BD
-    d_offs = d0 + tl.arange(0, BD)
-    n_offs = tl.arange(0, NP)
-    n_ok = n_offs < N
+    d0, d_offs, n_offs, n_ok, A2, bias, row_offs, bc_offs = _program_setup(
+        A2_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG, COMPUTE, BD, NP, HAS_BIAS)
     t_idx = tl.arange(0, T)
-    grp = d0 // DPG
-    A2 = tl.load(A2_ptr + d_offs[None, :] * N + n_offs[:, None], mask=n_ok[:, None], other=0.0)  # [NP, BD]
-    bias = tl.zeros([BD], dtype=COMPUTE)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d_offs)
-    row_offs = (row.to(tl.int64) * D + d_offs) * L + start
-    bc_offs = ((row.to(tl.int64) * G + grp) * N + n_offs) * L + start
     ksub = SEGLEN // T
     nchunks = tl.cdiv(seqlen, T)
     k_lo = pid_p * SEGS_PER_PART * ksub
@@ -389,18 +389,10 @@ def _scan_bwd_kernel(
     # from the gradient the split phases A/B computed for the state leaving it (1 part: no split).
     pid_p = tl.program_id(2)
     start, seqlen, row = _seq_bounds(cu_ptr, pid_s, L, VARLEN)
-    d0 = pid_d * BD
-    d_offs = d0 + tl.arange(0, BD)
-    n_offs = tl.arange(0, NP)
-    n_ok = n_offs < N
+    d0, d_offs, n_offs, n_ok, A2, bias, row_offs, bc_offs = _program_setup(
+        A2_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG, COMPUTE, BD, NP, HAS_BIAS)
     t_idx = tl.arange(0, T)
-    grp = d0 // DPG
-
-    A2 = tl.load(A2_ptr + d_offs[None, :] * N + n_offs[:, None], mask=n_ok[:, None], other=0.0)  # [NP, BD]
     A_nat = A2 * 0.6931471805599453  # ln 2: back to natural-log units for d(exp(dt A))/d dt
-    bias = tl.zeros([BD], dtype=COMPUTE)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d_offs)
     dskip = tl.zeros([BD], dtype=COMPUTE)
     if HAS_D:
         dskip = tl.load(Dskip_ptr + d_offs)
@@ -418,14 +410,12 @@ def _scan_bwd_kernel(
     dD_acc = tl.zeros([BD], dtype=COMPUTE)
     dbias_acc = tl.zeros([BD], dtype=COMPUTE)
 
-    row_offs = (row.to(tl.int64) * D + d_offs) * L + start
     urow_offs, prow_ptr = _path_rows(row_offs, path_ptr, row, d0, d_offs, L, DU, PATH)
     # dout: like u (the merged [S, DU, L] gradient, read through the path) when DOUT_SHARED,
     # else per path at raster positions ([S, K*DU, L], reduce "none"), else like delta.
     dout_urow = row_offs
     if DOUT_SHARED:
         dout_urow = urow_offs
-    bc_offs = ((row.to(tl.int64) * G + grp) * N + n_offs) * L + start
     save_offs = ((pid_s.to(tl.int64) * D + d_offs[None, :]) * NSEG) * N + n_offs[:, None]
     # Per-program scratch for the KSUB chunk-entry states of one segment: [KSUB, NP, BD].
     prog = ps * tl.num_programs(0) + pid_d
