@@ -12,30 +12,14 @@ Run directly for a quick table: ``python -m ssmkit.bench.blocks_a [--gpu]``.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+from ssmkit.bench.blocks import time_ms
 from ssmkit.ops.ema import ema
 from ssmkit.ops.gla import fla_status, gla
-
-
-def time_ms(fn: Callable[[], object], device: torch.device, warmup: int = 2, iters: int = 5) -> float:
-    """Median wall time of ``fn()`` in milliseconds (CUDA work is synchronised)."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def _row(name: str, shape: str, ms_fast: float, ms_ref: float) -> dict:
@@ -80,7 +64,7 @@ def gla_vs_recurrent(device: str | torch.device = "cpu", dtype: torch.dtype = to
         tag = "fwd+bwd" if backward else "fwd"
         rows.append(_row(f"gla chunked vs recurrent ({tag}, {device.type}, {str(dtype)[6:]})",
                          f"B={B} H={H} T={T} K={K} V={V}",
-                         time_ms(fast, device, warmup=1, iters=iters), time_ms(ref, device, warmup=1, iters=iters)))
+                         time_ms(fast, device, warmup=1, reps=iters), time_ms(ref, device, warmup=1, reps=iters)))
     return rows
 
 
@@ -103,7 +87,7 @@ def ema_fft_vs_recurrence(device: str | torch.device = "cpu", dtype: torch.dtype
         tag = "fwd+bwd" if backward else "fwd"
         rows.append(_row(f"ema fft vs recurrence ({tag}, {device.type}, {str(dtype)[6:]})",
                          f"B={B} D={D} N={N} L={L}",
-                         time_ms(fast, device, warmup=1, iters=iters), time_ms(ref, device, warmup=1, iters=iters)))
+                         time_ms(fast, device, warmup=1, reps=iters), time_ms(ref, device, warmup=1, reps=iters)))
     return rows
 
 
@@ -135,13 +119,13 @@ def gla_fla_overhead(B: int = 8, T: int = 4096, H: int = 16, K: int = 128, V: in
         ours = _fwd_bwd(lambda ins=ins: gla(*ins, scale=K ** -0.5, head_first=False, backend="fla"), ins, backward)
         tag = "fwd+bwd" if backward else "fwd"
         rows.append(_row(f"gla op ssmkit(fla) / raw chunk_gla ({tag})", shape,
-                         time_ms(raw, dev, warmup=3, iters=iters), time_ms(ours, dev, warmup=3, iters=iters)))
+                         time_ms(raw, dev, warmup=3, reps=iters), time_ms(ours, dev, warmup=3, reps=iters)))
         layer = GLA(d_model=2 * H * K, num_heads=H, expand_k=0.5, expand_v=V * H / (2 * H * K),
                     backend="fla").to(dev, dtype)
         x = torch.randn(B, T, 2 * H * K, device=dev, dtype=dtype, requires_grad=backward)
         lay = _fwd_bwd(lambda layer=layer, x=x: layer(x), [x, *layer.parameters()] if backward else [x], backward)
         rows.append(_row(f"GLA layer d={2 * H * K} (with projections) / raw chunk_gla ({tag})", shape,
-                         time_ms(raw, dev, warmup=3, iters=iters), time_ms(lay, dev, warmup=3, iters=iters)))
+                         time_ms(raw, dev, warmup=3, reps=iters), time_ms(lay, dev, warmup=3, reps=iters)))
         del layer, x, ins
         torch.cuda.empty_cache()
     return rows
