@@ -2,11 +2,7 @@
 # One device call: GPU tests of the non-scan kernels, then the scan2d / blocks / anomaly
 # benchmarks. Run from the repo root on a CUDA machine; writes logs under $OUT.
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=core:apps${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/card.txt"
 echo "== gpu tests"; timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider \
   tests/core/ops/test_path_scan_triton.py tests/core/ops/test_gla.py tests/core/layers/test_gated_blocks_a.py \

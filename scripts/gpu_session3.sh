@@ -2,11 +2,7 @@
 # One device call (2026-11-28): the issue-4 table with the v5 defaults, the gated-block GPU tests
 # and benchmarks (issue 6) and the SS2D pipelines (issue 5). Logs under $OUT; short table last.
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=core:apps${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/card.txt"
 echo "== scan table"; timeout 200 python3 -c "
 import sys, json; from ssmkit.bench.scan_gpu import gpu_table
