@@ -11,6 +11,16 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
+def _one_thread():
+    """Every test starts on one intra-op thread again, whatever an earlier test (a bench run with
+    --threads, say) left behind."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
 def _seed_everything():
     """Each test starts from the same seed, so a failure reproduces; inputs are still fresh per test."""
     torch.manual_seed(0)

@@ -26,16 +26,6 @@ from tests.conftest import rel_err
 MINE = ["gated_attention", "gla", "mega", "s4d", "lru", "bigs"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # these tensors are tiny: a second intra-op thread only adds barrier spinning, which on a
-    # loaded 2-core CI box made the training loops ten times slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _param_grads(module: nn.Module, loss: torch.Tensor) -> list[torch.Tensor]:
     params = [p for p in module.parameters() if p.requires_grad]
     return list(torch.autograd.grad(loss, params, allow_unused=True))

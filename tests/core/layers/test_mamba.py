@@ -14,15 +14,6 @@ from ssmkit.layers.mamba import BiMamba, Mamba, MambaBlock, MambaCache
 from ssmkit.layers.norm import GatedRMSNorm, RMSNorm
 from tests.conftest import rel_err
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are far too small to gain from intra-op threads, and on a busy 2-core box two
-    OpenMP threads per process spin against each other (measured 17x slower); run on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # Tiny shapes run on the loop-over-time reference: it defines correct, so these tests check the
 # layer's wiring independently of the fast scan (which has its own tests against the reference).

@@ -29,16 +29,6 @@ INPUT_SHAPES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are far too small to gain from intra-op threads, and on a busy 2-core box two
-    OpenMP threads per process spin against each other (measured 17x slower); run on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def example_inputs(block: torch.nn.Module, batch: int = BATCH) -> tuple[torch.Tensor, ...]:
     """The inputs the registry convention says ``block`` takes, as a tuple of positional args."""
     if callable(getattr(block, "example_input", None)):
