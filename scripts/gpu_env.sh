@@ -6,3 +6,8 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=core:apps${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+# fla-core would autotune ~260 kernel configs on its first GLA call (minutes on a fresh machine);
+# pin one config per kernel through fla's own config directory (scripts/fla_pinned_configs.py).
+if [ -z "${FLA_AUTOTUNE:-}" ]; then
+  python3 scripts/fla_pinned_configs.py /tmp/fla_configs >/dev/null && export FLA_CONFIG_DIR=/tmp/fla_configs FLA_CACHE_MODE=default
+fi

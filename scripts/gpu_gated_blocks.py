@@ -14,6 +14,7 @@ tests, in-process; (4) `ssmkit bench blocks --gpu --no-pairs` for every register
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import sys
@@ -36,7 +37,10 @@ def main() -> int:
         logf.write(msg + "\n")
         logf.flush()
 
+    # If a step stalls (fla autotuning, a compile), the stacks every 90 s say where.
+    faulthandler.dump_traceback_later(90, repeat=True)
     t0 = time.time()
+    log(f"FLA_CACHE_MODE={os.environ.get('FLA_CACHE_MODE', 'unset (autotune)')}")
     log(f"{torch.cuda.get_device_name()} torch {torch.__version__}")
     rc = 0
     if "warm" not in skip:
