@@ -45,6 +45,33 @@ PINNED: dict[str, tuple[dict, int, int]] = {
 }
 
 
+def pin_in_process() -> list[str]:
+    """Give every already-importable fla autotuner named in PINNED just its pinned config.
+
+    Two of the GLA path's kernels (`chunk_fwd_kernel_h`, `chunk_bwd_kernel_dh`, 48 configs each)
+    use plain `triton.autotune`, which never reads FLA_CONFIG_DIR: on the device they alone took
+    about 150 s to tune for one key. A Triton autotuner holding a single config launches it
+    without benchmarking, so this pins them (and the rest, belt and braces) in this process.
+    Returns the names pinned; import fla.ops.gla before calling.
+    """
+    import triton
+    from triton.runtime.autotuner import Autotuner
+
+    pinned = []
+    for module in [m for name, m in list(sys.modules.items()) if name.startswith("fla.ops") and m is not None]:
+        for obj in list(vars(module).values()):
+            tuner = obj
+            while tuner is not None and not isinstance(tuner, Autotuner):
+                tuner = getattr(tuner, "fn", None)
+            name = getattr(getattr(tuner, "fn", None), "__name__", None)
+            if tuner is None or name not in PINNED or name in pinned:
+                continue
+            kwargs, warps, stages = PINNED[name]
+            tuner.configs = [triton.Config(dict(kwargs), num_warps=warps, num_stages=stages)]
+            pinned.append(name)
+    return pinned
+
+
 def write(directory: str | Path) -> Path:
     """Write `{kernel}.json` for every pinned kernel into `directory`; returns the directory."""
     out = Path(directory)

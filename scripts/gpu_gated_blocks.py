@@ -43,6 +43,13 @@ def main() -> int:
     log(f"FLA_CACHE_MODE={os.environ.get('FLA_CACHE_MODE', 'unset (autotune)')}")
     log(f"{torch.cuda.get_device_name()} torch {torch.__version__}")
     rc = 0
+    if os.environ.get("FLA_CACHE_MODE") == "default":
+        import fla.ops.gla  # noqa: F401  (imports every module whose kernels get pinned)
+
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from fla_pinned_configs import pin_in_process
+
+        log(f"pinned in process: {', '.join(pin_in_process())}")
     if "warm" not in skip:
         from ssmkit.ops.gla import gla
 
@@ -62,6 +69,10 @@ def main() -> int:
         log(f"overhead done at {time.time() - t0:.0f} s")
     if "tests" not in skip:
         import pytest
+
+        # `python -m pytest` puts the repo root on sys.path (the tests import tests.conftest);
+        # an in-process pytest.main does not.
+        sys.path.insert(0, os.getcwd())
 
         rc |= pytest.main(["-q", "-m", "gpu", "-p", "no:cacheprovider", "tests/core/ops/test_gla.py",
                            "tests/core/layers/test_gated_blocks_a.py", "tests/core/layers/test_mamba.py"])
