@@ -6,6 +6,10 @@ Two pipelines compute the same [B, Di, H, W] -> [B, Di, H, W] map, K paths of on
   permuted copies, ONE 1-D selective-scan call over K*Di channels (G=K groups, no z), then
   ``strategy.merge`` permutes the K outputs back and sums them.
 - ``fused``: :func:`ssmkit.ops.path_scan.fused_path_scan` on the raster-order map.
+- ``fused_cl`` (op level): the same on the map stored channels-last, the layout SS2D's in-proj
+  produces; on CUDA the kernels then read each step's channels as one contiguous run, whatever
+  the path's order.
+- ``batched`` (op level): fused_path_scan's batched path (one gather, one 1-D scan, exact merge).
 
 ``--level layer`` times :meth:`SS2D.core` instead (the per-path x_proj/dt_proj included; the
 fused core projects in raster order and gathers only the R + 2N projected channels).
@@ -138,6 +142,8 @@ def make_case(batch: int, d_model: int, d_state: int, size: int, strategy: str, 
         "C": torch.randn(batch, K, d_state, L, device=device, dtype=dtype),
         "D": layer.D.detach().float().clone(),
         "delta_bias": layer.dt_proj_bias.detach().float().reshape(-1).repeat(K // layer.dt_proj_bias.shape[0]),
+        # the same map stored channels-last, as SS2D's in-proj makes it ([B, *S, Di] storage)
+        "x_cl": x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d),
     }
     return layer, x, scan_in
 
@@ -170,13 +176,18 @@ def op_fused(layer, x, s):
     return _path_scan(layer, x, s, "triton" if x.is_cuda and layer.backend == "auto" else layer.backend)
 
 
+def op_fused_cl(layer, x, s):
+    """op_fused on the channels-last copy of the map: the kernels gather whole runs of channels."""
+    return op_fused(layer, s["x_cl"], s)
+
+
 def op_batched(layer, x, s):
     """fused_path_scan's batched path (one gather, one 1-D scan, exact merge): "auto"'s choice."""
     return _path_scan(layer, x, s, layer.backend)
 
 
 VARIANTS = {
-    "op": {"materialized": op_materialized, "fused": op_fused, "batched": op_batched},
+    "op": {"materialized": op_materialized, "fused": op_fused, "fused_cl": op_fused_cl, "batched": op_batched},
     "layer": {"materialized": lambda layer, x, s: layer.core(x, impl="materialized"),
               "fused": lambda layer, x, s: layer.core(x, impl="fused")},
 }
@@ -187,7 +198,7 @@ def _closures(fn, layer, x, s, level: str):
         with torch.no_grad():
             return fn(layer, x, s)
 
-    grads_of = [x] + ([s["delta"], s["B"], s["C"]] if level == "op" else list(layer.parameters()))
+    grads_of = [x] + ([s["x_cl"], s["delta"], s["B"], s["C"]] if level == "op" else list(layer.parameters()))
 
     def fwd_bwd():
         for t in grads_of:
@@ -206,7 +217,7 @@ def bench_size(args, size: int, device: torch.device, dtype) -> list[dict]:
         if mode == "fwdbwd":
             x.requires_grad_(True)
             if args.level == "op":
-                for k in ("delta", "B", "C"):
+                for k in ("x_cl", "delta", "B", "C"):
                     s[k].requires_grad_(True)
         row = {"size": size, "mode": mode, "batch": args.batch, "d_inner": layer.d_inner, "K": layer.num_paths,
                "d_state": args.d_state, "dtype": str(dtype).replace("torch.", ""), "level": args.level,
@@ -222,9 +233,9 @@ def bench_size(args, size: int, device: torch.device, dtype) -> list[dict]:
         rows.append(row)
         x.grad = None
     with torch.no_grad():  # the two pipelines must agree, or the timing means nothing
-        a = op_fused(layer, x, s) if args.level == "op" else layer.core(x, impl="fused")
         b = op_materialized(layer, x, s) if args.level == "op" else layer.core(x, impl="materialized")
-        err = float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12))
+        outs = [op_fused(layer, x, s), op_fused_cl(layer, x, s)] if args.level == "op" else [layer.core(x, impl="fused")]
+        err = max(float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12)) for a in outs)
     for row in rows:
         row["rel_err"] = err
     return rows
@@ -232,7 +243,9 @@ def bench_size(args, size: int, device: torch.device, dtype) -> list[dict]:
 
 def print_table(rows: list[dict]) -> None:
     batched = any("batched_ms" in r for r in rows)
+    cl = any("fused_cl_ms" in r for r in rows)
     head = (f"{'size':>8} {'mode':>7} {'materialized ms':>16} {'fused ms':>9} {'speedup':>8} "
+            + (f"{'fused CL ms':>12} {'speedup':>8} " if cl else "")
             + (f"{'batched ms':>11} " if batched else "")
             + f"{'mat. peak MB':>13} {'fused peak MB':>14} {'rel err':>8}")
     print(head)
@@ -240,6 +253,8 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         speed = r["materialized_ms"] / r["fused_ms"] if r["fused_ms"] > 0 else float("nan")
         extra = f"{r['batched_ms']:>11.2f} " if batched else ""
+        if cl:
+            extra = f"{r['fused_cl_ms']:>12.2f} {r['materialized_ms'] / r['fused_cl_ms']:>7.2f}x " + extra
         print(f"{r['size']:>4}x{r['size']:<3} {r['mode']:>7} {r['materialized_ms']:>16.2f} {r['fused_ms']:>9.2f} "
               f"{speed:>7.2f}x {extra}{r['materialized_peak_mb']:>13.1f} {r['fused_peak_mb']:>14.1f} "
               f"{r['rel_err']:>8.1e}")
@@ -300,7 +315,9 @@ def run(argv: list[str]) -> int:
             if ref:
                 ms = ref[0] if r["mode"] == "fwd" else ref[1]
                 print(f"  {r['size']}x{r['size']} {r['mode']}: anchor {ms:.2f} ms, fused {r['fused_ms']:.2f} ms "
-                      f"({ms / r['fused_ms']:.2f}x); anchor peak {ref[2]:.2f} GB, fused {r['fused_peak_mb'] / 1024:.2f} GB")
+                      f"({ms / r['fused_ms']:.2f}x), fused CL {r['fused_cl_ms']:.2f} ms ({ms / r['fused_cl_ms']:.2f}x); "
+                      f"anchor peak {ref[2]:.2f} GB, fused {r['fused_peak_mb'] / 1024:.2f} GB, "
+                      f"fused CL {r['fused_cl_peak_mb'] / 1024:.2f} GB")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

@@ -249,7 +249,13 @@ class SS2D(nn.Module):
         self._check_input(x)
         x_cl = x if self.channels_last else x.movedim(1, -1)
         xin, z = self.in_proj(x_cl).chunk(2, dim=-1)  # [B, *S, Di] each
-        xin = F.silu(self.conv(xin.movedim(-1, 1).contiguous()))  # [B, Di, *S]
+        xin = xin.movedim(-1, 1)  # [B, Di, *S], channels-last storage
+        if not (self.impl == "fused" and xin.is_cuda):
+            # On CUDA the fused core reads the channels-last map in place (each step's channels
+            # are one contiguous run, so gathers along any path coalesce); the CPU paths want
+            # channels-first rows.
+            xin = xin.contiguous()
+        xin = F.silu(self.conv(xin))
         y = self.core(xin)
         y = self.out_norm(y.movedim(1, -1)) * F.silu(z)  # [B, *S, Di]
         out = self.dropout(self.out_proj(y))

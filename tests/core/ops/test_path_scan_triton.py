@@ -41,16 +41,20 @@ CHECK = textwrap.dedent(
 
     torch.manual_seed(0)
     results = []
-    # (strategy, shape, D per path, N, groups per path, reduce, dtype, D/bias given, with grads)
-    cases = [("cross", (3, 5), 3, 4, 1, "sum", torch.float32, True, True),
-             ("sass", (2, 3), 4, 2, 2, "none", torch.float32, True, True),
-             ("bidirectional", (1, 7), 8, 2, 4, "mean", torch.float32, False, True),
-             ("tri_orient", (2, 1, 3), 2, 4, 1, "mean", torch.bfloat16, False, False)]
-    for strategy, shape, dim, n, gpp, reduce, dtype, extras, grads in cases:
+    # (strategy, shape, D per path, N, groups per path, reduce, dtype, D/bias given, with grads,
+    #  u as a channels-last map: a [B, D, L] view of [B, L, D] storage, read in place)
+    cases = [("cross", (3, 5), 3, 4, 1, "sum", torch.float32, True, True, False),
+             ("sass", (2, 3), 4, 2, 2, "none", torch.float32, True, True, True),
+             ("bidirectional", (1, 7), 8, 2, 4, "mean", torch.float32, False, True, True),
+             ("tri_orient", (2, 1, 3), 2, 4, 1, "mean", torch.bfloat16, False, False, False),
+             ("cross", (2, 3), 3, 2, 1, "none", torch.float32, False, True, False),
+             ("snake", (3, 2), 2, 2, 1, "sum", torch.bfloat16, True, False, True)]
+    for strategy, shape, dim, n, gpp, reduce, dtype, extras, grads, cl in cases:
         index = create_scan(strategy).index(shape)
         K, L = index.shape
         nb = 2 if strategy == "sass" else 1  # the interpreter is slow: one case covers batch strides
-        ts = [torch.randn(nb, dim, L), 0.5 * torch.randn(nb, K * dim, L), -(torch.rand(K * dim, n) + 0.5),
+        u = torch.randn(nb, L, dim).transpose(1, 2) if cl else torch.randn(nb, dim, L)
+        ts = [u, 0.5 * torch.randn(nb, K * dim, L), -(torch.rand(K * dim, n) + 0.5),
               torch.randn(nb, K * gpp, n, L), torch.randn(nb, K * gpp, n, L)]
         ts = [t.to(dtype) if i != 2 else t for i, t in enumerate(ts)]
         ts += [torch.randn(K * dim), 0.3 * torch.randn(K * dim)] if extras else [None, None]
@@ -74,7 +78,9 @@ CHECK = textwrap.dedent(
             g_out = torch.autograd.grad(out, leaves, gy)
             g_ref = torch.autograd.grad(ref, [t for t in f32 if t is not None], gy)
             gerr = [float((a - b).abs().max() / b.abs().max()) for a, b in zip(g_out, g_ref)]
-        results.append({"case": strategy, "err": err, "grad_errs": gerr, "dtype": str(out.dtype),
+        # a channels-last map gives channels-last merged outputs (the in-place layout was used)
+        cl_out = reduce != "none" and out.stride() == (L * dim, 1, dim)
+        results.append({"case": strategy, "cl": cl, "cl_out": cl_out, "err": err, "grad_errs": gerr, "dtype": str(out.dtype),
                         "shape": list(out.shape), "want_shape": list(ref.shape),
                         "finite": bool(torch.isfinite(out.float()).all())
                         and all(bool(torch.isfinite(g).all()) for g in (g_out if grads else []))})
@@ -90,21 +96,23 @@ def test_fused_kernel_matches_reference_under_interpreter():
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
     results = json.loads(line[len("RESULT"):])
-    assert len(results) == 4
+    assert len(results) == 6
     for r in results:
         assert r["shape"] == r["want_shape"], r
         assert r["finite"], r
         tol = 1e-2 if "bfloat16" in r["dtype"] else 1e-5
         assert r["err"] < tol, r
         assert all(e < 1e-5 for e in r["grad_errs"]), r
-    assert [len(r["grad_errs"]) for r in results] == [7, 7, 5, 0]  # every input's gradient checked
-    assert results[3]["dtype"] == "torch.bfloat16"
+    assert [len(r["grad_errs"]) for r in results] == [7, 7, 5, 0, 5, 0]  # every input's gradient checked
+    assert results[3]["dtype"] == results[5]["dtype"] == "torch.bfloat16"
+    assert [r["cl_out"] for r in results] == [False, False, True, False, False, True]
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("reduce", ["sum", "none"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fused_kernel_on_gpu(cuda_device, reduce, dtype):
+def test_fused_kernel_on_gpu(cuda_device, reduce, dtype, channels_last):
     from ssmkit.ops.path_scan import fused_path_scan, path_scan_reference
     from ssmkit.registry import create_scan
     from tests.conftest import rel_err
@@ -113,6 +121,8 @@ def test_fused_kernel_on_gpu(cuda_device, reduce, dtype):
     K, L = index.shape
     dim, n = 40, 16
     u = torch.randn(2, dim, L, device=cuda_device).to(dtype)
+    if channels_last:
+        u = u.transpose(1, 2).contiguous().transpose(1, 2)
     delta = (0.5 * torch.randn(2, K * dim, L, device=cuda_device)).to(dtype)
     A = -(torch.rand(K * dim, n, device=cuda_device) + 0.5)
     B = torch.randn(2, K, n, L, device=cuda_device).to(dtype)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from ssmkit.ops.path_scan.indexing import inverse_permutation, pairwise_sum
+from ssmkit.ops.path_scan.indexing import channels_last_map, inverse_permutation, pairwise_sum
 from ssmkit.ops.path_scan.reference import path_scan_reference
 from ssmkit.ops.selective_scan import BACKENDS, resolve_backend, selective_scan
 
@@ -116,7 +116,7 @@ def fused_path_scan(
         return path_scan_reference(u, delta, A, B, C, path_index, D=D, delta_bias=delta_bias,
                                    delta_softplus=delta_softplus, reduce=reduce)
     chosen = resolve_backend(backend, u.device)
-    if backend == "triton":
+    if backend == "triton" or (backend == "auto" and chosen == "triton" and channels_last_map(u)):
         from ssmkit.ops.selective_scan.triton_scan import selective_scan_triton
 
         return selective_scan_triton(u, delta, A, B, C, D=D, delta_bias=delta_bias, delta_softplus=delta_softplus,

@@ -35,3 +35,11 @@ def pairwise_sum(terms: Iterable[torch.Tensor]) -> torch.Tensor:
     while stack:
         acc = stack.pop()[1] + acc
     return acc
+
+
+def channels_last_map(u: torch.Tensor) -> bool:
+    """Whether a [B, D, L] map is a transposed view of a contiguous [B, L, D] one: the layout of a
+    channels_last feature map flattened over its spatial dims, which the Triton path scan reads
+    in place."""
+    _, D, L = u.shape
+    return D > 1 and L > 1 and u.stride() == (L * D, 1, D)

@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ssmkit.ops.path_scan.indexing import channels_last_map
 from ssmkit.ops.selective_scan.triton_scan_kernels import (
     _part_carry_kernel,
     _scan_bwd_kernel,
@@ -139,13 +140,21 @@ def _split_parts(plan: dict, nseg: int, programs: int, device: torch.device) -> 
     return triton.cdiv(nseg, spp), spp
 
 
-def _merge_paths(y: torch.Tensor, K: int, reduce: str) -> torch.Tensor:
-    """[S, K*DU, L] per-path outputs in raster order -> [S, DU, L] ("sum"/"mean") or [S, K, DU, L]."""
-    S, KD, L = y.shape
-    y = y.view(S, K, KD // K, L)
-    if reduce == "none":
-        return y
-    out = y.sum(1)
+def _merge_paths(y: torch.Tensor, K: int, reduce: str, channels_last: bool) -> torch.Tensor:
+    """Per-path outputs in raster order, [S, K*DU, L] (or [S, L, K*DU] when ``channels_last``) ->
+    [S, DU, L] ("sum"/"mean") or [S, K, DU, L], channels-last views in the second case."""
+    if channels_last:
+        S, L, KD = y.shape
+        y = y.view(S, L, K, KD // K)
+        if reduce == "none":
+            return y.permute(0, 2, 3, 1)
+        out = y.sum(2).transpose(1, 2)
+    else:
+        S, KD, L = y.shape
+        y = y.view(S, K, KD // K, L)
+        if reduce == "none":
+            return y
+        out = y.sum(1)
     return out / K if reduce == "mean" else out
 
 
@@ -159,7 +168,11 @@ class _SelectiveScanTriton(torch.autograd.Function):
         pidx = path_index.to(device=u.device, dtype=torch.int32).contiguous() if path_index is not None else None
         G, N = Bm.shape[1], Bm.shape[2]
         dpg = dim // G
-        u, delta, Bm, Cm = (t.contiguous() for t in (u, delta, Bm, Cm))
+        # A channels-last map is read in place ([S, L, DU] storage): each step's channels are then
+        # contiguous, so gathers along any path coalesce. Its outputs come back channels-last too.
+        path_cl = pidx is not None and channels_last_map(u)
+        u = u.transpose(1, 2).contiguous() if path_cl else u.contiguous()
+        delta, Bm, Cm = (t.contiguous() for t in (delta, Bm, Cm))
         z = z.contiguous() if z is not None else None
         A2 = (A.to(compute) * _LOG2E).contiguous()
         Dc = Dskip.to(compute).contiguous() if Dskip is not None else None
@@ -177,7 +190,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
         plan = _plan(N, dpg, maxlen, u.element_size())
         nseg = max(1, triton.cdiv(maxlen, plan["seg"]))
 
-        y = _empty(batch, dim, L, device=u.device, dtype=u.dtype)  # per path, raster order, with pidx
+        # per path, raster order, with pidx
+        y = _empty(*((batch, L, dim) if path_cl else (batch, dim, L)), device=u.device, dtype=u.dtype)
         hlast = _empty(nseq, dim, N, device=u.device, dtype=compute) if return_final else None
         hsave = _empty(nseq, dim, nseg, N, device=u.device, dtype=compute) if needs_grad else None
         dummy = A2
@@ -194,15 +208,15 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 HAS_D=Dc is not None, HAS_Z=z is not None,
                 HAS_BIAS=bias is not None, SOFTPLUS=bool(delta_softplus), HAS_H0=h0c is not None,
                 SAVE=needs_grad, STORE_LAST=return_final, REVERSE=bool(reverse), VARLEN=varlen,
-                PREFETCH=bool(plan["pf"]), PATH=pidx is not None, num_warps=plan["warps"],
+                PREFETCH=bool(plan["pf"]), PATH=pidx is not None, PATH_CL=path_cl, num_warps=plan["warps"],
             )
         elif pidx is not None:
             y.zero_()
         if pidx is not None:
-            y = _merge_paths(y, pidx.shape[0], path_reduce)
+            y = _merge_paths(y, pidx.shape[0], path_reduce, path_cl)
         ctx.save_for_backward(u, delta, A2, Bm, Cm, Dc, z, bias, hsave, cu, pidx)
         ctx.meta = dict(softplus=bool(delta_softplus), reverse=bool(reverse), plan=plan, nseg=nseg,
-                        path_reduce=path_reduce,
+                        path_reduce=path_reduce, path_cl=path_cl,
                         nseq=nseq, has_h0=h0 is not None, dtypes=(A.dtype, None if Dskip is None else Dskip.dtype,
                         None if delta_bias is None else delta_bias.dtype, None if h0 is None else h0.dtype))
         if return_final:
@@ -217,18 +231,24 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dlast = rest[0] if rest else None
         compute = A2.dtype
         batch, dim, L = delta.shape
-        du_ch = u.shape[1]
+        path = pidx is not None
+        path_cl = m["path_cl"]
+        du_ch = u.shape[2] if path_cl else u.shape[1]  # u was saved as [S, L, DU] when channels-last
         G, N = Bm.shape[1], Bm.shape[2]
         dpg = dim // G
         nseq = m["nseq"]
-        path = pidx is not None
         dout_shared = path and m["path_reduce"] != "none"
         if dy is None:
-            dy = torch.zeros(batch, du_ch if dout_shared else dim, L, device=u.device, dtype=u.dtype)
+            shape = (batch, du_ch, L) if dout_shared else (batch, pidx.shape[0], du_ch, L) if path else (batch, dim, L)
+            dy = torch.zeros(shape, device=u.device, dtype=u.dtype)
         elif path and m["path_reduce"] == "mean":
             dy = dy / pidx.shape[0]
-        # reduce "none": [S, K, DU, L] per-path outputs, read as [S, K*DU, L] channels.
-        dy = dy.reshape(batch, du_ch if dout_shared else dim, L).contiguous()
+        # reduce "none": [S, K, DU, L] per-path outputs, read as [S, K*DU, L] channels
+        # ([S, L, K*DU] when channels-last, like the forward's buffer).
+        if path_cl:
+            dy = dy.transpose(1, 2).contiguous() if dout_shared else dy.permute(0, 3, 1, 2).reshape(batch, L, dim).contiguous()
+        else:
+            dy = dy.reshape(batch, du_ch if dout_shared else dim, L).contiguous()
         dlast = dlast.to(compute).contiguous() if dlast is not None else None
 
         BD, NP, T = plan["BD_b"], plan["NP"], plan["T_b"]
@@ -238,7 +258,10 @@ class _SelectiveScanTriton(torch.autograd.Function):
         if path:
             parts, spp = 1, m["nseg"]  # phase A reads dout in visit order; paths keep one part
         # With a path index, each path's du lands at raster positions and the K are summed below.
-        du = _empty(batch, dim, L, device=u.device, dtype=u.dtype) if path else _empty_like(u)
+        if path:
+            du = _empty(*((batch, L, dim) if path_cl else (batch, dim, L)), device=u.device, dtype=u.dtype)
+        else:
+            du = _empty_like(u)
         ddelta = _empty_like(delta)
         dz = _empty_like(z) if z is not None else None
         dB = torch.zeros(Bm.shape, device=u.device, dtype=compute)
@@ -288,7 +311,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 BD=BD, NP=NP, T=T, KSUB=ksub, HAS_D=Dc is not None, HAS_Z=z is not None,
                 HAS_BIAS=bias is not None, SOFTPLUS=m["softplus"], HAS_DLAST=carry_in is not None,
                 REVERSE=m["reverse"], VARLEN=cu is not None, PREFETCH=bool(plan["pf_b"]),
-                PATH=path, DOUT_SHARED=dout_shared, **launch,
+                PATH=path, DOUT_SHARED=dout_shared, PATH_CL=path_cl, **launch,
             )
         else:
             du.zero_()
@@ -306,7 +329,9 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dD = dD_part.sum(0).to(D_dt) if dD_part is not None else None
         dbias = dbias_part.sum(0).to(bias_dt) if dbias_part is not None else None
         dh0_out = dh0.to(h0_dt) if m["has_h0"] else None
-        if path:
+        if path_cl:
+            du = du.view(batch, L, pidx.shape[0], du_ch).sum(2).transpose(1, 2)
+        elif path:
             du = du.view(batch, pidx.shape[0], du_ch, L).sum(1)
         return (du, ddelta, dA, dB.to(Bm.dtype), dC.to(Cm.dtype), dD, dz, dbias, dh0_out,
                 None, None, None, None, None, None)

@@ -136,19 +136,21 @@ def _step_size(delta, bias, t_ok, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr
 
 
 @triton.jit
-def _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs, prow_ptr, bc_offs, n_ok, k, seqlen,
+def _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs, prow_ptr, pstride, bc_offs, n_ok, k,
+                seqlen,
                 T: tl.constexpr, HAS_DL: tl.constexpr, HAS_C: tl.constexpr, HAS_Z: tl.constexpr,
                 PATH: tl.constexpr):
     # One chunk's inputs in their storage dtype: u, delta, z [T, BD] and B, C [T, NP]. Chunks
     # outside [0, seqlen) load as zeros, so a prefetch past either end is harmless. With PATH,
     # u is read through the path's index row (prow_ptr: raster position of each step) at the
-    # channel offsets urow_offs; everything else is in visit order.
+    # channel offsets urow_offs, pstride elements per raster position; everything else is in
+    # visit order.
     t_offs = k * T + tl.arange(0, T)
     t_ok = (t_offs < seqlen) & (t_offs >= 0)
     x_offs = row_offs[None, :] + t_offs[:, None]
     if PATH:
         pos = tl.load(prow_ptr + t_offs, mask=t_ok, other=0).to(tl.int64)
-        u = tl.load(u_ptr + urow_offs[None, :] + pos[:, None], mask=t_ok[:, None], other=0.0)
+        u = tl.load(u_ptr + urow_offs[None, :] + pos[:, None] * pstride, mask=t_ok[:, None], other=0.0)
     else:
         u = tl.load(u_ptr + x_offs, mask=t_ok[:, None], other=0.0)
     dl = u
@@ -191,18 +193,35 @@ def _program_setup(A2_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG,
 
 
 @triton.jit
-def _path_rows(row_offs, path_ptr, row, d0, d_offs, L, DU, PATH: tl.constexpr):
-    # With PATH, the program's BD channels (of K*DU) belong to path k = d0 // DU: u is the
-    # shared [S, DU, L] raster map (channel d - k*DU) and row k of the [K, L] index says which
-    # raster position each step visits. Without PATH, u is addressed like delta.
+def _path_rows(row_offs, path_ptr, row, d0, d_offs, L, D, DU, PATH: tl.constexpr, PATH_CL: tl.constexpr):
+    # With PATH, the program's BD channels (of D = K*DU) belong to path k = d0 // DU: u is the
+    # shared raster map (channel d - k*DU) and row k of the [K, L] index says which raster
+    # position each step visits. Returns (u offsets, index row, u elements per raster position,
+    # offsets and elements per position of the per-path raster buffers: y, du, dout of "none").
+    # Channels-first maps are [S, DU, L] (buffers [S, D, L]); channels-last ones (PATH_CL) are
+    # [S, L, DU] (buffers [S, L, D]), so that the lanes of a warp, which sit on consecutive
+    # channels, read one position's channels as one contiguous run whatever the path's order.
+    # Without PATH, u is addressed like delta.
     if PATH:
         k = d0 // DU
-        urow_offs = (row.to(tl.int64) * DU + d_offs - k * DU) * L
         prow_ptr = path_ptr + k.to(tl.int64) * L
+        if PATH_CL:
+            urow_offs = row.to(tl.int64) * L * DU + d_offs - k * DU
+            brow_offs = row.to(tl.int64) * L * D + d_offs
+            u_ps = DU
+            b_ps = D
+        else:
+            urow_offs = (row.to(tl.int64) * DU + d_offs - k * DU) * L
+            brow_offs = row_offs
+            u_ps = 1
+            b_ps = 1
     else:
         urow_offs = row_offs
         prow_ptr = path_ptr
-    return urow_offs, prow_ptr
+        brow_offs = row_offs
+        u_ps = 1
+        b_ps = 1
+    return urow_offs, prow_ptr, u_ps, brow_offs, b_ps
 
 
 @triton.jit
@@ -213,7 +232,7 @@ def _scan_fwd_kernel(
     COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, KSUB: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_H0: tl.constexpr, SAVE: tl.constexpr, STORE_LAST: tl.constexpr, REVERSE: tl.constexpr,
-    VARLEN: tl.constexpr, PREFETCH: tl.constexpr, PATH: tl.constexpr,
+    VARLEN: tl.constexpr, PREFETCH: tl.constexpr, PATH: tl.constexpr, PATH_CL: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -231,7 +250,8 @@ def _scan_fwd_kernel(
     if HAS_H0:
         h = tl.load(h0_ptr + st_offs, mask=n_ok[:, None], other=0.0)
 
-    urow_offs, prow_ptr = _path_rows(row_offs, path_ptr, row, d0, d_offs, L, DU, PATH)
+    urow_offs, prow_ptr, u_ps, brow_offs, b_ps = _path_rows(row_offs, path_ptr, row, d0, d_offs, L, D, DU, PATH,
+                                                            PATH_CL)
     save_offs = ((pid_s.to(tl.int64) * D + d_offs[None, :]) * NSEG) * N + n_offs[:, None]
     last: tl.constexpr = 0 if REVERSE else T - 1
     first_f: tl.constexpr = T - 1 if REVERSE else 0
@@ -243,7 +263,7 @@ def _scan_fwd_kernel(
         # since a program is a single warp and there are few warps per SM to hide HBM latency.
         k0 = nchunks - 1 if REVERSE else nchunks * 0
         pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs,
-                                          prow_ptr, bc_offs, n_ok, k0, seqlen, T, True, True, HAS_Z, PATH)
+                                          prow_ptr, u_ps, bc_offs, n_ok, k0, seqlen, T, True, True, HAS_Z, PATH)
     for ci in range(0, nchunks):
         if REVERSE:
             k = nchunks - 1 - ci
@@ -252,11 +272,11 @@ def _scan_fwd_kernel(
         if PREFETCH:
             u_raw, dl_raw, B_raw, C_raw, z_raw = pu, pdl, pB, pC, pz
             pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs,
-                                              prow_ptr, bc_offs, n_ok, k + step, seqlen, T, True, True, HAS_Z,
+                                              prow_ptr, u_ps, bc_offs, n_ok, k + step, seqlen, T, True, True, HAS_Z,
                                               PATH)
         else:
             u_raw, dl_raw, B_raw, C_raw, z_raw = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs,
-                                                             urow_offs, prow_ptr, bc_offs, n_ok, k, seqlen, T,
+                                                             urow_offs, prow_ptr, u_ps, bc_offs, n_ok, k, seqlen, T,
                                                              True, True, HAS_Z, PATH)
         if SAVE:
             # The state entering each segment of KSUB chunks (in scan order) is all the backward
@@ -286,9 +306,9 @@ def _scan_fwd_kernel(
         if HAS_Z:
             zt = z_raw.to(COMPUTE)
             y = y * (zt * tl.sigmoid(zt))
-        if PATH:  # each path's output goes to its raster positions (a [S, K*DU, L] buffer)
+        if PATH:  # each path's output goes to its raster positions (a per-path raster buffer)
             pos = tl.load(prow_ptr + t_offs, mask=t_ok, other=0).to(tl.int64)
-            x_offs = row_offs[None, :] + pos[:, None]
+            x_offs = brow_offs[None, :] + pos[:, None] * b_ps
         tl.store(y_ptr + x_offs, y.to(y_ptr.dtype.element_ty), mask=t_ok[:, None])
         h = tl.sum(tl.where(t_idx[:, None, None] == last, hh, 0.0), axis=0)
 
@@ -381,7 +401,7 @@ def _scan_bwd_kernel(
     COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, KSUB: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, REVERSE: tl.constexpr, VARLEN: tl.constexpr,
-    PREFETCH: tl.constexpr, PATH: tl.constexpr, DOUT_SHARED: tl.constexpr,
+    PREFETCH: tl.constexpr, PATH: tl.constexpr, DOUT_SHARED: tl.constexpr, PATH_CL: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -410,12 +430,15 @@ def _scan_bwd_kernel(
     dD_acc = tl.zeros([BD], dtype=COMPUTE)
     dbias_acc = tl.zeros([BD], dtype=COMPUTE)
 
-    urow_offs, prow_ptr = _path_rows(row_offs, path_ptr, row, d0, d_offs, L, DU, PATH)
+    urow_offs, prow_ptr, u_ps, brow_offs, b_ps = _path_rows(row_offs, path_ptr, row, d0, d_offs, L, D, DU, PATH,
+                                                            PATH_CL)
     # dout: like u (the merged [S, DU, L] gradient, read through the path) when DOUT_SHARED,
     # else per path at raster positions ([S, K*DU, L], reduce "none"), else like delta.
-    dout_urow = row_offs
+    dout_urow = brow_offs
+    dout_ps = b_ps
     if DOUT_SHARED:
         dout_urow = urow_offs
+        dout_ps = u_ps
     save_offs = ((pid_s.to(tl.int64) * D + d_offs[None, :]) * NSEG) * N + n_offs[:, None]
     # Per-program scratch for the KSUB chunk-entry states of one segment: [KSUB, NP, BD].
     prog = ps * tl.num_programs(0) + pid_d
@@ -441,7 +464,7 @@ def _scan_bwd_kernel(
         step1: tl.constexpr = -1 if REVERSE else 1
         if PREFETCH:
             pu, pdl, pB, p_unc, p_unz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs,
-                                                    urow_offs, prow_ptr, bc_offs, n_ok,
+                                                    urow_offs, prow_ptr, u_ps, bc_offs, n_ok,
                                                     k1 - 1 if REVERSE else k0, seqlen, T, True, False, False,
                                                     PATH)
         for i in range(0, k1 - k0):
@@ -452,11 +475,11 @@ def _scan_bwd_kernel(
             if PREFETCH:
                 u_raw, dl_raw, B_raw = pu, pdl, pB
                 pu, pdl, pB, p_unc, p_unz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs,
-                                                        urow_offs, prow_ptr, bc_offs, n_ok, k + step1, seqlen,
+                                                        urow_offs, prow_ptr, u_ps, bc_offs, n_ok, k + step1, seqlen,
                                                         T, True, False, False, PATH)
             else:
                 u_raw, dl_raw, B_raw, p_unc, p_unz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr,
-                                                                 row_offs, urow_offs, prow_ptr, bc_offs, n_ok,
+                                                                 row_offs, urow_offs, prow_ptr, u_ps, bc_offs, n_ok,
                                                                  k, seqlen, T, True, False, False, PATH)
             tl.store(scratch_ptr + scr_offs + (k - k0) * (NP * BD), h)
             t_offs = k * T + t_idx
@@ -475,9 +498,9 @@ def _scan_bwd_kernel(
         if PREFETCH:
             kp = k0 if REVERSE else k1 - 1
             pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs,
-                                              prow_ptr, bc_offs, n_ok, kp, seqlen, T, True, True, HAS_Z, PATH)
+                                              prow_ptr, u_ps, bc_offs, n_ok, kp, seqlen, T, True, True, HAS_Z, PATH)
             pdo, p_und, p_unb, p_unc2, p_unz2 = _load_chunk(dout_ptr, dout_ptr, B_ptr, C_ptr, z_ptr, row_offs,
-                                                            dout_urow, prow_ptr, bc_offs, n_ok, kp, seqlen, T,
+                                                            dout_urow, prow_ptr, dout_ps, bc_offs, n_ok, kp, seqlen, T,
                                                             False, False, False, PATH)
             ph = tl.load(scratch_ptr + scr_offs + (kp - k0) * (NP * BD))
         for ci in range(0, k1 - k0):
@@ -489,20 +512,20 @@ def _scan_bwd_kernel(
                 u_raw, dl_raw, B_raw, C_raw, z_raw, do_raw, h_in = pu, pdl, pB, pC, pz, pdo, ph
                 kn = k + step2
                 pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs,
-                                                  prow_ptr, bc_offs, n_ok, kn, seqlen, T, True, True, HAS_Z,
+                                                  prow_ptr, u_ps, bc_offs, n_ok, kn, seqlen, T, True, True, HAS_Z,
                                                   PATH)
                 pdo, p_und, p_unb, p_unc2, p_unz2 = _load_chunk(dout_ptr, dout_ptr, B_ptr, C_ptr, z_ptr,
-                                                                row_offs, dout_urow, prow_ptr, bc_offs, n_ok,
+                                                                row_offs, dout_urow, prow_ptr, dout_ps, bc_offs, n_ok,
                                                                 kn, seqlen, T, False, False, False, PATH)
                 # The scratch holds this segment's chunks only: no read past either end.
                 kn_ok = (kn >= k0) & (kn < k1)
                 ph = tl.load(scratch_ptr + scr_offs + (kn - k0) * (NP * BD), mask=n_ok[:, None] & kn_ok, other=0.0)
             else:
                 u_raw, dl_raw, B_raw, C_raw, z_raw = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr,
-                                                                 row_offs, urow_offs, prow_ptr, bc_offs, n_ok,
+                                                                 row_offs, urow_offs, prow_ptr, u_ps, bc_offs, n_ok,
                                                                  k, seqlen, T, True, True, HAS_Z, PATH)
                 do_raw, p_und, p_unb, p_unc2, p_unz2 = _load_chunk(dout_ptr, dout_ptr, B_ptr, C_ptr, z_ptr,
-                                                                   row_offs, dout_urow, prow_ptr, bc_offs,
+                                                                   row_offs, dout_urow, prow_ptr, dout_ps, bc_offs,
                                                                    n_ok, k, seqlen, T, False, False, False,
                                                                    PATH)
                 h_in = tl.load(scratch_ptr + scr_offs + (k - k0) * (NP * BD))
@@ -559,9 +582,9 @@ def _scan_bwd_kernel(
                 ddelta = ddt
             ddelta = tl.where(t_ok[:, None], ddelta, 0.0)
             dbias_acc += tl.sum(ddelta, axis=0)
-            if PATH:  # du of each path at its raster positions ([S, K*DU, L]), summed on the host
+            if PATH:  # du of each path at its raster positions (a per-path buffer), summed on the host
                 pos = tl.load(prow_ptr + t_offs, mask=t_ok, other=0).to(tl.int64)
-                tl.store(du_ptr + row_offs[None, :] + pos[:, None], du.to(du_ptr.dtype.element_ty),
+                tl.store(du_ptr + brow_offs[None, :] + pos[:, None] * b_ps, du.to(du_ptr.dtype.element_ty),
                          mask=t_ok[:, None])
             else:
                 tl.store(du_ptr + x_offs, du.to(du_ptr.dtype.element_ty), mask=t_ok[:, None])
