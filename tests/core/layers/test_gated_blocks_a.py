@@ -243,6 +243,28 @@ def test_mega_bidirectional_sees_the_future_and_relative_buckets():
         MegaLayer(16, causal=True, bidirectional=True)
 
 
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("L,S", [(7, 7), (5, 9), (9, 4), (1, 1)])
+def test_relative_bias_is_the_bucket_lookup_of_every_pair(L, S, bidirectional):
+    # The Toeplitz view must equal indexing the weight with each (q, k) pair's bucket, values and
+    # gradients (the gradient is where the view's unfold replaces a per-pair index_put).
+    from ssmkit.layers.mega import T5RelativeBias
+
+    rb = T5RelativeBias(num_buckets=8, max_distance=6, bidirectional=bidirectional)
+    with torch.no_grad():
+        rb.weight.copy_(torch.randn(8))
+    pairs = torch.arange(S)[None, :] - torch.arange(L)[:, None]
+    want_w = rb.weight.detach().clone().requires_grad_(True)
+    want = want_w[relative_position_bucket(pairs, bidirectional, 8, 6)]
+    got = rb(L, S)
+    assert got.shape == (L, S)
+    assert torch.equal(got, want)
+    g = torch.randn(L, S)
+    (gw,) = torch.autograd.grad(got, rb.weight, g)
+    (want_gw,) = torch.autograd.grad(want, want_w, g)
+    assert torch.allclose(gw, want_gw, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- S4D, LRU, BiGS
 
 

@@ -226,3 +226,31 @@ def test_layer_with_fused_triton_kernels_under_interpreter():
     assert proc.returncode == 0, proc.stderr[-3000:]
     errs = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))[len("RESULT"):])
     assert len(errs) == 2 and all(e < 1e-5 for e in errs), errs
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("strategy,dims", [("cross", 2), ("sass", 2), ("tri_orient", 3)])
+def test_fused_layer_on_gpu_reads_the_channels_last_map(cuda_device, strategy, dims, monkeypatch):
+    # On CUDA the fused core gets the conv output channels-last and "auto" sends it to the
+    # Triton path_index mode; it must match the materialised pipeline, values and gradients.
+    from ssmkit.ops.selective_scan import triton_scan
+
+    seen = []
+    real = triton_scan.selective_scan_triton
+
+    def spy(u, *args, **kw):
+        seen.append((kw.get("path_index") is not None, u.stride(1) == 1))
+        return real(u, *args, **kw)
+
+    monkeypatch.setattr(triton_scan, "selective_scan_triton", spy)
+    layer = SS2D(d_model=24, d_state=8, strategy=strategy, spatial_dims=dims, device=cuda_device)
+    ref = _twin(layer, impl="materialized")
+    shape = (13, 11) if dims == 2 else (5, 6, 7)
+    x = torch.randn(2, 24, *shape, device=cuda_device, requires_grad=True)
+    gy = torch.randn(2, 24, *shape, device=cuda_device)
+    out, grads = _grads(layer, x, gy)
+    assert seen and all(path and cl for path, cl in seen), seen
+    out_ref, grads_ref = _grads(ref, x, gy)
+    assert rel_err(out, out_ref) < 1e-4
+    for name, a, b in zip(["x"] + [n for n, _ in layer.named_parameters()], grads, grads_ref):
+        assert rel_err(a, b) < 1e-4, name
