@@ -250,12 +250,16 @@ class SS2D(nn.Module):
         x_cl = x if self.channels_last else x.movedim(1, -1)
         xin, z = self.in_proj(x_cl).chunk(2, dim=-1)  # [B, *S, Di] each
         xin = xin.movedim(-1, 1)  # [B, Di, *S], channels-last storage
-        if not (self.impl == "fused" and xin.is_cuda):
-            # On CUDA the fused core reads the channels-last map in place (each step's channels
-            # are one contiguous run, so gathers along any path coalesce); the CPU paths want
-            # channels-first rows.
+        # On CUDA the fused core reads a channels-last map in place (each step's channels are one
+        # contiguous run, so gathers along any path coalesce); the CPU paths want channels-first
+        # rows. cuDNN's channels-last depthwise Conv3d was 5x slower in fwd+bwd on the H100
+        # (docs/benchmarks.md), so 3-D convolves channels-first and makes one channels-last copy.
+        to_cl = self.impl == "fused" and xin.is_cuda
+        if not to_cl or self.spatial_dims == 3:
             xin = xin.contiguous()
         xin = F.silu(self.conv(xin))
+        if to_cl and self.spatial_dims == 3:
+            xin = xin.contiguous(memory_format=torch.channels_last_3d)
         y = self.core(xin)
         y = self.out_norm(y.movedim(1, -1)) * F.silu(z)  # [B, *S, Di]
         out = self.dropout(self.out_proj(y))
