@@ -12,10 +12,15 @@ the gather / scatter itself:
   kernels read ``u`` (and, in the backward, the merged output gradient) through the path index,
   so the K permuted copies of the map are never written nor kept for the backward; each path's
   output and du land at raster positions in a transient [B, K*D, L] buffer that is summed.
-- ``"auto"``, ``"chunked"``: the batched path (on CUDA its 1-D scan is the Triton selective
-  scan). "auto" does not pick the fused path: the earlier fused kernels (their own gather/
-  scatter-add design, since replaced) measured 2.5-3x slower than the batched path on an H100;
-  the path-index mode of the v5 scan has not been timed on a GPU yet (docs/benchmarks.md).
+  A map stored channels-last (a [B, D, L] view of [B, L, D] storage, as SS2D makes on CUDA) is
+  read in place, so a step's channels are one contiguous run along any path.
+- ``"auto"``: on CUDA with a channels-last map, the ``"triton"`` path-index mode: on an H100
+  (bf16, B=8, D=384, cross) it ran 1.11-1.39x faster than the materialising pipeline with
+  0.4-0.5x its peak memory. Otherwise the batched path below: with a channels-first map the
+  in-kernel gathers touch one 32-byte sector per element along column paths, and the mode was
+  1.2-2.4x slower than the batched path (docs/benchmarks.md, session 4).
+- ``"chunked"`` and the other 1-D backends: the batched path (on CUDA its 1-D scan is the
+  Triton selective scan).
 - the batched path in detail: One gather builds all K paths at once,
   ONE selective-scan call runs over K*D channels with the paths as groups, and the outputs
   are merged by their exact inverse permutations.

@@ -370,7 +370,9 @@ def selective_scan_triton(
     (path-major; delta, z, B, C in visit order, G a multiple of K), and y comes back in raster
     order merged by ``path_reduce`` ("sum" | "mean": [B, DU, L]; "none": [B, K, DU, L]). Each
     path's output (and du in the backward) is written at its raster positions into a transient
-    [B, K*DU, L] buffer that is summed over K. Not combined with ``cu_seqlens``.
+    [B, K*DU, L] buffer that is summed over K. A channels-last map (u a [B, DU, L] view of
+    [B, L, DU] storage) is read in place, which coalesces the gathers along any path; y then
+    comes back as channels-last views too. Not combined with ``cu_seqlens``.
     """
     if path_index is not None and cu_seqlens is not None:
         raise ValueError("path_index and cu_seqlens cannot be combined; scan packed sequences without a path index")
