@@ -7,7 +7,9 @@ in :mod:`ssmkit.ops.selective_scan.triton_scan_kernels`; H100 timings in docs/be
 
 from __future__ import annotations
 
+import functools
 import math
+import weakref
 
 import torch
 import triton
@@ -90,12 +92,46 @@ def set_tile_config(**overrides: int) -> None:
         _config[key] = val
 
 
+# Host time matters: at a 64x64 SS2D map the whole fused forward is ~0.8 ms of GPU work and an
+# isolated call spent ~0.4 ms in Python before its kernel reached the GPU (session 4 profile). So
+# per-call work that only depends on its arguments' identity or values is cached below.
+_INDEX_CACHE: dict = {}
+
+
+def _int32_index(path_index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The [K, L] path index as contiguous int32 on `device`, converted once per index tensor (the
+    strategies hand out one cached tensor per shape): keyed by the tensor's identity and version,
+    holding only a weak reference to it."""
+    key = (id(path_index), path_index._version, device)
+    hit = _INDEX_CACHE.get(key)
+    if hit is not None and hit[0]() is path_index:
+        return hit[1]
+    out = path_index.to(device=device, dtype=torch.int32).contiguous()
+    if len(_INDEX_CACHE) > 64:
+        _INDEX_CACHE.clear()
+    _INDEX_CACHE[key] = (weakref.ref(path_index), out)
+    return out
+
+
+def _as(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """t in `dtype`, contiguous, without a dispatch when it already is (None passes through)."""
+    if t is None or (t.dtype == dtype and t.is_contiguous()):
+        return t
+    return t.to(dtype).contiguous()
+
+
 def _plan(N: int, dpg: int, maxlen: int, elem_size: int = 2) -> dict:
     """Concrete tile sizes for N states, `dpg` channels per group, the longest sequence and
-    inputs of `elem_size` bytes."""
+    inputs of `elem_size` bytes (cached per arguments and knob settings)."""
+    return dict(_plan_cached(N, dpg, maxlen, elem_size, tuple(sorted(_config.items()))))
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_cached(N: int, dpg: int, maxlen: int, elem_size: int, knobs: tuple) -> dict:
+    cfg = dict(knobs)
     NP = max(2, triton.next_power_of_2(N))
-    warps = _config["warps"]
-    warps_b = _config["warps_bwd"] or warps
+    warps = cfg["warps"]
+    warps_b = cfg["warps_bwd"] or warps
 
     def channels(spw: int, warps: int) -> int:
         bd = max(1, (spw * warps) // NP)
@@ -104,16 +140,16 @@ def _plan(N: int, dpg: int, maxlen: int, elem_size: int = 2) -> dict:
         return bd
 
     cap = triton.next_power_of_2(max(1, maxlen))
-    T_f = _config["T_fwd"] or (4 if NP >= 64 else 8)
-    T_b = _config["T_bwd"] or (8 if NP >= 64 or elem_size >= 4 else 4)
+    T_f = cfg["T_fwd"] or (4 if NP >= 64 else 8)
+    T_b = cfg["T_bwd"] or (8 if NP >= 64 or elem_size >= 4 else 4)
     T_f, T_b = max(2, min(T_f, cap)), max(2, min(T_b, cap))
-    seg = _config["seg"] or min(1024, max(64, 8 * NP))
+    seg = cfg["seg"] or min(1024, max(64, 8 * NP))
     seg = max(T_f, T_b, min(seg, cap))
-    spw_f = _config["spw_fwd"] or (512 if NP >= 64 else 256)
-    spw_b = _config["spw_bwd"] or (256 if NP >= 64 and elem_size >= 4 else 128)
+    spw_f = cfg["spw_fwd"] or (512 if NP >= 64 else 256)
+    spw_b = cfg["spw_bwd"] or (256 if NP >= 64 and elem_size >= 4 else 128)
     return dict(NP=NP, BD_f=channels(spw_f, warps), BD_b=channels(spw_b, warps_b),
-                warps=warps, warps_b=warps_b, T_f=T_f, T_b=T_b, seg=seg, pf=_config["pf"],
-                pf_b=_config["pf"] and NP < 64, parts=_config["parts"], regs_bwd=_config["regs_bwd"])
+                warps=warps, warps_b=warps_b, T_f=T_f, T_b=T_b, seg=seg, pf=cfg["pf"],
+                pf_b=cfg["pf"] and NP < 64, parts=cfg["parts"], regs_bwd=cfg["regs_bwd"])
 
 
 def _register_cap(plan: dict, programs: int, device: torch.device) -> int | None:
@@ -165,7 +201,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         compute = torch.float64 if u.dtype == torch.float64 else torch.float32
         batch, dim, L = delta.shape  # the scan's channels (K*DU with a path index)
         du_ch = u.shape[1]
-        pidx = path_index.to(device=u.device, dtype=torch.int32).contiguous() if path_index is not None else None
+        pidx = _int32_index(path_index, u.device) if path_index is not None else None
         G, N = Bm.shape[1], Bm.shape[2]
         dpg = dim // G
         # A channels-last map is read in place ([S, L, DU] storage): each step's channels are then
@@ -174,10 +210,10 @@ class _SelectiveScanTriton(torch.autograd.Function):
         u = u.transpose(1, 2).contiguous() if path_cl else u.contiguous()
         delta, Bm, Cm = (t.contiguous() for t in (delta, Bm, Cm))
         z = z.contiguous() if z is not None else None
-        A2 = (A.to(compute) * _LOG2E).contiguous()
-        Dc = Dskip.to(compute).contiguous() if Dskip is not None else None
-        bias = delta_bias.to(compute).contiguous() if delta_bias is not None else None
-        h0c = h0.to(compute).contiguous() if h0 is not None else None
+        A2 = (_as(A, compute) * _LOG2E).contiguous()
+        Dc = _as(Dskip, compute)
+        bias = _as(delta_bias, compute)
+        h0c = _as(h0, compute)
         varlen = cu_seqlens is not None
         if varlen:
             cu = cu_seqlens.to(device=u.device, dtype=torch.int32).contiguous()
