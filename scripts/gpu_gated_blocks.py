@@ -1,7 +1,8 @@
 """Issue 6 on a GPU machine, in ONE process: fla-core autotunes every kernel on its first call
-(minutes of compiling on a fresh machine), and that tuning lives in the process, so the GLA
-overhead bench, the `gpu` tests and the blocks bench share it here instead of paying it three
-times.
+(minutes of compiling on a fresh machine). With FLA_CACHE_MODE=default (set by gpu_env.sh) its
+kernels are pinned instead (scripts/fla_pinned_configs.py, in process too); either way the
+compiled kernels live in the process, so the GLA overhead bench, the `gpu` tests and the blocks
+bench share them.
 
     PYTHONPATH=core:apps:/tmp/site python3 scripts/gpu_gated_blocks.py --out $OUT
 
