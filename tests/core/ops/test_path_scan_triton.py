@@ -140,3 +140,29 @@ def test_fused_kernel_on_gpu(cuda_device, reduce, dtype, channels_last):
     gy = torch.randn_like(ref)
     for a, b in zip(torch.autograd.grad(out, leaves, gy.to(out.dtype)), torch.autograd.grad(ref, f32, gy)):
         assert rel_err(a, b) < tol
+
+
+def test_int32_index_cache_follows_identity_and_in_place_edits():
+    # The host side converts a path index to int32 once per index tensor; an in-place edit (a new
+    # version) or another tensor with the same values must not be served a stale conversion.
+    from ssmkit.ops.selective_scan.triton_scan import _int32_index
+
+    idx = torch.arange(12).view(2, 6)
+    first = _int32_index(idx, idx.device)
+    assert first.dtype == torch.int32 and torch.equal(first, idx.int())
+    assert _int32_index(idx, idx.device) is first
+    idx[1] = idx[1].flip(0)
+    assert torch.equal(_int32_index(idx, idx.device), idx.int())
+    other = idx.clone()
+    assert _int32_index(other, other.device) is not _int32_index(idx, idx.device)
+
+
+def test_channels_last_map_detects_only_the_transposed_layout():
+    from ssmkit.ops.path_scan.indexing import channels_last_map
+
+    cl = torch.randn(2, 6, 5).transpose(1, 2)  # [B, D=5, L=6] view of [B, L, D]
+    assert channels_last_map(cl)
+    assert not channels_last_map(cl.contiguous())
+    assert not channels_last_map(torch.randn(2, 6, 10).transpose(1, 2)[:, ::2])  # strided channels
+    img = torch.randn(2, 5, 3, 4).contiguous(memory_format=torch.channels_last)
+    assert channels_last_map(img.flatten(2))

@@ -15,8 +15,8 @@ the gather / scatter itself:
   A map stored channels-last (a [B, D, L] view of [B, L, D] storage, as SS2D makes on CUDA) is
   read in place, so a step's channels are one contiguous run along any path.
 - ``"auto"``: on CUDA with a channels-last map, the ``"triton"`` path-index mode: on an H100
-  (bf16, B=8, D=384, cross) it ran 1.11-1.39x faster than the materialising pipeline with
-  0.4-0.5x its peak memory. Otherwise the batched path below: with a channels-first map the
+  (bf16, B=8, D=384, cross, 64x64 and 128x128) it ran 1.32-1.52x faster than the materialising
+  pipeline with 0.4-0.5x its peak memory. Otherwise the batched path below: with a channels-first map the
   in-kernel gathers touch one 32-byte sector per element along column paths, and the mode was
   1.2-2.4x slower than the batched path (docs/benchmarks.md, session 4).
 - ``"chunked"`` and the other 1-D backends: the batched path (on CUDA its 1-D scan is the
