@@ -61,7 +61,7 @@ def main() -> int:
         o = o[0] if isinstance(o, tuple) else o
         o.float().sum().backward()
         torch.cuda.synchronize()
-        log(f"warm-up (fla autotuning) done at {time.time() - t0:.0f} s")
+        log(f"warm-up (fla compile; autotuning too unless pinned) done at {time.time() - t0:.0f} s")
     if "overhead" not in skip:
         from ssmkit.bench.blocks_a import gla_fla_overhead
 
