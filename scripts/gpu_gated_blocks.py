@@ -7,7 +7,7 @@ bench share them.
     PYTHONPATH=core:apps:/tmp/site python3 scripts/gpu_gated_blocks.py --out $OUT
 
 Steps, each logged with its wall time to OUT/gated_blocks.log: (1) one small chunk_gla forward and
-backward to trigger the autotuning; (2) ssmkit.bench.blocks_a.gla_fla_overhead (the issue's
+backward to pay the compile (and autotuning when not pinned); (2) ssmkit.bench.blocks_a.gla_fla_overhead (the issue's
 B=8, T=4096, H=16, K=V=128 bf16 comparison); (3) pytest -m gpu on the GLA, gated-block and Mamba
 tests, in-process; (4) `ssmkit bench blocks --gpu --no-pairs` for every registered block.
 """
