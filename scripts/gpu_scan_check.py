@@ -219,8 +219,13 @@ def main() -> int:
     p.add_argument("--sweep-first", action="store_true", help="run the sweep before the correctness checks")
     p.add_argument("--variants", action="store_true", help="check every backward variant for correctness")
     p.add_argument("--skip-full", action="store_true", help="skip the full-shape check against chunked")
+    p.add_argument("--skip-odd", action="store_true", help="skip the odd-shape and poisoned-buffer checks")
     p.add_argument("--table-args", default="", help="extra flags for gpu_table, space-separated")
+    p.add_argument("--bwd-variants", default="",
+                   help='knob sets for the sweep and --variants, a JSON list such as \'[{}, {"lane_rs": 0}]\'')
     args = p.parse_args()
+    if args.bwd_variants:
+        BWD_VARIANTS[:] = json.loads(args.bwd_variants)
     os.makedirs(args.out, exist_ok=True)
     logf = open(os.path.join(args.out, "gpu_scan_check.log"), "w")
 
@@ -238,8 +243,10 @@ def main() -> int:
                       dtypes=[d for d in args.sweep_dtypes.split(",") if d])
     if args.sweep and args.sweep_first:
         sweep(device, log, **sweep_args)
-    ok = check_odd(device, log)
-    ok &= check_poison(device, log)
+    ok = True
+    if not args.skip_odd:
+        ok &= check_odd(device, log)
+        ok &= check_poison(device, log)
     if args.variants:
         ok &= check_variants(device, log)
     if not args.skip_full:

@@ -42,7 +42,7 @@ def bwd_sig(dt="bf16", N=16, BD=8, T=4, KSUB=32, pf=1, warps=1, maxnreg=None, fn
     ptr_types = {"u_ptr": dt, "delta_ptr": dt, "B_ptr": dt, "C_ptr": dt, "z_ptr": dt, "dout_ptr": dt,
                  "du_ptr": dt, "path_ptr": "i32", "ddelta_ptr": dt, "dz_ptr": dt}
     const = dict(COMPUTE="fp32", BD=BD, NP=N, T=T, KSUB=KSUB, HAS_D=True, HAS_Z=True, HAS_BIAS=True,
-                 SOFTPLUS=True, HAS_DLAST=False, PATH=bool(int(os.environ.get("PATH_MODE", "0"))), DOUT_SHARED=bool(int(os.environ.get("PATH_MODE", "0"))), REVERSE=bool(int(os.environ.get("REV", "0"))), VARLEN=False, PREFETCH=bool(pf), HAS_C=True)
+                 SOFTPLUS=True, HAS_DLAST=False, LANE_RS=int(os.environ.get("LANE_RS", "0")), PATH=bool(int(os.environ.get("PATH_MODE", "0"))), DOUT_SHARED=bool(int(os.environ.get("PATH_MODE", "0"))), REVERSE=bool(int(os.environ.get("REV", "0"))), VARLEN=False, PREFETCH=bool(pf), HAS_C=True)
     sig, cx = {}, {}
     import triton.language as tl
     for n in names:

@@ -162,6 +162,35 @@ def test_tile_config_rejects_bad_knobs():
     triton_scan.set_tile_config()
 
 
+
+def test_lane_reduce_scatter_only_where_the_layout_allows_it():
+    """dB/dC go through the PTX-shuffle reduce-scatter only on CUDA, in float32 math, for one-warp
+    programs whose lanes cover the channels, with a register axis to halve per lane bit and the
+    tiles the H100 measured as faster (T_bwd <= 4, N < 64); everything else uses tl.sum."""
+    from ssmkit.ops.selective_scan import triton_scan
+    from ssmkit.ops.selective_scan.triton_scan import _lane_levels, _plan
+
+    cuda, cpu, f32 = torch.device("cuda"), torch.device("cpu"), torch.float32
+    bf16_n16 = _plan(16, 1536, 4096, 2)
+    assert (bf16_n16["BD_b"], bf16_n16["T_b"]) == (8, 4)
+    assert _lane_levels(bf16_n16, f32, cuda) == 3  # 8 channel lanes: 3 shuffle steps
+    assert _lane_levels(bf16_n16, f32, cpu) == 0  # the interpreter runs no PTX
+    assert _lane_levels(bf16_n16, torch.float64, cuda) == 0  # 32-bit shuffles
+    assert _lane_levels(dict(bf16_n16, lane_rs=0), f32, cuda) == 0  # the knob
+    assert _lane_levels(dict(bf16_n16, warps_b=2), f32, cuda) == 0  # lanes no longer the layout's
+    assert _lane_levels(_plan(16, 1536, 4096, 4), f32, cuda) == 0  # fp32 inputs: T_bwd = 8
+    assert _lane_levels(_plan(64, 1536, 4096, 2), f32, cuda) == 0  # N = 64 spills
+    assert _lane_levels(dict(bf16_n16, BD_b=2), f32, cuda) == 1
+    assert _lane_levels(dict(bf16_n16, BD_b=1), f32, cuda) == 0  # nothing to sum across lanes
+    # 32 channel lanes need 32 registers to halve into: T * NP = 2 * 4 is too few.
+    assert _lane_levels(dict(bf16_n16, BD_b=32, NP=4, T_b=2), f32, cuda) == 0
+    assert _lane_levels(dict(bf16_n16, BD_b=32, NP=16, T_b=2), f32, cuda) == 5
+    # 16 state lanes for 4 states: the layout would put lanes on t.
+    assert _lane_levels(dict(bf16_n16, BD_b=2, NP=4), f32, cuda) == 0
+    with pytest.raises(ValueError, match="mode knob lane_rs=2"):
+        triton_scan.set_tile_config(lane_rs=2)
+
+
 def test_saved_state_bytes_are_per_segment():
     from ssmkit.ops.selective_scan.triton_scan import forward_saved_bytes
 

@@ -39,13 +39,14 @@ _empty_like = torch.empty_like
 # docs/benchmarks.md (spw_fwd 256 beat 128 by 1.2-1.45x; T_bwd 8 beat 4 by 1.5x at N=64; v5: with
 # 4-byte inputs, T_bwd 8 at N=16 by 1.1x and spw_bwd 256 at N=64 by 1.3x, both slower for bf16).
 _DEFAULT_CONFIG = {"spw_fwd": 0, "spw_bwd": 0, "T_fwd": 0, "T_bwd": 0, "warps": 1, "warps_bwd": 0, "seg": 0,
-                   "pf": 1, "parts": 1, "regs_bwd": 0}
+                   "pf": 1, "parts": 1, "regs_bwd": 0, "lane_rs": 1}
 _config = dict(_DEFAULT_CONFIG)
 # Mode knobs (not tile sizes): pf 1 loads the next chunk's inputs into registers while the
 # current one computes, in the forward and, below N = 64, in both backward passes (at N = 64 the
 # extra [T_bwd, 64] B/C tiles cost the backward 10%, docs/benchmarks.md v4); pf 0 loads each chunk
-# when it starts.
-_MODE_KNOBS = {"pf": (0, 1)}
+# when it starts. lane_rs 1 sums dB/dC over a backward program's channels with a reduce-scatter
+# across the lanes (PTX shuffles, CUDA only, see _lane_levels); 0 uses tl.sum, an all-reduce.
+_MODE_KNOBS = {"pf": (0, 1), "lane_rs": (0, 1)}
 # Count knobs (any value >= 0, not only powers of two): parts splits each sequence of the backward
 # into that many parts run by separate programs (0: enough parts for `_SPLIT_WAVES` waves of
 # programs on the device, 1: no split), after two small phases compute the gradient entering each
@@ -64,7 +65,7 @@ _CAPPED_REGS, _CAPPED_WARPS_PER_SM = 168, 12
 
 def set_tile_config(**overrides: int) -> None:
     """Override tiling knobs (spw_fwd, spw_bwd, T_fwd, T_bwd, warps, warps_bwd, seg) and the mode
-    knob pf (_MODE_KNOBS); 0 means automatic: spw_fwd = 256 and T_fwd = 8 below N = 64, 512 and 4
+    knobs pf and lane_rs (_MODE_KNOBS); 0 means automatic: spw_fwd = 256 and T_fwd = 8 below N = 64, 512 and 4
     from N = 64 on, T_bwd = 4 (8 from N = 64 on, and for 4-byte inputs), spw_bwd = 128 (256 for
     4-byte inputs from N = 64 on), seg = 8·N clamped to [64, 1024],
     warps_bwd = warps; and the count knobs parts and regs_bwd (_COUNT_KNOBS). No arguments restore the
@@ -149,7 +150,32 @@ def _plan_cached(N: int, dpg: int, maxlen: int, elem_size: int, knobs: tuple) ->
     spw_b = cfg["spw_bwd"] or (256 if NP >= 64 and elem_size >= 4 else 128)
     return dict(NP=NP, BD_f=channels(spw_f, warps), BD_b=channels(spw_b, warps_b),
                 warps=warps, warps_b=warps_b, T_f=T_f, T_b=T_b, seg=seg, pf=cfg["pf"],
-                pf_b=cfg["pf"] and NP < 64, parts=cfg["parts"], regs_bwd=cfg["regs_bwd"])
+                pf_b=cfg["pf"] and NP < 64, parts=cfg["parts"], regs_bwd=cfg["regs_bwd"],
+                lane_rs=cfg["lane_rs"])
+
+
+def _lane_levels(plan: dict, compute: torch.dtype, device: torch.device) -> int:
+    """How many lane bits the backward's dB/dC reduce-scatter spans (0: tl.sum instead).
+
+    It shuffles registers between lanes by id, so it relies on the layout Triton gives a one-warp
+    [T, NP, BD] tile: lanes over the channels first (lane bit i = channel bit i, min(BD, 32)
+    lanes), then over the states, with t and the rest of n in registers, and it needs enough
+    registers to halve once per lane bit. Shuffles are 32-bit PTX, so float32 math on CUDA only
+    (the interpreter runs no PTX)."""
+    BD, NP, T = plan["BD_b"], plan["NP"], plan["T_b"]
+    if (not plan["lane_rs"] or device.type != "cuda" or compute != torch.float32 or plan["warps_b"] != 1
+            or not 2 <= BD <= 32):
+        return 0
+    # Measured on an H100 (docs/benchmarks.md, session 5): 2-8% faster with T_bwd = 4 at N = 16,
+    # 12-45% slower with T_bwd = 8 or N = 64, whose tiles already spill and spill more around the
+    # halving steps.
+    if T > 4 or NP >= 64:
+        return 0
+    levels = BD.bit_length() - 1
+    lanes_np = 32 // BD
+    if NP < lanes_np or T * (NP // lanes_np) < BD:
+        return 0
+    return levels
 
 
 def _register_cap(plan: dict, programs: int, device: torch.device) -> int | None:
@@ -347,7 +373,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 BD=BD, NP=NP, T=T, KSUB=ksub, HAS_D=Dc is not None, HAS_Z=z is not None,
                 HAS_BIAS=bias is not None, SOFTPLUS=m["softplus"], HAS_DLAST=carry_in is not None,
                 REVERSE=m["reverse"], VARLEN=cu is not None, PREFETCH=bool(plan["pf_b"]),
-                PATH=path, DOUT_SHARED=dout_shared, PATH_CL=path_cl, **launch,
+                PATH=path, DOUT_SHARED=dout_shared, PATH_CL=path_cl,
+                LANE_RS=_lane_levels(plan, compute, u.device), **launch,
             )
         else:
             du.zero_()

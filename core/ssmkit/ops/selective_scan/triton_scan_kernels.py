@@ -103,13 +103,93 @@ def _adjoint_scan(a, c, T: tl.constexpr, REV: tl.constexpr):
 
 
 @triton.jit
+def _xor_lanes(x, MASK: tl.constexpr):
+    # Every register of x from the lane whose id differs in the MASK bits (PTX shfl.sync.bfly).
+    xi = x.to(tl.int32, bitcast=True)
+    if MASK == 1:
+        r = tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 1, 31, -1;", "=r,r", [xi], dtype=tl.int32,
+                                      is_pure=True, pack=1)
+    elif MASK == 2:
+        r = tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 2, 31, -1;", "=r,r", [xi], dtype=tl.int32,
+                                      is_pure=True, pack=1)
+    elif MASK == 4:
+        r = tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 4, 31, -1;", "=r,r", [xi], dtype=tl.int32,
+                                      is_pure=True, pack=1)
+    elif MASK == 8:
+        r = tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 8, 31, -1;", "=r,r", [xi], dtype=tl.int32,
+                                      is_pure=True, pack=1)
+    else:
+        r = tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 16, 31, -1;", "=r,r", [xi], dtype=tl.int32,
+                                      is_pure=True, pack=1)
+    return r.to(x.dtype, bitcast=True)
+
+
+@triton.jit
+def _halves(x):
+    # [T, R, C] -> (lo, hi), its two halves along the highest bit of t (of r once T == 1). Both
+    # axes live in each thread's registers, so this only renames registers.
+    T: tl.constexpr = x.shape[0]
+    R: tl.constexpr = x.shape[1]
+    C: tl.constexpr = x.shape[2]
+    if T > 1:
+        y = tl.permute(tl.reshape(x, [2, T // 2, R, C]), (1, 2, 3, 0))
+    else:
+        y = tl.permute(tl.reshape(x, [1, 2, R // 2, C]), (0, 2, 3, 1))
+    return tl.split(y)
+
+
+@triton.jit
+def _exchange_halves(vb, vc, bit, MASK: tl.constexpr):
+    # One reduce-scatter step between lane pairs (ids differing in MASK): the lane whose channel
+    # bit is set keeps the high halves and receives its partner's high halves; its partner keeps
+    # and receives the low ones.
+    b_lo, b_hi = _halves(vb)
+    c_lo, c_hi = _halves(vc)
+    vb = tl.where(bit, b_hi, b_lo) + _xor_lanes(tl.where(bit, b_lo, b_hi), MASK)
+    vc = tl.where(bit, c_hi, c_lo) + _xor_lanes(tl.where(bit, c_lo, c_hi), MASK)
+    return vb, vc
+
+
+@triton.jit
+def _add_channel_sums(dB_ptr, dC_ptr, vb, vc, bc_base, t0, seqlen, N, L, LEVELS: tl.constexpr):
+    """dB[t, n] += sum_d vb[t, n, d] and dC likewise, for [T, NP, BD] tiles whose channels sit on
+    2**LEVELS lanes (lane bit i = channel bit i, the default layout of one warp) with t and n in
+    registers. A reduce-scatter over those lanes: each step halves the values a lane holds, so
+    after LEVELS steps every lane owns T*NP*2/32 distinct sums and adds them with one atomic each.
+    tl.sum instead all-reduces (every lane ends with every sum: LEVELS shuffles per value) and then
+    moves the sums through shared memory to the atomics' layout."""
+    T: tl.constexpr = vb.shape[0]
+    NP: tl.constexpr = vb.shape[1]
+    BD: tl.constexpr = vb.shape[2]
+    d3 = tl.arange(0, BD)[None, None, :]
+    # code = t * NP + n of each value a lane keeps: the low half's (the same in every lane) plus,
+    # per step, the offset of the high half where the lane keeps that.
+    code = tl.arange(0, T)[:, None, None] * NP + tl.arange(0, NP)[None, :, None] + d3 * 0
+    lane_off = d3 * 0
+    for lvl in tl.static_range(LEVELS):
+        bit = ((d3 >> lvl) & 1) != 0
+        half_off = (vb.shape[0] // 2) * NP if vb.shape[0] > 1 else vb.shape[1] // 2
+        vb, vc = _exchange_halves(vb, vc, bit, 1 << lvl)
+        code = _halves(code)[0]
+        lane_off += tl.where(bit, half_off, 0)
+    code += lane_off
+    t = t0 + code // NP
+    n = code % NP
+    offs = bc_base + n.to(tl.int64) * L + t
+    ok = (t < seqlen) & (n < N)
+    tl.atomic_add(dB_ptr + offs, vb, mask=ok, sem="relaxed")
+    tl.atomic_add(dC_ptr + offs, vc, mask=ok, sem="relaxed")
+
+
+@triton.jit
 def _softplus(x):
-    # max(x, 0) + log1p(exp(-|x|)); log1p through Kahan's correction, as tl has no log1p and
-    # log(1 + w) loses most digits of dt for the typical w ~ 1e-3.
+    # (softplus(x), its derivative sigmoid(x)). softplus = max(x, 0) + log1p(exp(-|x|)), log1p
+    # through Kahan's correction, as tl has no log1p and log(1 + w) loses most digits of dt for the
+    # typical w ~ 1e-3. sigmoid(x) = (1 if x >= 0 else w) / (1 + w) reuses w: no second exp.
     w = tl.exp(-tl.abs(x))
     one_w = 1.0 + w
     log1p_w = tl.where(one_w == 1.0, w, tl.log(one_w) * (w / (one_w - 1.0)))
-    return tl.maximum(x, 0.0) + log1p_w
+    return tl.maximum(x, 0.0) + log1p_w, tl.where(x >= 0.0, 1.0, w) / one_w
 
 
 @triton.jit
@@ -127,15 +207,17 @@ def _seq_bounds(cu_ptr, pid_s, L, VARLEN: tl.constexpr):
 
 @triton.jit
 def _step_size(delta, bias, t_ok, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    # delta, result: [T, BD]; bias: [BD]; t_ok: [T].
+    # (dt, d dt / d delta) for delta: [T, BD], bias: [BD], t_ok: [T]; the derivative is None
+    # without softplus.
     x = delta
     if HAS_BIAS:
         x = x + bias[None, :]
     dt = x
+    ddt_dx = None
     if SOFTPLUS:
-        dt = _softplus(x)
+        dt, ddt_dx = _softplus(x)
     # Steps outside the sequence get dt = 0: a = exp2(0) = 1 and b = 0, the scan's identity.
-    return tl.where(t_ok[:, None], dt, 0.0), x
+    return tl.where(t_ok[:, None], dt, 0.0), ddt_dx
 
 
 @triton.jit
@@ -405,6 +487,7 @@ def _scan_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, REVERSE: tl.constexpr, VARLEN: tl.constexpr,
     PREFETCH: tl.constexpr, PATH: tl.constexpr, DOUT_SHARED: tl.constexpr, PATH_CL: tl.constexpr,
+    LANE_RS: tl.constexpr = 0,
 ):
     pid_d = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -449,6 +532,7 @@ def _scan_bwd_kernel(
     first_f: tl.constexpr = T - 1 if REVERSE else 0
     last_f: tl.constexpr = 0 if REVERSE else T - 1
     first_g: tl.constexpr = 0 if REVERSE else T - 1
+    bc_offs0 = ((row.to(tl.int64) * G + d0 // DPG) * N) * L + start  # B/C row of state 0
 
     nchunks = tl.cdiv(seqlen, T)
     nseg = tl.cdiv(nchunks, KSUB)
@@ -536,7 +620,7 @@ def _scan_bwd_kernel(
             t_ok = t_offs < seqlen
             x_offs = row_offs[None, :] + t_offs[:, None]  # [T, BD]
             u = u_raw.to(COMPUTE)
-            dt, x = _step_size(dl_raw.to(COMPUTE), bias, t_ok, HAS_BIAS, SOFTPLUS)
+            dt, ddt_dx = _step_size(dl_raw.to(COMPUTE), bias, t_ok, HAS_BIAS, SOFTPLUS)
             bc_m = t_ok[:, None] & n_ok[None, :]
             bc_ptrs = bc_offs[None, :] + t_offs[:, None]  # [T, NP]
             Bt = B_raw.to(COMPUTE)
@@ -580,7 +664,7 @@ def _scan_bwd_kernel(
                 dD_acc += tl.sum(dy * u, axis=0)
             dA_acc += tl.sum(gah * dt[:, None, :], axis=0)
             if SOFTPLUS:
-                ddelta = ddt * tl.sigmoid(x)
+                ddelta = ddt * ddt_dx
             else:
                 ddelta = ddt
             ddelta = tl.where(t_ok[:, None], ddelta, 0.0)
@@ -594,12 +678,16 @@ def _scan_bwd_kernel(
             tl.store(ddelta_ptr + x_offs, ddelta.to(ddelta_ptr.dtype.element_ty), mask=t_ok[:, None])
 
             # dB, dC: reduce this program's channels (all in one group), then one atomic per (t, n).
-            dB_part = tl.sum(g * dtu[:, None, :], axis=2)  # [T, NP]
-            dC_part = tl.sum(hh * dy[:, None, :], axis=2)
-            # Partial sums in a [n_blocks, B, G, N, L] buffer instead of these atomics moved more
-            # bytes than the atomics cost on the H100 (docs/benchmarks.md, v4).
-            tl.atomic_add(dB_ptr + bc_ptrs, dB_part, mask=bc_m, sem="relaxed")
-            tl.atomic_add(dC_ptr + bc_ptrs, dC_part, mask=bc_m, sem="relaxed")
+            if LANE_RS > 0:
+                _add_channel_sums(dB_ptr, dC_ptr, g * dtu[:, None, :], hh * dy[:, None, :], bc_offs0, k * T,
+                                  seqlen, N, L, LANE_RS)
+            else:
+                dB_part = tl.sum(g * dtu[:, None, :], axis=2)  # [T, NP]
+                dC_part = tl.sum(hh * dy[:, None, :], axis=2)
+                # Partial sums in a [n_blocks, B, G, N, L] buffer instead of these atomics moved more
+                # bytes than the atomics cost on the H100 (docs/benchmarks.md, v4).
+                tl.atomic_add(dB_ptr + bc_ptrs, dB_part, mask=bc_m, sem="relaxed")
+                tl.atomic_add(dC_ptr + bc_ptrs, dC_part, mask=bc_m, sem="relaxed")
 
             # Gradient into the state entering this chunk: q at its first step in scan order.
             # Past-the-end steps hand q through unchanged, so the chunk's end in adjoint order
