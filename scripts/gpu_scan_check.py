@@ -223,7 +223,10 @@ def main() -> int:
     p.add_argument("--table-args", default="", help="extra flags for gpu_table, space-separated")
     p.add_argument("--bwd-variants", default="",
                    help='knob sets for the sweep and --variants, a JSON list such as \'[{}, {"lane_rs": 0}]\'')
+    p.add_argument("--fwd-variants", default="", help="knob sets for the forward sweep, JSON like --bwd-variants")
     args = p.parse_args()
+    if args.fwd_variants:
+        FWD_VARIANTS[:] = json.loads(args.fwd_variants)
     if args.bwd_variants:
         BWD_VARIANTS[:] = json.loads(args.bwd_variants)
     os.makedirs(args.out, exist_ok=True)

@@ -17,7 +17,12 @@ import importlib
 mod = importlib.import_module(sys.argv[1] if len(sys.argv) > 1 else "ssmkit.ops.selective_scan.triton_scan")
 
 def compile_kernel(fn, signature, constexprs, num_warps=1, maxnreg=None):
-    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+    # As the JIT specializes a launch: pointers 16-byte aligned and, with DIV16=1 (default), the
+    # integer arguments divisible by 16 (L, D, N, ... of the issue shapes).
+    div16 = bool(int(os.environ.get("DIV16", "1")))
+    attrs = {(i,): [["tt.divisibility", 16]] for i, (n, t) in enumerate(signature.items())
+             if t.startswith("*") or (div16 and t == "i32" and n not in ("G",))}
+    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     opts = dict(num_warps=num_warps)
     if maxnreg: opts["maxnreg"] = maxnreg
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)

@@ -178,8 +178,10 @@ def test_lane_reduce_scatter_only_where_the_layout_allows_it():
     assert _lane_levels(bf16_n16, torch.float64, cuda) == 0  # 32-bit shuffles
     assert _lane_levels(dict(bf16_n16, lane_rs=0), f32, cuda) == 0  # the knob
     assert _lane_levels(dict(bf16_n16, warps_b=2), f32, cuda) == 0  # lanes no longer the layout's
-    assert _lane_levels(_plan(16, 1536, 4096, 4), f32, cuda) == 0  # fp32 inputs: T_bwd = 8
+    assert _lane_levels(_plan(16, 1536, 4096, 4), f32, cuda) == 3  # fp32 inputs, T_bwd = 4 too
+    assert _lane_levels(dict(bf16_n16, T_b=8), f32, cuda) == 0  # T_bwd = 8 spills
     assert _lane_levels(_plan(64, 1536, 4096, 2), f32, cuda) == 0  # N = 64 spills
+    assert _lane_levels(dict(_plan(64, 1536, 4096, 2), lane_rs=2), f32, cuda) > 0  # unless forced
     assert _lane_levels(dict(bf16_n16, BD_b=2), f32, cuda) == 1
     assert _lane_levels(dict(bf16_n16, BD_b=1), f32, cuda) == 0  # nothing to sum across lanes
     # 32 channel lanes need 32 registers to halve into: T * NP = 2 * 4 is too few.
@@ -187,8 +189,8 @@ def test_lane_reduce_scatter_only_where_the_layout_allows_it():
     assert _lane_levels(dict(bf16_n16, BD_b=32, NP=16, T_b=2), f32, cuda) == 5
     # 16 state lanes for 4 states: the layout would put lanes on t.
     assert _lane_levels(dict(bf16_n16, BD_b=2, NP=4), f32, cuda) == 0
-    with pytest.raises(ValueError, match="mode knob lane_rs=2"):
-        triton_scan.set_tile_config(lane_rs=2)
+    with pytest.raises(ValueError, match="mode knob lane_rs=3"):
+        triton_scan.set_tile_config(lane_rs=3)
 
 
 def test_saved_state_bytes_are_per_segment():

@@ -36,17 +36,19 @@ _empty_like = torch.empty_like
 # of T_fwd steps, the backward chunks of T_bwd. The forward keeps the state entering every segment
 # of `seg` steps for the backward, which rebuilds the chunk-entry states of one segment at a time
 # into a small per-program scratch buffer. Defaults come from the H100 sweeps in
-# docs/benchmarks.md (spw_fwd 256 beat 128 by 1.2-1.45x; T_bwd 8 beat 4 by 1.5x at N=64; v5: with
-# 4-byte inputs, T_bwd 8 at N=16 by 1.1x and spw_bwd 256 at N=64 by 1.3x, both slower for bf16).
+# docs/benchmarks.md (spw_fwd 256 beat 128 by 1.2-1.45x; v5: with 4-byte inputs, spw_bwd 256 at
+# N=64 by 1.3x; session 5, with the lane reduce-scatter: T_bwd 4 at N=16 for 4-byte inputs too,
+# 4.37 vs 4.76 ms, and for 2-byte inputs at N=64 T_bwd 4 with spw_bwd 256, 16.5 vs 20.4 ms).
 _DEFAULT_CONFIG = {"spw_fwd": 0, "spw_bwd": 0, "T_fwd": 0, "T_bwd": 0, "warps": 1, "warps_bwd": 0, "seg": 0,
                    "pf": 1, "parts": 1, "regs_bwd": 0, "lane_rs": 1}
 _config = dict(_DEFAULT_CONFIG)
 # Mode knobs (not tile sizes): pf 1 loads the next chunk's inputs into registers while the
 # current one computes, in the forward and, below N = 64, in both backward passes (at N = 64 the
 # extra [T_bwd, 64] B/C tiles cost the backward 10%, docs/benchmarks.md v4); pf 0 loads each chunk
-# when it starts. lane_rs 1 sums dB/dC over a backward program's channels with a reduce-scatter
-# across the lanes (PTX shuffles, CUDA only, see _lane_levels); 0 uses tl.sum, an all-reduce.
-_MODE_KNOBS = {"pf": (0, 1), "lane_rs": (0, 1)}
+# when it starts. lane_rs sums dB/dC over a backward program's channels with a reduce-scatter
+# across the lanes (PTX shuffles, CUDA only, see _lane_levels): 1 on the tiles where the H100
+# measured it faster, 2 wherever the layout allows it; 0 uses tl.sum, an all-reduce.
+_MODE_KNOBS = {"pf": (0, 1), "lane_rs": (0, 1, 2)}
 # Count knobs (any value >= 0, not only powers of two): parts splits each sequence of the backward
 # into that many parts run by separate programs (0: enough parts for `_SPLIT_WAVES` waves of
 # programs on the device, 1: no split), after two small phases compute the gradient entering each
@@ -66,8 +68,8 @@ _CAPPED_REGS, _CAPPED_WARPS_PER_SM = 168, 12
 def set_tile_config(**overrides: int) -> None:
     """Override tiling knobs (spw_fwd, spw_bwd, T_fwd, T_bwd, warps, warps_bwd, seg) and the mode
     knobs pf and lane_rs (_MODE_KNOBS); 0 means automatic: spw_fwd = 256 and T_fwd = 8 below N = 64, 512 and 4
-    from N = 64 on, T_bwd = 4 (8 from N = 64 on, and for 4-byte inputs), spw_bwd = 128 (256 for
-    4-byte inputs from N = 64 on), seg = 8·N clamped to [64, 1024],
+    from N = 64 on, T_bwd = 4 (8 for 4-byte inputs from N = 64 on), spw_bwd = 128 (256 from N = 64
+    on), seg = 8·N clamped to [64, 1024],
     warps_bwd = warps; and the count knobs parts and regs_bwd (_COUNT_KNOBS). No arguments restore the
     defaults. The GPU benchmark sweeps these."""
     if not overrides:
@@ -142,12 +144,12 @@ def _plan_cached(N: int, dpg: int, maxlen: int, elem_size: int, knobs: tuple) ->
 
     cap = triton.next_power_of_2(max(1, maxlen))
     T_f = cfg["T_fwd"] or (4 if NP >= 64 else 8)
-    T_b = cfg["T_bwd"] or (8 if NP >= 64 or elem_size >= 4 else 4)
+    T_b = cfg["T_bwd"] or (8 if NP >= 64 and elem_size >= 4 else 4)
     T_f, T_b = max(2, min(T_f, cap)), max(2, min(T_b, cap))
     seg = cfg["seg"] or min(1024, max(64, 8 * NP))
     seg = max(T_f, T_b, min(seg, cap))
     spw_f = cfg["spw_fwd"] or (512 if NP >= 64 else 256)
-    spw_b = cfg["spw_bwd"] or (256 if NP >= 64 and elem_size >= 4 else 128)
+    spw_b = cfg["spw_bwd"] or (256 if NP >= 64 else 128)
     return dict(NP=NP, BD_f=channels(spw_f, warps), BD_b=channels(spw_b, warps_b),
                 warps=warps, warps_b=warps_b, T_f=T_f, T_b=T_b, seg=seg, pf=cfg["pf"],
                 pf_b=cfg["pf"] and NP < 64, parts=cfg["parts"], regs_bwd=cfg["regs_bwd"],
@@ -169,7 +171,7 @@ def _lane_levels(plan: dict, compute: torch.dtype, device: torch.device) -> int:
     # Measured on an H100 (docs/benchmarks.md, session 5): 2-8% faster with T_bwd = 4 at N = 16,
     # 12-45% slower with T_bwd = 8 or N = 64, whose tiles already spill and spill more around the
     # halving steps.
-    if T > 4 or NP >= 64:
+    if plan["lane_rs"] == 1 and (T > 4 or NP >= 64):
         return 0
     levels = BD.bit_length() - 1
     lanes_np = 32 // BD
