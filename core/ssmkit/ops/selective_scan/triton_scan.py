@@ -23,8 +23,6 @@ from ssmkit.ops.selective_scan.triton_scan_kernels import (
     _scan_fwd_kernel,
 )
 
-_LOG2E = 1.4426950408889634
-
 # Every buffer a kernel fills is allocated through these two names, so a test can swap in
 # NaN-filled allocations and catch elements the kernels fail to write.
 _empty = torch.empty
@@ -238,7 +236,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         u = u.transpose(1, 2).contiguous() if path_cl else u.contiguous()
         delta, Bm, Cm = (t.contiguous() for t in (delta, Bm, Cm))
         z = z.contiguous() if z is not None else None
-        A2 = (_as(A, compute) * _LOG2E).contiguous()
+        Ac = _as(A, compute).contiguous()  # the kernels scale it by log2(e)
         Dc = _as(Dskip, compute)
         bias = _as(delta_bias, compute)
         h0c = _as(h0, compute)
@@ -258,10 +256,10 @@ class _SelectiveScanTriton(torch.autograd.Function):
         y = _empty(*((batch, L, dim) if path_cl else (batch, dim, L)), device=u.device, dtype=u.dtype)
         hlast = _empty(nseq, dim, N, device=u.device, dtype=compute) if return_final else None
         hsave = _empty(nseq, dim, nseg, N, device=u.device, dtype=compute) if needs_grad else None
-        dummy = A2
+        dummy = Ac
         if nseq > 0 and dim > 0:
             _scan_fwd_kernel[(dim // plan["BD_f"], nseq)](
-                u, delta, A2, Bm, Cm,
+                u, delta, Ac, Bm, Cm,
                 Dc if Dc is not None else dummy, z if z is not None else dummy,
                 bias if bias is not None else dummy, h0c if h0c is not None else dummy,
                 y, hlast if hlast is not None else dummy, hsave if hsave is not None else dummy,
@@ -278,7 +276,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
             y.zero_()
         if pidx is not None:
             y = _merge_paths(y, pidx.shape[0], path_reduce, path_cl)
-        ctx.save_for_backward(u, delta, A2, Bm, Cm, Dc, z, bias, hsave, cu, pidx)
+        ctx.save_for_backward(u, delta, Ac, Bm, Cm, Dc, z, bias, hsave, cu, pidx)
         ctx.meta = dict(softplus=bool(delta_softplus), reverse=bool(reverse), plan=plan, nseg=nseg,
                         path_reduce=path_reduce, path_cl=path_cl,
                         nseq=nseq, has_h0=h0 is not None, dtypes=(A.dtype, None if Dskip is None else Dskip.dtype,
@@ -289,11 +287,11 @@ class _SelectiveScanTriton(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, *rest):
-        u, delta, A2, Bm, Cm, Dc, z, bias, hsave, cu, pidx = ctx.saved_tensors
+        u, delta, Ac, Bm, Cm, Dc, z, bias, hsave, cu, pidx = ctx.saved_tensors
         m = ctx.meta
         plan = m["plan"]
         dlast = rest[0] if rest else None
-        compute = A2.dtype
+        compute = Ac.dtype
         batch, dim, L = delta.shape
         path = pidx is not None
         path_cl = m["path_cl"]
@@ -334,7 +332,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dD_part = _empty(parts * nseq, dim, device=u.device, dtype=compute) if Dc is not None else None
         dbias_part = _empty(parts * nseq, dim, device=u.device, dtype=compute) if bias is not None else None
         dh0 = _empty(nseq, dim, N, device=u.device, dtype=compute)
-        dummy = A2
+        dummy = Ac
         if nseq > 0 and dim > 0:
             carry_in = dlast
             if parts > 1:
@@ -343,7 +341,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 qloc = _empty(parts, nseq, dim, N, device=u.device, dtype=compute)
                 decay = _empty(parts, nseq, dim, N, device=u.device, dtype=compute)
                 _scan_bwd_part_kernel[(dim // plan["BD_f"], nseq, parts)](
-                    delta, A2, Cm, z if z is not None else dummy, bias if bias is not None else dummy, dy,
+                    delta, Ac, Cm, z if z is not None else dummy, bias if bias is not None else dummy, dy,
                     cu if cu is not None else dummy, qloc, decay,
                     L, dim, N, G, dpg, spp, plan["seg"],
                     COMPUTE=tl_compute, BD=plan["BD_f"], NP=NP, T=plan["T_f"], HAS_Z=z is not None,
@@ -363,7 +361,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
             if cap is not None:
                 launch["maxnreg"] = cap
             _scan_bwd_kernel[grid](
-                u, delta, A2, Bm, Cm,
+                u, delta, Ac, Bm, Cm,
                 Dc if Dc is not None else dummy, z if z is not None else dummy,
                 bias if bias is not None else dummy, hsave, dy,
                 carry_in if carry_in is not None else dummy, cu if cu is not None else dummy, scratch,

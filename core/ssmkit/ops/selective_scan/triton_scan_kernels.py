@@ -259,22 +259,24 @@ def _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs, prow
 
 
 @triton.jit
-def _program_setup(A2_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG,
+def _program_setup(A_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG,
                    COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, HAS_BIAS: tl.constexpr):
     # What every kernel's program needs about its BD channels (all in one B/C group) and NP
-    # states: offsets, the [NP, BD] decay rates A2, the step bias, and the row offsets into the
-    # [S, D, L] tensors and the [S, G, N, L] B/C.
+    # states: offsets, the [NP, BD] decay rates A2 (A * log2 e) and A, the step bias, and the row
+    # offsets into the [S, D, L] tensors and the [S, G, N, L] B/C.
     d0 = pid_d * BD
     d_offs = d0 + tl.arange(0, BD)
     n_offs = tl.arange(0, NP)
     n_ok = n_offs < N
-    A2 = tl.load(A2_ptr + d_offs[None, :] * N + n_offs[:, None], mask=n_ok[:, None], other=0.0)  # [NP, BD]
+    # A [D, N] in natural-log units, scaled here rather than by a host-side kernel per call.
+    A = tl.load(A_ptr + d_offs[None, :] * N + n_offs[:, None], mask=n_ok[:, None], other=0.0)  # [NP, BD]
+    A2 = A * 1.4426950408889634  # log2(e): decays as exp2(dt * A2)
     bias = tl.zeros([BD], dtype=COMPUTE)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + d_offs)
     row_offs = (row.to(tl.int64) * D + d_offs) * L + start  # [BD], into u/delta/z/y
     bc_offs = ((row.to(tl.int64) * G + d0 // DPG) * N + n_offs) * L + start  # [NP], into B/C
-    return d0, d_offs, n_offs, n_ok, A2, bias, row_offs, bc_offs
+    return d0, d_offs, n_offs, n_ok, A2, A, bias, row_offs, bc_offs
 
 
 @triton.jit
@@ -311,7 +313,7 @@ def _path_rows(row_offs, path_ptr, row, d0, d_offs, L, D, DU, PATH: tl.constexpr
 
 @triton.jit
 def _scan_fwd_kernel(
-    u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, bias_ptr, h0_ptr,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, bias_ptr, h0_ptr,
     y_ptr, hlast_ptr, hsave_ptr, cu_ptr, path_ptr,
     L, D, N, G, DPG, NSEG, DU,
     COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, KSUB: tl.constexpr,
@@ -322,8 +324,8 @@ def _scan_fwd_kernel(
     pid_d = tl.program_id(0)
     pid_s = tl.program_id(1)
     start, seqlen, row = _seq_bounds(cu_ptr, pid_s, L, VARLEN)
-    d0, d_offs, n_offs, n_ok, A2, bias, row_offs, bc_offs = _program_setup(
-        A2_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG, COMPUTE, BD, NP, HAS_BIAS)
+    d0, d_offs, n_offs, n_ok, A2, A_nat, bias, row_offs, bc_offs = _program_setup(
+        A_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG, COMPUTE, BD, NP, HAS_BIAS)
     t_idx = tl.arange(0, T)
     dskip = tl.zeros([BD], dtype=COMPUTE)
     if HAS_D:
@@ -403,7 +405,7 @@ def _scan_fwd_kernel(
 
 @triton.jit
 def _scan_bwd_part_kernel(
-    delta_ptr, A2_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, cu_ptr, qloc_ptr, decay_ptr,
+    delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, cu_ptr, qloc_ptr, decay_ptr,
     L, D, N, G, DPG, SEGS_PER_PART, SEGLEN,
     COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
@@ -418,8 +420,8 @@ def _scan_bwd_part_kernel(
     pid_s = tl.program_id(1)
     pid_p = tl.program_id(2)
     start, seqlen, row = _seq_bounds(cu_ptr, pid_s, L, VARLEN)
-    d0, d_offs, n_offs, n_ok, A2, bias, row_offs, bc_offs = _program_setup(
-        A2_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG, COMPUTE, BD, NP, HAS_BIAS)
+    d0, d_offs, n_offs, n_ok, A2, A_nat, bias, row_offs, bc_offs = _program_setup(
+        A_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG, COMPUTE, BD, NP, HAS_BIAS)
     t_idx = tl.arange(0, T)
     ksub = SEGLEN // T
     nchunks = tl.cdiv(seqlen, T)
@@ -479,7 +481,7 @@ def _part_carry_kernel(qloc_ptr, decay_ptr, dlast_ptr, carry_ptr, SDN, P,
 
 @triton.jit
 def _scan_bwd_kernel(
-    u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, bias_ptr, hsave_ptr, dout_ptr,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, bias_ptr, hsave_ptr, dout_ptr,
     dlast_ptr, cu_ptr, scratch_ptr, path_ptr,
     du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr,
     L, D, N, G, DPG, NSEG, SEGS_PER_PART, DU,
@@ -495,10 +497,9 @@ def _scan_bwd_kernel(
     # from the gradient the split phases A/B computed for the state leaving it (1 part: no split).
     pid_p = tl.program_id(2)
     start, seqlen, row = _seq_bounds(cu_ptr, pid_s, L, VARLEN)
-    d0, d_offs, n_offs, n_ok, A2, bias, row_offs, bc_offs = _program_setup(
-        A2_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG, COMPUTE, BD, NP, HAS_BIAS)
+    d0, d_offs, n_offs, n_ok, A2, A_nat, bias, row_offs, bc_offs = _program_setup(
+        A_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG, COMPUTE, BD, NP, HAS_BIAS)
     t_idx = tl.arange(0, T)
-    A_nat = A2 * 0.6931471805599453  # ln 2: back to natural-log units for d(exp(dt A))/d dt
     dskip = tl.zeros([BD], dtype=COMPUTE)
     if HAS_D:
         dskip = tl.load(Dskip_ptr + d_offs)
