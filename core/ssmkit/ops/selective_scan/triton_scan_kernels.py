@@ -19,7 +19,11 @@ A register tile cannot be shifted in Triton, so rather than a second exp2 for th
 a[t+1], the adjoint scans q[t] = a[t] g[t] (``q[t] = a[t] (c[t] + q[t+1])``, unshifted decays)
 and carries g[t] = c[t] + q[t+1] beside it in the scan's tuple: 2 exp2 per element in the
 backward. dB and dC sum over the channels of a group: each program reduces its BD channels first
-and adds one [T, N] partial per chunk with fp32 atomics; dA, dD and d(delta_bias) go to
+and adds one [T, N] partial per chunk with fp32 atomics. On CUDA that reduction is a reduce-scatter
+across the channel lanes with PTX shuffles (``LANE_RS``: each step halves what a lane holds, so
+every lane ends with distinct sums to add), where tl.sum would all-reduce and then move the sums
+through shared memory: 864 -> 799 instructions per chunk of the bf16 N = 16 backward loop, 4-8%
+faster on an H100 at T_bwd = 4 (docs/benchmarks.md, session 5). dA, dD and d(delta_bias) go to
 per-sequence partials summed on the host, with no atomics. Every chunk loop loads the next
 chunk's inputs into registers before computing the current one: a program is one warp and an
 SM holds few of them, so nothing else would hide the HBM latency (the backward skips this from
@@ -157,7 +161,10 @@ def _add_channel_sums(dB_ptr, dC_ptr, vb, vc, bc_base, t0, seqlen, N, L, LEVELS:
     registers. A reduce-scatter over those lanes: each step halves the values a lane holds, so
     after LEVELS steps every lane owns T*NP*2/32 distinct sums and adds them with one atomic each.
     tl.sum instead all-reduces (every lane ends with every sum: LEVELS shuffles per value) and then
-    moves the sums through shared memory to the atomics' layout."""
+    moves the sums through shared memory to the atomics' layout. The shuffles address lanes, not
+    tensor elements, so this relies on vb/vc arriving in that default layout (Triton 3.6 and 3.8
+    keep it: the compiled SASS shuffles over lane masks 1, 2, 4 at BD = 8); the `gpu` tests check
+    dB and dC against the reference on every tile the host enables it for."""
     T: tl.constexpr = vb.shape[0]
     NP: tl.constexpr = vb.shape[1]
     BD: tl.constexpr = vb.shape[2]
