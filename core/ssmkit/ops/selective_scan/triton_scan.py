@@ -64,12 +64,12 @@ _CAPPED_REGS, _CAPPED_WARPS_PER_SM = 168, 12
 
 
 def set_tile_config(**overrides: int) -> None:
-    """Override tiling knobs (spw_fwd, spw_bwd, T_fwd, T_bwd, warps, warps_bwd, seg) and the mode
-    knobs pf and lane_rs (_MODE_KNOBS); 0 means automatic: spw_fwd = 256 and T_fwd = 8 below N = 64, 512 and 4
-    from N = 64 on, T_bwd = 4 (8 for 4-byte inputs from N = 64 on), spw_bwd = 128 (256 from N = 64
-    on), seg = 8·N clamped to [64, 1024],
-    warps_bwd = warps; and the count knobs parts and regs_bwd (_COUNT_KNOBS). No arguments restore the
-    defaults. The GPU benchmark sweeps these."""
+    """Override tiling knobs (spw_fwd, spw_bwd, T_fwd, T_bwd, warps, warps_bwd, seg), the mode
+    knobs pf and lane_rs (_MODE_KNOBS) and the count knobs parts and regs_bwd (_COUNT_KNOBS).
+    0 means automatic: spw_fwd = 256 and T_fwd = 8 below N = 64, 512 and 4 from N = 64 on;
+    T_bwd = 4 (8 for 4-byte inputs from N = 64 on); spw_bwd = 128 (256 from N = 64 on);
+    seg = 8·N clamped to [64, 1024]; warps_bwd = warps. No arguments restore the defaults. The GPU
+    benchmark sweeps these."""
     if not overrides:
         _config.clear()
         _config.update(_DEFAULT_CONFIG)

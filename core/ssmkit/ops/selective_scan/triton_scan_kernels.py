@@ -159,12 +159,13 @@ def _add_channel_sums(dB_ptr, dC_ptr, vb, vc, bc_base, t0, seqlen, N, L, LEVELS:
     """dB[t, n] += sum_d vb[t, n, d] and dC likewise, for [T, NP, BD] tiles whose channels sit on
     2**LEVELS lanes (lane bit i = channel bit i, the default layout of one warp) with t and n in
     registers. A reduce-scatter over those lanes: each step halves the values a lane holds, so
-    after LEVELS steps every lane owns T*NP*2/32 distinct sums and adds them with one atomic each.
-    tl.sum instead all-reduces (every lane ends with every sum: LEVELS shuffles per value) and then
-    moves the sums through shared memory to the atomics' layout. The shuffles address lanes, not
-    tensor elements, so this relies on vb/vc arriving in that default layout: Triton 3.6 on the
-    H100 passes the `gpu` tests, which check dB and dC against the reference on every tile the host
-    enables this for, and 3.8's sm_90 compile shuffles over lane masks 1, 2, 4 at BD = 8."""
+    after LEVELS steps each of the 32 lanes owns T*NP/32 of the sums of dB and as many of dC, and
+    adds them with one atomic each. tl.sum instead all-reduces (every lane ends with every sum:
+    LEVELS shuffles per value) and then moves the sums through shared memory to the atomics'
+    layout. The shuffles address lanes, not tensor elements, so this relies on vb/vc arriving in
+    that default layout: tests/core/ops/test_selective_scan_lane_layout.py checks it on the
+    installed Triton's sm_90 compile, and the `gpu` tests check dB and dC against the reference on
+    every tile the host enables this for (Triton 3.6 on an H100)."""
     T: tl.constexpr = vb.shape[0]
     NP: tl.constexpr = vb.shape[1]
     BD: tl.constexpr = vb.shape[2]
