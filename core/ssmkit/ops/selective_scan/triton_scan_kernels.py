@@ -109,6 +109,8 @@ def _adjoint_scan(a, c, T: tl.constexpr, REV: tl.constexpr):
 @triton.jit
 def _xor_lanes(x, MASK: tl.constexpr):
     # Every register of x from the lane whose id differs in the MASK bits (PTX shfl.sync.bfly).
+    # The asm string has to be a literal (no string building in a Triton function), and the lane
+    # mask an immediate, hence one branch per mask.
     xi = x.to(tl.int32, bitcast=True)
     if MASK == 1:
         r = tl.inline_asm_elementwise("shfl.sync.bfly.b32 $0, $1, 1, 31, -1;", "=r,r", [xi], dtype=tl.int32,
