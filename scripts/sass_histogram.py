@@ -2,7 +2,9 @@
 
     python scripts/sass_histogram.py ssmkit.ops.selective_scan.triton_scan \
         [--kernel _scan_bwd_kernel] [--dt bf16] [--N 16] [--BD 8] [--T 4] [--pf 1] [--maxnreg 168] \
-        [--dump out.sass]     # REV=1 in the environment compiles the reverse-scan variant
+        [--dump out.sass]     # REV=1 in the environment compiles the reverse-scan variant,
+                              # LANE_RS=k the dB/dC reduce-scatter over k lane bits, PATH_MODE=1
+                              # the path-index mode; DIV16=0 drops the JIT's divisibility hints
 
 Prints registers, stack (spill) bytes, the instruction total and the counts of the instructions
 that matter for the scan (SHFL, MUFU, loads/stores, barriers, FP32 ops). Uses the ptxas,

@@ -162,7 +162,6 @@ def test_tile_config_rejects_bad_knobs():
     triton_scan.set_tile_config()
 
 
-
 def test_lane_reduce_scatter_only_where_the_layout_allows_it():
     """dB/dC go through the PTX-shuffle reduce-scatter only on CUDA, in float32 math, for one-warp
     programs whose lanes cover the channels, with a register axis to halve per lane bit and the
