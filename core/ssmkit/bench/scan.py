@@ -209,7 +209,10 @@ def gpu_table(args) -> None:
     except ImportError:
         triton_gpu_table = None
     if triton_gpu_table is not None:
-        triton_gpu_table(["--shapes", "0"] if args.quick else [])
+        extra = ["--shapes", "0"] if args.quick else []
+        extra += ["--device-only"] if args.device_only else []
+        extra += ["--json", args.json] if args.json else []
+        triton_gpu_table(extra)
         return
     from ssmkit.ops.selective_scan import triton_status
 
@@ -247,6 +250,9 @@ def run(argv: list[str]) -> int:
                    help="wall (default) or cpu: process CPU time, which on a shared machine measures the "
                         "work rather than the wait (use with OMP_NUM_THREADS=1; with more threads it "
                         "also counts OpenMP spin-waiting)")
+    p.add_argument("--device-only", action="store_true",
+                   help="GPU table: time only the kernels, with the host work hidden behind a spin kernel")
+    p.add_argument("--json", default=None, help="GPU table: also write its rows to this JSON file")
     args = p.parse_args(argv)
     if args.reps < 1:
         p.error(f"--reps must be at least 1; got {args.reps}")

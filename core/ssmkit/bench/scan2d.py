@@ -98,11 +98,14 @@ def peak_mb(fn, device: torch.device) -> float:
 
 
 # ---------------------------------------------------------------------------------- timing
-def time_ms(fns: dict, device: torch.device, reps: int, warmup: int = 1) -> dict[str, float]:
+def time_ms(fns: dict, device: torch.device, reps: int, warmup: int = 1,
+            device_only: bool = False) -> dict[str, float]:
     """Median wall time (ms) of each ``fns[name]()`` over ``reps`` calls (CUDA events on the GPU).
 
     The variants run interleaved, one call of each per round, so on a shared or throttling
-    machine they see the same conditions.
+    machine they see the same conditions. On the GPU the events include the host work before a
+    call's first kernel (the GPU is idle at the start event) unless ``device_only``, which
+    queues a ~1 ms spin kernel first so that the host work overlaps it.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -114,6 +117,8 @@ def time_ms(fns: dict, device: torch.device, reps: int, warmup: int = 1) -> dict
         for name, fn in fns.items():
             if device.type == "cuda":
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                if device_only:
+                    torch.cuda._sleep(2_000_000)  # cycles: about 1 ms at ~2 GHz
                 start.record()
                 fn()
                 end.record()
@@ -228,7 +233,7 @@ def bench_size(args, size: int, device: torch.device, dtype) -> list[dict]:
         for name, fn in VARIANTS[args.level].items():
             fwd, fwd_bwd = _closures(fn, layer, x, s, args.level)
             calls[name] = fwd if mode == "fwd" else fwd_bwd
-        for name, ms in time_ms(calls, device, args.reps).items():
+        for name, ms in time_ms(calls, device, args.reps, device_only=args.device_only).items():
             row[f"{name}_ms"] = ms
         for name, call in calls.items():
             row[f"{name}_peak_mb"] = peak_mb(call, device)
@@ -283,6 +288,8 @@ def run(argv: list[str]) -> int:
     p.add_argument("--backend", default="auto", help="selective-scan backend of both pipelines")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 10 GPU, 3 CPU)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_argument("--device-only", action="store_true",
+                   help="GPU: time only the kernels (host work hidden behind a spin kernel), not the isolated call")
     args = p.parse_args(argv)
 
     use_gpu = args.gpu or (not args.cpu and torch.cuda.is_available())
@@ -305,7 +312,7 @@ def run(argv: list[str]) -> int:
     print(f"ssmkit bench scan2d: {args.level} level, strategy={args.strategy}, B={args.batch}, "
           f"d_inner={2 * args.d_model}, N={args.d_state}, {str(dtype).replace('torch.', '')}, "
           f"device={'cuda: ' + torch.cuda.get_device_name() if use_gpu else f'cpu ({torch.get_num_threads()} threads)'}, "
-          f"median of {args.reps}")
+          f"median of {args.reps}" + (", device time only" if args.device_only else ""))
     rows = []
     for size in sizes:
         rows.extend(bench_size(args, size, device, dtype))

@@ -192,6 +192,31 @@ def test_lane_reduce_scatter_only_where_the_layout_allows_it():
         triton_scan.set_tile_config(lane_rs=3)
 
 
+def test_ptx_upcast_only_on_cuda_with_float32_math():
+    """2-byte inputs are converted with a PTX cvt (ASM_CVT) only where PTX runs and the math is
+    float32; the knob turns it off for side-by-side timings."""
+    from ssmkit.ops.selective_scan import triton_scan
+    from ssmkit.ops.selective_scan.triton_scan import _asm_upcast, _plan
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    plan = _plan(16, 1536, 4096, 2)
+    assert _asm_upcast(plan, torch.float32, cuda)
+    assert not _asm_upcast(plan, torch.float32, cpu)  # the interpreter
+    assert not _asm_upcast(plan, torch.float64, cuda)  # float64 math: nothing to convert by cvt.f32
+    assert _asm_upcast(plan, torch.float32, cuda, backward=True)
+    n64 = _plan(64, 1536, 4096, 2)
+    assert _asm_upcast(n64, torch.float32, cuda) and not _asm_upcast(n64, torch.float32, cuda, backward=True)
+    try:
+        triton_scan.set_tile_config(asm_cvt=2)  # everywhere, for sweeps
+        assert _asm_upcast(_plan(64, 1536, 4096, 2), torch.float32, cuda, backward=True)
+        triton_scan.set_tile_config(asm_cvt=0)
+        assert not _asm_upcast(_plan(16, 1536, 4096, 2), torch.float32, cuda)
+        with pytest.raises(ValueError, match="mode knob asm_cvt=3"):
+            triton_scan.set_tile_config(asm_cvt=3)
+    finally:
+        triton_scan.set_tile_config()
+
+
 def test_saved_state_bytes_are_per_segment():
     from ssmkit.ops.selective_scan.triton_scan import forward_saved_bytes
 

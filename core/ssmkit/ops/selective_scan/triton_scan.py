@@ -38,15 +38,17 @@ _empty_like = torch.empty_like
 # N=64 by 1.3x; session 5, with the lane reduce-scatter: T_bwd 4 at N=16 for 4-byte inputs too,
 # 4.37 vs 4.76 ms, and for 2-byte inputs at N=64 T_bwd 4 with spw_bwd 256, 16.5 vs 20.4 ms).
 _DEFAULT_CONFIG = {"spw_fwd": 0, "spw_bwd": 0, "T_fwd": 0, "T_bwd": 0, "warps": 1, "warps_bwd": 0, "seg": 0,
-                   "pf": 1, "parts": 1, "regs_bwd": 0, "lane_rs": 1}
+                   "pf": 1, "parts": 1, "regs_bwd": 0, "lane_rs": 1, "asm_cvt": 1}
 _config = dict(_DEFAULT_CONFIG)
 # Mode knobs (not tile sizes): pf 1 loads the next chunk's inputs into registers while the
 # current one computes, in the forward and, below N = 64, in both backward passes (at N = 64 the
 # extra [T_bwd, 64] B/C tiles cost the backward 10%, docs/benchmarks.md v4); pf 0 loads each chunk
 # when it starts. lane_rs sums dB/dC over a backward program's channels with a reduce-scatter
 # across the lanes (PTX shuffles, CUDA only, see _lane_levels): 1 on the tiles where the H100
-# measured it faster, 2 wherever the layout allows it; 0 uses tl.sum, an all-reduce.
-_MODE_KNOBS = {"pf": (0, 1), "lane_rs": (0, 1, 2)}
+# measured it faster, 2 wherever the layout allows it; 0 uses tl.sum, an all-reduce. asm_cvt 1
+# converts 2-byte inputs to float32 with a PTX cvt on CUDA where it measured faster (_asm_upcast),
+# 2 in every kernel, 0 nowhere (Triton's cast).
+_MODE_KNOBS = {"pf": (0, 1), "lane_rs": (0, 1, 2), "asm_cvt": (0, 1, 2)}
 # Count knobs (any value >= 0, not only powers of two): parts splits each sequence of the backward
 # into that many parts run by separate programs (0: enough parts for `_SPLIT_WAVES` waves of
 # programs on the device, 1: no split), after two small phases compute the gradient entering each
@@ -65,7 +67,7 @@ _CAPPED_REGS, _CAPPED_WARPS_PER_SM = 168, 12
 
 def set_tile_config(**overrides: int) -> None:
     """Override tiling knobs (spw_fwd, spw_bwd, T_fwd, T_bwd, warps, warps_bwd, seg), the mode
-    knobs pf and lane_rs (_MODE_KNOBS) and the count knobs parts and regs_bwd (_COUNT_KNOBS).
+    knobs pf, lane_rs and asm_cvt (_MODE_KNOBS) and the count knobs parts and regs_bwd (_COUNT_KNOBS).
     0 means automatic: spw_fwd = 256 and T_fwd = 8 below N = 64, 512 and 4 from N = 64 on;
     T_bwd = 4 (8 for 4-byte inputs from N = 64 on); spw_bwd = 128 (256 from N = 64 on);
     seg = 8·N clamped to [64, 1024]; warps_bwd = warps. No arguments restore the defaults. The GPU
@@ -151,7 +153,7 @@ def _plan_cached(N: int, dpg: int, maxlen: int, elem_size: int, knobs: tuple) ->
     return dict(NP=NP, BD_f=channels(spw_f, warps), BD_b=channels(spw_b, warps_b),
                 warps=warps, warps_b=warps_b, T_f=T_f, T_b=T_b, seg=seg, pf=cfg["pf"],
                 pf_b=cfg["pf"] and NP < 64, parts=cfg["parts"], regs_bwd=cfg["regs_bwd"],
-                lane_rs=cfg["lane_rs"])
+                lane_rs=cfg["lane_rs"], asm_cvt=cfg["asm_cvt"])
 
 
 def _lane_levels(plan: dict, compute: torch.dtype, device: torch.device) -> int:
@@ -176,6 +178,17 @@ def _lane_levels(plan: dict, compute: torch.dtype, device: torch.device) -> int:
     if NP < lanes_np or T * (NP // lanes_np) < BD:
         return 0
     return levels
+
+
+def _asm_upcast(plan: dict, compute: torch.dtype, device: torch.device, backward: bool = False) -> bool:
+    """Whether a kernel converts 2-byte inputs to float32 with a PTX cvt (see _upcast in the
+    kernels: it keeps Triton 3.6 from shuffling packed 16-bit values between layouts). CUDA only:
+    the interpreter runs no PTX. Measured on an H200 (docs/benchmarks.md, session 6): bf16 forward
+    0.78 -> 0.59 ms and forward+backward 4.45 -> 3.65 ms at B=8, D=1536, L=4096, N=16; but the
+    N = 64 backward, which spills either way, got 5-8% slower, so it keeps Triton's cast there."""
+    if not plan["asm_cvt"] or device.type != "cuda" or compute != torch.float32:
+        return False
+    return not (backward and plan["NP"] >= 64 and plan["asm_cvt"] == 1)
 
 
 def _register_cap(plan: dict, programs: int, device: torch.device) -> int | None:
@@ -270,7 +283,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 HAS_D=Dc is not None, HAS_Z=z is not None,
                 HAS_BIAS=bias is not None, SOFTPLUS=bool(delta_softplus), HAS_H0=h0c is not None,
                 SAVE=needs_grad, STORE_LAST=return_final, REVERSE=bool(reverse), VARLEN=varlen,
-                PREFETCH=bool(plan["pf"]), PATH=pidx is not None, PATH_CL=path_cl, num_warps=plan["warps"],
+                PREFETCH=bool(plan["pf"]), PATH=pidx is not None, PATH_CL=path_cl,
+                ASM_CVT=_asm_upcast(plan, compute, u.device), num_warps=plan["warps"],
             )
         elif pidx is not None:
             y.zero_()
@@ -374,7 +388,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 HAS_BIAS=bias is not None, SOFTPLUS=m["softplus"], HAS_DLAST=carry_in is not None,
                 REVERSE=m["reverse"], VARLEN=cu is not None, PREFETCH=bool(plan["pf_b"]),
                 PATH=path, DOUT_SHARED=dout_shared, PATH_CL=path_cl,
-                LANE_RS=_lane_levels(plan, compute, u.device), **launch,
+                LANE_RS=_lane_levels(plan, compute, u.device),
+                ASM_CVT=_asm_upcast(plan, compute, u.device, backward=True), **launch,
             )
         else:
             du.zero_()
