@@ -36,7 +36,9 @@ _empty_like = torch.empty_like
 # into a small per-program scratch buffer. Defaults come from the H100 sweeps in
 # docs/benchmarks.md (spw_fwd 256 beat 128 by 1.2-1.45x; v5: with 4-byte inputs, spw_bwd 256 at
 # N=64 by 1.3x; session 5, with the lane reduce-scatter: T_bwd 4 at N=16 for 4-byte inputs too,
-# 4.37 vs 4.76 ms, and for 2-byte inputs at N=64 T_bwd 4 with spw_bwd 256, 16.5 vs 20.4 ms).
+# 4.37 vs 4.76 ms, and for 2-byte inputs at N=64 T_bwd 4 with spw_bwd 256, 16.5 vs 20.4 ms) and
+# an H200 (session 6: with today's forward, spw_fwd 128 at N = 16 is 5-9% faster for 4-byte
+# inputs, within 1.5% for 2-byte ones, which keep 256).
 _DEFAULT_CONFIG = {"spw_fwd": 0, "spw_bwd": 0, "T_fwd": 0, "T_bwd": 0, "warps": 1, "warps_bwd": 0, "seg": 0,
                    "pf": 1, "parts": 1, "regs_bwd": 0, "lane_rs": 1, "asm_cvt": 1}
 _config = dict(_DEFAULT_CONFIG)
@@ -46,8 +48,8 @@ _config = dict(_DEFAULT_CONFIG)
 # when it starts. lane_rs sums dB/dC over a backward program's channels with a reduce-scatter
 # across the lanes (PTX shuffles, CUDA only, see _lane_levels): 1 on the tiles where the H100
 # measured it faster, 2 wherever the layout allows it; 0 uses tl.sum, an all-reduce. asm_cvt 1
-# converts 2-byte inputs to float32 with a PTX cvt on CUDA where it measured faster (_asm_upcast),
-# 2 in every kernel, 0 nowhere (Triton's cast).
+# converts 2-byte inputs to float32 with a PTX cvt on CUDA where it measured faster (below N = 64,
+# _asm_upcast), 2 at every N, 0 nowhere (Triton's cast).
 _MODE_KNOBS = {"pf": (0, 1), "lane_rs": (0, 1, 2), "asm_cvt": (0, 1, 2)}
 # Count knobs (any value >= 0, not only powers of two): parts splits each sequence of the backward
 # into that many parts run by separate programs (0: enough parts for `_SPLIT_WAVES` waves of
@@ -68,7 +70,8 @@ _CAPPED_REGS, _CAPPED_WARPS_PER_SM = 168, 12
 def set_tile_config(**overrides: int) -> None:
     """Override tiling knobs (spw_fwd, spw_bwd, T_fwd, T_bwd, warps, warps_bwd, seg), the mode
     knobs pf, lane_rs and asm_cvt (_MODE_KNOBS) and the count knobs parts and regs_bwd (_COUNT_KNOBS).
-    0 means automatic: spw_fwd = 256 and T_fwd = 8 below N = 64, 512 and 4 from N = 64 on;
+    0 means automatic: below N = 64 T_fwd = 8 and spw_fwd = 256 (128 for 4-byte inputs), from
+    N = 64 on T_fwd = 4 and spw_fwd = 512;
     T_bwd = 4 (8 for 4-byte inputs from N = 64 on); spw_bwd = 128 (256 from N = 64 on);
     seg = 8·N clamped to [64, 1024]; warps_bwd = warps. No arguments restore the defaults. The GPU
     benchmark sweeps these."""
@@ -148,7 +151,7 @@ def _plan_cached(N: int, dpg: int, maxlen: int, elem_size: int, knobs: tuple) ->
     T_f, T_b = max(2, min(T_f, cap)), max(2, min(T_b, cap))
     seg = cfg["seg"] or min(1024, max(64, 8 * NP))
     seg = max(T_f, T_b, min(seg, cap))
-    spw_f = cfg["spw_fwd"] or (512 if NP >= 64 else 256)
+    spw_f = cfg["spw_fwd"] or (512 if NP >= 64 else 128 if elem_size >= 4 else 256)
     spw_b = cfg["spw_bwd"] or (256 if NP >= 64 else 128)
     return dict(NP=NP, BD_f=channels(spw_f, warps), BD_b=channels(spw_b, warps_b),
                 warps=warps, warps_b=warps_b, T_f=T_f, T_b=T_b, seg=seg, pf=cfg["pf"],
@@ -180,15 +183,17 @@ def _lane_levels(plan: dict, compute: torch.dtype, device: torch.device) -> int:
     return levels
 
 
-def _asm_upcast(plan: dict, compute: torch.dtype, device: torch.device, backward: bool = False) -> bool:
-    """Whether a kernel converts 2-byte inputs to float32 with a PTX cvt (see _upcast in the
+def _asm_upcast(plan: dict, compute: torch.dtype, device: torch.device) -> bool:
+    """Whether the kernels convert 2-byte inputs to float32 with a PTX cvt (see _upcast in the
     kernels: it keeps Triton 3.6 from shuffling packed 16-bit values between layouts). CUDA only:
     the interpreter runs no PTX. Measured on an H200 (docs/benchmarks.md, session 6): bf16 forward
-    0.78 -> 0.59 ms and forward+backward 4.45 -> 3.65 ms at B=8, D=1536, L=4096, N=16; but the
-    N = 64 backward, which spills either way, got 5-8% slower, so it keeps Triton's cast there."""
+    0.78 -> 0.59 ms and forward+backward 4.45 -> 3.65 ms at B=8, D=1536, L=4096, N=16. From
+    N = 64 on it is off (asm_cvt 2 forces it): there the forward that saves states for the backward
+    went from 162 to 191 registers, a second wave of programs, and forward+backward from 16.2-16.7
+    to 17.3-18.0 ms."""
     if not plan["asm_cvt"] or device.type != "cuda" or compute != torch.float32:
         return False
-    return not (backward and plan["NP"] >= 64 and plan["asm_cvt"] == 1)
+    return plan["asm_cvt"] == 2 or plan["NP"] < 64
 
 
 def _register_cap(plan: dict, programs: int, device: torch.device) -> int | None:
@@ -389,7 +394,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 REVERSE=m["reverse"], VARLEN=cu is not None, PREFETCH=bool(plan["pf_b"]),
                 PATH=path, DOUT_SHARED=dout_shared, PATH_CL=path_cl,
                 LANE_RS=_lane_levels(plan, compute, u.device),
-                ASM_CVT=_asm_upcast(plan, compute, u.device, backward=True), **launch,
+                ASM_CVT=_asm_upcast(plan, compute, u.device), **launch,
             )
         else:
             du.zero_()

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Session 6, device call D (nvidia-h200): the shipped rules (asm_cvt below N = 64 only; spw_fwd
+# 128 for 4-byte inputs below N = 64): correctness at odd shapes and the gpu pytest, then the
+# issue-4 table as isolated calls and device-only.
+set -u
+source "$(dirname "$0")/gpu_env.sh"
+nvidia-smi --query-gpu=name --format=csv,noheader
+timeout 100 python3 scripts/gpu_scan_check.py --out "$OUT" --skip-table --skip-full > "$OUT/check.txt" 2>&1
+echo "check rc=$?"; grep -E "FAIL|PASSED|FAILED|Error" "$OUT/check.txt" | head -5
+timeout 100 python3 -c "
+import sys; from ssmkit.bench.scan_gpu import gpu_table; gpu_table(sys.argv[1:])" --backends triton \
+  --json "$OUT/table.json" > "$OUT/table.txt" 2>&1; echo "table rc=$?"
+timeout 100 python3 -c "
+import sys; from ssmkit.bench.scan_gpu import gpu_table; gpu_table(sys.argv[1:])" --backends triton --device-only \
+  > "$OUT/table_dev.txt" 2>&1; echo "table dev rc=$?"
+tail -8 "$OUT/table.txt"; tail -7 "$OUT/table_dev.txt"
+timeout 250 python3 -m pytest -q -m gpu -p no:cacheprovider tests/core/ops/test_selective_scan_triton.py \
+  tests/core/ops/test_path_scan_triton.py > "$OUT/gpu_tests.txt" 2>&1; echo "tests rc=$?"; tail -3 "$OUT/gpu_tests.txt"
