@@ -123,7 +123,30 @@ def _interp_worker(cases: list) -> dict:
             out[name] = compare(ins, cu, reverse, full, "cpu")
         finally:
             triton_scan._empty, triton_scan._empty_like = real
+    out["_inference"] = _inference_vs_autograd(triton_scan)
     return out
+
+
+def _inference_vs_autograd(triton_scan) -> dict:
+    """With no input needing a gradient the op skips autograd.Function (host time); its outputs must
+    be the very values the autograd path computes, with no graph attached."""
+    ins, cu = make_case(2, 63, 2, 16, torch.float32, False, True, True, seed=5)
+    kw = dict(D=ins["D"], z=ins["z"], delta_bias=ins["delta_bias"], initial_state=ins["initial_state"],
+              return_final_state=True)
+    leaves = {k: v.clone().requires_grad_(True) for k, v in ins.items() if v is not None}
+    y_ag, h_ag = triton_scan.selective_scan_triton(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"],
+                                                   **{k: leaves.get(k) for k in kw if k != "return_final_state"},
+                                                   return_final_state=True)
+    y_ng, h_ng = triton_scan.selective_scan_triton(ins["u"], ins["delta"], ins["A"], ins["B"], ins["C"], **kw)
+    with torch.no_grad():
+        y_nog, _ = triton_scan.selective_scan_triton(leaves["u"], leaves["delta"], leaves["A"], leaves["B"],
+                                                     leaves["C"], **{k: leaves.get(k) for k in kw
+                                                                     if k != "return_final_state"},
+                                                     return_final_state=True)
+    return {"same": bool(torch.equal(y_ag.detach(), y_ng) and torch.equal(h_ag.detach(), h_ng)
+                         and torch.equal(y_ng, y_nog)),
+            "graph_when_needed": y_ag.grad_fn is not None,
+            "no_graph_otherwise": y_ng.grad_fn is None and y_nog.grad_fn is None and not y_ng.requires_grad}
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +157,10 @@ def interp_results():
     if proc.returncode != 0:
         raise RuntimeError(f"interpreter worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_inference_calls_skip_autograd_and_match_it(interp_results):
+    assert interp_results["_inference"] == {"same": True, "graph_when_needed": True, "no_graph_otherwise": True}
 
 
 @pytest.mark.parametrize("case", INTERP_CASES, ids=[c[0] for c in INTERP_CASES])

@@ -42,6 +42,7 @@ _empty_like = torch.empty_like
 _DEFAULT_CONFIG = {"spw_fwd": 0, "spw_bwd": 0, "T_fwd": 0, "T_bwd": 0, "warps": 1, "warps_bwd": 0, "seg": 0,
                    "pf": 1, "parts": 1, "regs_bwd": 0, "lane_rs": 1, "asm_cvt": 1}
 _config = dict(_DEFAULT_CONFIG)
+_config_key: list = [None]  # the knob settings as a hashable tuple; None after any change
 # Mode knobs (not tile sizes): pf 1 loads the next chunk's inputs into registers while the
 # current one computes, in the forward and, below N = 64, in both backward passes (at N = 64 the
 # extra [T_bwd, 64] B/C tiles cost the backward 10%, docs/benchmarks.md v4); pf 0 loads each chunk
@@ -75,6 +76,7 @@ def set_tile_config(**overrides: int) -> None:
     T_bwd = 4 (8 for 4-byte inputs from N = 64 on); spw_bwd = 128 (256 from N = 64 on);
     seg = 8·N clamped to [64, 1024]; warps_bwd = warps. No arguments restore the defaults. The GPU
     benchmark sweeps these."""
+    _config_key[0] = None
     if not overrides:
         _config.clear()
         _config.update(_DEFAULT_CONFIG)
@@ -129,7 +131,9 @@ def _as(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
 def _plan(N: int, dpg: int, maxlen: int, elem_size: int = 2) -> dict:
     """Concrete tile sizes for N states, `dpg` channels per group, the longest sequence and
     inputs of `elem_size` bytes (cached per arguments and knob settings)."""
-    return dict(_plan_cached(N, dpg, maxlen, elem_size, tuple(sorted(_config.items()))))
+    if _config_key[0] is None:
+        _config_key[0] = tuple(sorted(_config.items()))
+    return dict(_plan_cached(N, dpg, maxlen, elem_size, _config_key[0]))
 
 
 @functools.lru_cache(maxsize=256)
@@ -236,6 +240,15 @@ def _merge_paths(y: torch.Tensor, K: int, reduce: str, channels_last: bool) -> t
             return y
         out = y.sum(1)
     return out / K if reduce == "mean" else out
+
+
+class _InferenceCtx:
+    """Stands in for autograd's ctx when no input needs a gradient."""
+
+    needs_input_grad = (False,) * 15
+
+    def save_for_backward(self, *tensors) -> None:
+        pass
 
 
 class _SelectiveScanTriton(torch.autograd.Function):
@@ -461,9 +474,13 @@ def selective_scan_triton(
         raise ValueError("path_index and cu_seqlens cannot be combined; scan packed sequences without a path index")
     if path_reduce not in ("sum", "mean", "none"):
         raise ValueError(f"path_reduce must be 'sum', 'mean' or 'none'; got {path_reduce!r}")
-    out = _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens,
-                                     delta_softplus, reverse, return_final_state, path_index, path_reduce)
-    return out
+    args = (u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, delta_softplus, reverse,
+            return_final_state, path_index, path_reduce)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:9]):
+        return _SelectiveScanTriton.apply(*args)
+    # Nothing to differentiate: skip autograd's Function machinery, a measurable part of the host
+    # time of an isolated call (docs/benchmarks.md, session 6); the forward then saves nothing.
+    return _SelectiveScanTriton.forward(_InferenceCtx(), *args)
 
 
 def forward_saved_bytes(batch: int, dim: int, L: int, N: int) -> int:
