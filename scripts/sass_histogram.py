@@ -1,86 +1,137 @@
 """Compile a Triton scan kernel for sm_90 on a machine without a GPU and histogram its SASS.
 
-    python scripts/sass_histogram.py ssmkit.ops.selective_scan.triton_scan \
-        [--kernel _scan_bwd_kernel] [--dt bf16] [--N 16] [--BD 8] [--T 4] [--pf 1] [--maxnreg 168] \
-        [--dump out.sass]     # REV=1 in the environment compiles the reverse-scan variant,
-                              # LANE_RS=k the dB/dC reduce-scatter over k lane bits, PATH_MODE=1
-                              # the path-index mode; DIV16=0 drops the JIT's divisibility hints
+    python scripts/sass_histogram.py [KERNELS] [--kernel _scan_bwd_kernel] [--dt bf16] [--N 16]
+        [--BD 8] [--T 4] [--pf 1] [--maxnreg 168] [--dump out.sass] [--ttgir out.ttgir]
 
-Prints registers, stack (spill) bytes, the instruction total and the counts of the instructions
-that matter for the scan (SHFL, MUFU, loads/stores, barriers, FP32 ops). Uses the ptxas,
-cuobjdump and nvdisasm binaries that ship with the triton wheel; no device time.
+KERNELS is the kernels' file (default core/ssmkit/ops/selective_scan/triton_scan_kernels.py) or a
+module name. A file is loaded on its own, without torch or the ssmkit package, so the count can
+run under another Triton, e.g. the GPU machine's (3.6, whose layout choices differ from CI's 3.8):
+
+    python3 -m venv /tmp/t36 && /tmp/t36/bin/pip install triton==3.6.0
+    /tmp/t36/bin/python scripts/sass_histogram.py --kernel _scan_fwd_kernel --BD 16 --T 8
+
+Constexpr switches from the environment (0/1 unless noted): REV (reverse scan), LANE_RS=k (the
+dB/dC reduce-scatter over k lane bits), PATH_MODE / PATH_CL (path-index mode, channels-last map),
+ASM_CVT (PTX upcast of 2-byte inputs), SAVE (the forward keeps segment states, default 1), HZ
+(z gate, default 1); DIV16=0 drops the JIT's divisibility-by-16 hints on integer arguments.
+
+Prints the Triton version, registers, stack (spill) bytes, the instruction total and the counts of
+the instructions that matter for the scan (SHFL, MUFU, loads/stores, barriers, FP32 ops, 16-bit
+unpacking). Uses the ptxas, cuobjdump and nvdisasm binaries that ship with the triton wheel; no
+device time.
 """
-import os, re, sys, collections, subprocess, tempfile, json
-import triton
-from triton.compiler import ASTSource
-from triton.backends.compiler import GPUTarget
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "core"))
+import argparse
+import collections
 import importlib
-mod = importlib.import_module(sys.argv[1] if len(sys.argv) > 1 else "ssmkit.ops.selective_scan.triton_scan")
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import tempfile
 
-def compile_kernel(fn, signature, constexprs, num_warps=1, maxnreg=None):
-    # As the JIT specializes a launch: pointers 16-byte aligned and, with DIV16=1 (default), the
-    # integer arguments divisible by 16 (L, D, N, ... of the issue shapes).
-    div16 = bool(int(os.environ.get("DIV16", "1")))
-    attrs = {(i,): [["tt.divisibility", 16]] for i, (n, t) in enumerate(signature.items())
-             if t.startswith("*") or (div16 and t == "i32" and n not in ("G",))}
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+DEFAULT_KERNELS = os.path.join(ROOT, "core", "ssmkit", "ops", "selective_scan", "triton_scan_kernels.py")
+IO_PTRS = {"u_ptr", "delta_ptr", "B_ptr", "C_ptr", "z_ptr", "dout_ptr", "y_ptr", "du_ptr", "ddelta_ptr", "dz_ptr"}
+SHOWN = ["SHFL", "MUFU", "RED", "ATOM", "LDG", "STG", "LDS", "STS", "STSM", "BAR", "FFMA", "FMUL", "FADD", "F2F",
+         "PRMT", "SHF", "SEL", "FSEL", "BRA"]
+
+
+def load_kernels(spec: str):
+    if not spec.endswith(".py"):
+        return importlib.import_module(spec)
+    loader = importlib.util.spec_from_file_location("scan_kernels", spec)
+    mod = importlib.util.module_from_spec(loader)
+    sys.modules["scan_kernels"] = mod  # Triton's JIT looks the module up while compiling
+    loader.loader.exec_module(mod)
+    return mod
+
+
+def env_flag(name: str, default: int = 0) -> int:
+    return int(os.environ.get(name, default))
+
+
+def compile_kernel(fn, dt: str, N: int, BD: int, T: int, pf: bool, warps: int = 1, maxnreg: int | None = None):
+    """As the JIT specializes a launch: pointers 16-byte aligned and, with DIV16=1 (default), the
+    integer arguments divisible by 16 (L, D, N, ... of the issue shapes; G is 1 there)."""
+    path = bool(env_flag("PATH_MODE"))
+    consts = dict(COMPUTE=tl.float32, BD=BD, NP=N, T=T, KSUB=32, HAS_D=True, HAS_Z=bool(env_flag("HZ", 1)),
+                  HAS_BIAS=True, SOFTPLUS=True, HAS_DLAST=False, HAS_H0=False, SAVE=bool(env_flag("SAVE", 1)),
+                  STORE_LAST=False, REVERSE=bool(env_flag("REV")), VARLEN=False, PREFETCH=pf, HAS_C=True,
+                  LANE_RS=env_flag("LANE_RS"), PATH=path, DOUT_SHARED=path, PATH_CL=bool(env_flag("PATH_CL")),
+                  ASM_CVT=bool(env_flag("ASM_CVT")))
+    div16 = bool(env_flag("DIV16", 1))
+    signature, constexprs, attrs = {}, {}, {}
+    for i, name in enumerate(fn.arg_names):
+        if name in consts:
+            signature[name] = "constexpr"
+            constexprs[(i,)] = consts[name]
+            continue
+        if name.endswith("_ptr"):
+            signature[name] = f"*{dt}" if name in IO_PTRS else "*i32" if name in ("cu_ptr", "path_ptr") else "*fp32"
+        else:
+            signature[name] = "i32"
+        if name.endswith("_ptr") or (div16 and name != "G"):
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    options = dict(num_warps=warps)
+    if maxnreg:
+        options["maxnreg"] = maxnreg
     src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
-    opts = dict(num_warps=num_warps)
-    if maxnreg: opts["maxnreg"] = maxnreg
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
 
-def hist(k):
-    cubin = k.asm["cubin"]
+
+def histogram(kernel) -> tuple[collections.Counter, str, str]:
+    """(opcode counts, SASS text, cuobjdump resource usage) of a compiled kernel."""
+    bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
-        f.write(cubin); path = f.name
-    nvd = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/nvdisasm")
-    sass = subprocess.run([nvd, "-c", path], capture_output=True, text=True).stdout
+        f.write(kernel.asm["cubin"])
+        cubin = f.name
+    sass = subprocess.run([os.path.join(bindir, "nvdisasm"), "-c", cubin], capture_output=True, text=True).stdout
+    usage = subprocess.run([os.path.join(bindir, "cuobjdump"), "--dump-resource-usage", cubin],
+                           capture_output=True, text=True).stdout
     ops = collections.Counter()
     for line in sass.splitlines():
         m = re.search(r"/\*[0-9a-f]{4}\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)", line)
         if m:
             ops[m.group(2).split(".")[0]] += 1
-    return ops, sass
+    return ops, sass, usage
 
 
-def bwd_sig(dt="bf16", N=16, BD=8, T=4, KSUB=32, pf=1, warps=1, maxnreg=None, fn=None):
-    fn = fn or mod._scan_bwd_kernel
-    names = fn.arg_names
-    ptr_types = {"u_ptr": dt, "delta_ptr": dt, "B_ptr": dt, "C_ptr": dt, "z_ptr": dt, "dout_ptr": dt,
-                 "du_ptr": dt, "path_ptr": "i32", "ddelta_ptr": dt, "dz_ptr": dt}
-    const = dict(COMPUTE="fp32", BD=BD, NP=N, T=T, KSUB=KSUB, HAS_D=True, HAS_Z=True, HAS_BIAS=True,
-                 SOFTPLUS=True, HAS_DLAST=False, LANE_RS=int(os.environ.get("LANE_RS", "0")), PATH=bool(int(os.environ.get("PATH_MODE", "0"))), DOUT_SHARED=bool(int(os.environ.get("PATH_MODE", "0"))), REVERSE=bool(int(os.environ.get("REV", "0"))), VARLEN=False, PREFETCH=bool(pf), HAS_C=True)
-    sig, cx = {}, {}
-    import triton.language as tl
-    for n in names:
-        if n.endswith("_ptr"):
-            sig[n] = "*" + ptr_types.get(n, "fp32")
-        elif n in const or (n.isupper() and n not in ("L", "D", "N", "G", "DPG", "NSEG", "SEGS_PER_PART", "SEGLEN", "SDN", "P", "DU")):
-            v = const.get(n)
-            if n == "COMPUTE":
-                v = tl.float32
-            sig[n] = "constexpr"; cx[(names.index(n),)] = v
-        else:
-            sig[n] = "i32"
-    return compile_kernel(fn, sig, cx, warps, maxnreg)
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("kernels", nargs="?", default=DEFAULT_KERNELS, help="kernels file or module")
+    p.add_argument("--kernel", default="_scan_bwd_kernel")
+    p.add_argument("--dt", default="bf16")
+    p.add_argument("--N", type=int, default=16)
+    p.add_argument("--BD", type=int, default=8)
+    p.add_argument("--T", type=int, default=4)
+    p.add_argument("--pf", type=int, default=1)
+    p.add_argument("--warps", type=int, default=1)
+    p.add_argument("--maxnreg", type=int, default=None)
+    p.add_argument("--dump", default=None, help="write the SASS here")
+    p.add_argument("--ttgir", default=None, help="write the TTGIR here (layouts and their conversions)")
+    a = p.parse_args()
+    if a.kernels.startswith("ssmkit"):
+        sys.path.insert(0, os.path.join(ROOT, "core"))
+    fn = getattr(load_kernels(a.kernels), a.kernel)
+    k = compile_kernel(fn, a.dt, a.N, a.BD, a.T, bool(a.pf), a.warps, a.maxnreg)
+    ops, sass, usage = histogram(k)
+    m = re.search(r"REG:(\d+).*?STACK:(\d+)", usage)
+    print(f"triton {triton.__version__} {a.kernel} {a.dt} N={a.N} BD={a.BD} T={a.T}: regs "
+          f"{m.group(1) if m else '?'} stack {m.group(2) if m else '?'} total {sum(ops.values())}")
+    print({o: ops[o] for o in SHOWN if ops[o]})
+    if a.dump:
+        with open(a.dump, "w") as f:
+            f.write(sass)
+    if a.ttgir:
+        with open(a.ttgir, "w") as f:
+            f.write(k.asm["ttgir"])
+
 
 if __name__ == "__main__":
-    import argparse
-    p = argparse.ArgumentParser()
-    p.add_argument("--kernel", default="_scan_bwd_kernel")
-    p.add_argument("--dt", default="bf16"); p.add_argument("--N", type=int, default=16)
-    p.add_argument("--BD", type=int, default=8); p.add_argument("--T", type=int, default=4)
-    p.add_argument("--pf", type=int, default=1); p.add_argument("--warps", type=int, default=1)
-    p.add_argument("--maxnreg", type=int, default=None); p.add_argument("--dump", default=None)
-    a = p.parse_args(sys.argv[2:])
-    k = bwd_sig(a.dt, a.N, a.BD, a.T, 32, a.pf, a.warps, a.maxnreg, getattr(mod, a.kernel))
-    ops, sass = hist(k)
-    import tempfile as _t
-    with _t.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
-        f.write(k.asm["cubin"]); cpath = f.name
-    cuo = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
-    res = subprocess.run([cuo, "--dump-resource-usage", cpath], capture_output=True, text=True).stdout
-    m = re.search(r"REG:(\d+).*?STACK:(\d+)", res)
-    print("regs", m.group(1) if m else res, "stack", m.group(2) if m else "?", "total", sum(ops.values()))
-    print({o: ops[o] for o in ["SHFL", "MUFU", "RED", "ATOM", "LDG", "STG", "LDS", "STS", "BAR", "FFMA", "FMUL", "FADD", "F2F", "PRMT", "SEL", "FSEL", "BRA"] if ops[o]})
-    if a.dump: open(a.dump, "w").write(sass)
+    main()
