@@ -11,3 +11,15 @@ export PYTHONPATH=core:apps${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 if [ -z "${FLA_AUTOTUNE:-}" ]; then
   python3 scripts/fla_pinned_configs.py /tmp/fla_configs >/dev/null && export FLA_CONFIG_DIR=/tmp/fla_configs FLA_CACHE_MODE=default
 fi
+# The two GPU tables, as the session scripts call them: NAME writes $OUT/NAME.txt (and .json);
+# further arguments go to the bench (e.g. --device-only).
+issue4_table() {
+  local name=$1; shift
+  timeout 120 python3 -c "import sys; from ssmkit.bench.scan_gpu import gpu_table; gpu_table(sys.argv[1:])" \
+    --backends triton --json "$OUT/$name.json" "$@" > "$OUT/$name.txt" 2>&1; echo "$name rc=$?"
+}
+scan2d_table() {
+  local name=$1; shift
+  timeout 120 python3 -c "import sys; from ssmkit.bench.scan2d import run; sys.exit(run(sys.argv[1:]))" \
+    --gpu --reps 10 --json "$OUT/$name.json" "$@" > "$OUT/$name.txt" 2>&1; echo "$name rc=$?"
+}

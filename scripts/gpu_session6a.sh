@@ -16,18 +16,10 @@ for dt in bf16 fp32; do
     --section LaunchStats --section ComputeWorkloadAnalysis \
     python3 scripts/gpu_scan_profile.py --shape 0 --dtype $dt > "$OUT/ncu_fwd_$dt.txt" 2>&1; echo "ncu $dt rc=$?"
 done
-timeout 100 python3 -c "
-import sys; from ssmkit.bench.scan_gpu import gpu_table; gpu_table(sys.argv[1:])" --backends triton \
-  --json "$OUT/table.json" > "$OUT/table.txt" 2>&1; echo "table rc=$?"
-timeout 100 python3 -c "
-import sys; from ssmkit.bench.scan_gpu import gpu_table; gpu_table(sys.argv[1:])" --backends triton --device-only \
-  --json "$OUT/table_dev.json" > "$OUT/table_dev.txt" 2>&1; echo "table dev rc=$?"
-timeout 90 python3 -c "
-import sys; from ssmkit.bench.scan2d import run; sys.exit(run(sys.argv[1:]))" --gpu --level op --reps 10 \
-  > "$OUT/scan2d.txt" 2>&1; echo "scan2d rc=$?"
-timeout 90 python3 -c "
-import sys; from ssmkit.bench.scan2d import run; sys.exit(run(sys.argv[1:]))" --gpu --level op --reps 10 --device-only \
-  > "$OUT/scan2d_dev.txt" 2>&1; echo "scan2d dev rc=$?"
+issue4_table table
+issue4_table table_dev --device-only
+scan2d_table scan2d --level op
+scan2d_table scan2d_dev --level op --device-only
 grep -E "Duration|Registers Per|Achieved Occupancy|Issue Slots Busy|Eligible Warps|Active Warps Per|No Eligible|Warp Cycles Per Issued|Stall" "$OUT"/ncu_fwd_*.txt | cut -c1-150 | head -40
 grep -v "^ " "$OUT/probe.txt" | head -30
 tail -8 "$OUT/table.txt"; tail -7 "$OUT/table_dev.txt"

@@ -10,18 +10,10 @@ timeout 120 python3 scripts/gpu_scan_check.py --out "$OUT" --skip-table --skip-f
 echo "check rc=$?"; grep -c OK "$OUT/check.txt"; grep -E "FAIL|PASSED|FAILED|Error" "$OUT/check.txt" | head -5
 timeout 200 python3 scripts/gpu_fwd_probe.py --shapes 0,1,2 --dtypes bf16 --bwd \
   --variants '[{}, {"asm_cvt": 0}, {"spw_fwd": 128}]' > "$OUT/probe.txt" 2>&1; echo "probe rc=$?"
-timeout 100 python3 -c "
-import sys; from ssmkit.bench.scan_gpu import gpu_table; gpu_table(sys.argv[1:])" --backends triton \
-  --json "$OUT/table.json" > "$OUT/table.txt" 2>&1; echo "table rc=$?"
-timeout 100 python3 -c "
-import sys; from ssmkit.bench.scan_gpu import gpu_table; gpu_table(sys.argv[1:])" --backends triton --device-only \
-  --json "$OUT/table_dev.json" > "$OUT/table_dev.txt" 2>&1; echo "table dev rc=$?"
-timeout 90 python3 -c "
-import sys; from ssmkit.bench.scan2d import run; sys.exit(run(sys.argv[1:]))" --gpu --level op --reps 10 \
-  > "$OUT/scan2d.txt" 2>&1; echo "scan2d rc=$?"
-timeout 90 python3 -c "
-import sys; from ssmkit.bench.scan2d import run; sys.exit(run(sys.argv[1:]))" --gpu --level op --reps 10 --device-only \
-  > "$OUT/scan2d_dev.txt" 2>&1; echo "scan2d dev rc=$?"
+issue4_table table
+issue4_table table_dev --device-only
+scan2d_table scan2d --level op
+scan2d_table scan2d_dev --level op --device-only
 cat "$OUT/probe.txt"
 tail -8 "$OUT/table.txt"; tail -7 "$OUT/table_dev.txt"
 tail -6 "$OUT/scan2d.txt"; tail -6 "$OUT/scan2d_dev.txt"

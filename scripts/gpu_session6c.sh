@@ -9,20 +9,10 @@ timeout 150 python3 scripts/gpu_fwd_probe.py --shapes 2 --dtypes bf16,fp32 --bwd
   --variants '[{}, {"asm_cvt": 2}, {}, {"asm_cvt": 2}]' > "$OUT/probe_n64.txt" 2>&1; echo "probe n64 rc=$?"
 timeout 150 python3 scripts/gpu_fwd_probe.py --shapes 0,1 --dtypes fp32,bf16 \
   --variants '[{}, {"spw_fwd": 128}, {}, {"spw_fwd": 128}]' > "$OUT/probe_spw.txt" 2>&1; echo "probe spw rc=$?"
-timeout 100 python3 -c "
-import sys; from ssmkit.bench.scan_gpu import gpu_table; gpu_table(sys.argv[1:])" --backends triton \
-  --json "$OUT/table.json" > "$OUT/table.txt" 2>&1; echo "table rc=$?"
-timeout 100 python3 -c "
-import sys; from ssmkit.bench.scan_gpu import gpu_table; gpu_table(sys.argv[1:])" --backends triton --device-only \
-  > "$OUT/table_dev.txt" 2>&1; echo "table dev rc=$?"
-for lvl in op layer; do
-  timeout 90 python3 -c "
-import sys; from ssmkit.bench.scan2d import run; sys.exit(run(sys.argv[1:]))" --gpu --level $lvl --reps 10 \
-    --json "$OUT/scan2d_$lvl.json" > "$OUT/scan2d_$lvl.txt" 2>&1; echo "scan2d $lvl rc=$?"
-done
-timeout 90 python3 -c "
-import sys; from ssmkit.bench.scan2d import run; sys.exit(run(sys.argv[1:]))" --gpu --level op --reps 10 --device-only \
-  > "$OUT/scan2d_op_dev.txt" 2>&1; echo "scan2d op dev rc=$?"
+issue4_table table
+issue4_table table_dev --device-only
+for lvl in op layer; do scan2d_table scan2d_$lvl --level $lvl; done
+scan2d_table scan2d_op_dev --level op --device-only
 cat "$OUT/probe_n64.txt" "$OUT/probe_spw.txt" | grep -v "^$"
 tail -8 "$OUT/table.txt"; tail -7 "$OUT/table_dev.txt"
 for f in scan2d_op scan2d_op_dev scan2d_layer; do sed -n 3,7p "$OUT/$f.txt"; done

@@ -7,12 +7,8 @@ source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name --format=csv,noheader
 timeout 100 python3 scripts/gpu_scan_check.py --out "$OUT" --skip-table --skip-full > "$OUT/check.txt" 2>&1
 echo "check rc=$?"; grep -E "FAIL|PASSED|FAILED|Error" "$OUT/check.txt" | head -5
-timeout 100 python3 -c "
-import sys; from ssmkit.bench.scan_gpu import gpu_table; gpu_table(sys.argv[1:])" --backends triton \
-  --json "$OUT/table.json" > "$OUT/table.txt" 2>&1; echo "table rc=$?"
-timeout 100 python3 -c "
-import sys; from ssmkit.bench.scan_gpu import gpu_table; gpu_table(sys.argv[1:])" --backends triton --device-only \
-  > "$OUT/table_dev.txt" 2>&1; echo "table dev rc=$?"
+issue4_table table
+issue4_table table_dev --device-only
 tail -8 "$OUT/table.txt"; tail -7 "$OUT/table_dev.txt"
 timeout 250 python3 -m pytest -q -m gpu -p no:cacheprovider tests/core/ops/test_selective_scan_triton.py \
   tests/core/ops/test_path_scan_triton.py > "$OUT/gpu_tests.txt" 2>&1; echo "tests rc=$?"; tail -3 "$OUT/gpu_tests.txt"

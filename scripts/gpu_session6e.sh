@@ -16,12 +16,8 @@ for dt in (torch.bfloat16, torch.float32):
     b = run_scan(g, 'triton')
     print('inference path == autograd path', dt, torch.equal(a, b.detach()), a.grad_fn is None)
 " 2>&1 | tail -3
-timeout 100 python3 -c "
-import sys; from ssmkit.bench.scan_gpu import gpu_table; gpu_table(sys.argv[1:])" --backends triton \
-  --json "$OUT/table.json" > "$OUT/table.txt" 2>&1; echo "table rc=$?"
-timeout 90 python3 -c "
-import sys; from ssmkit.bench.scan2d import run; sys.exit(run(sys.argv[1:]))" --gpu --level op --reps 10 \
-  --json "$OUT/scan2d_op.json" > "$OUT/scan2d_op.txt" 2>&1; echo "scan2d rc=$?"
+issue4_table table
+scan2d_table scan2d_op --level op
 timeout 70 python3 scripts/gpu_fwd_probe.py --shapes 0 --dtypes bf16 > "$OUT/probe_host.txt" 2>&1
 timeout 150 python3 scripts/gpu_fwd_probe.py --shapes 2 --dtypes bf16 --bwd \
   --variants '[{}, {"regs_bwd": 168}, {"regs_bwd": 200}, {}]' > "$OUT/probe_n64.txt" 2>&1; echo "probe rc=$?"
