@@ -27,7 +27,10 @@ faster on an H100 at T_bwd = 4 (docs/benchmarks.md, session 5). dA, dD and d(del
 per-sequence partials summed on the host, with no atomics. Every chunk loop loads the next
 chunk's inputs into registers before computing the current one: a program is one warp and an
 SM holds few of them, so nothing else would hide the HBM latency (the backward skips this from
-N = 64 on, where the extra tiles cost more registers than the latency they hide).
+N = 64 on, where the extra tiles cost more registers than the latency they hide). On CUDA, 2-byte
+inputs are converted to float32 by a PTX cvt right after their loads (``_upcast``, ``ASM_CVT``):
+with Triton's cast, Triton 3.6 moved packed 16-bit values between layouts and ran softplus on
+replicated copies, and the bf16 kernels were 20-25% slower than the fp32 ones.
 
 With ``path_index`` (the multi-path scan under SS2D/SS3D) the scan runs over K*DU channels, one
 path per block of DU, and reads u, one [S, DU, L] map in raster order, through the path's index
