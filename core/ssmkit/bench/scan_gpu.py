@@ -176,7 +176,10 @@ def gpu_table(argv: list[str] | None = None) -> list[dict]:
     name = torch.cuda.get_device_name(device)
     bw = copy_bandwidth(device)
     ex = exp2_rate(device)
-    print(f"# {name}: copy {bw / 1e12:.2f} TB/s (read+write), Triton exp2 {ex / 1e12:.2f} Texp2/s")
+    print(f"# {name}: copy {bw / 1e12:.2f} TB/s (read+write), Triton exp2 {ex / 1e12:.2f} Texp2/s"
+          + (", device time only" if args.device_only else ", isolated calls (host time included)"))
+    if "H100" not in name:
+        print(f"# the mamba column is the issue's H100 80GB measurement, not this {name}: its ratios are cross-card")
     rows = []
     head = (f"{'shape (B,D,L,N)':<22}{'dtype':<6}{'backend':<9}{'fwd ms':>8}{'mamba':>7}{'x':>6}"
             f"{'mem%':>6}{'exp%':>6}{'fwd+bwd':>9}{'mamba':>7}{'x':>6}{'mem%':>6}{'exp%':>6}")
