@@ -1,13 +1,16 @@
 """Where the Triton scan's time goes at the issue shapes: host vs device, and forward tile variants.
 
     PYTHONPATH=core:apps python3 scripts/gpu_fwd_probe.py [--shapes 0,1] [--dtypes bf16,fp32] \
-        [--variants '[{}, {"spw_fwd": 128}]'] [--bwd] [--profile-host]
+        [--variants '[{}, {"spw_fwd": 128}]'] [--bwd] [--rounds 2] [--profile-host]
 
 For each shape, dtype and knob set (triton_scan.set_tile_config) it prints the forward's time as
 an isolated call (CUDA events with the GPU idle at the start: host work included), its device
 time (a spin kernel queued first hides the host work), and the host time per call with the GPU
 kept busy; --bwd adds forward+backward both ways. --profile-host prints the top host functions of
-the default forward (cProfile). Times are medians of 10.
+the default forward (cProfile). Times are medians of 10; --rounds R times the variants R times in
+turn, so drift over the run shows up as a spread rather than as a difference between variants. A
+variant's "_asm_bwd": 1 (not a knob) converts 2-byte inputs by PTX cvt in the backward at every N,
+whatever the forward does, to measure that rule before it becomes one.
 """
 
 from __future__ import annotations
@@ -36,12 +39,29 @@ def host_ms(fn, calls: int = 50) -> float:
     return ms
 
 
+_SHIPPED_ASM_RULE = triton_scan._asm_upcast
+
+
+def _asm_rule(asm_bwd: int):
+    """The shipped PTX-upcast rule, or (asm_bwd) that rule with the backward converting at every N."""
+    if not asm_bwd:
+        return _SHIPPED_ASM_RULE
+
+    def rule(plan, compute, device, backward=False):
+        if backward:
+            return bool(plan["asm_cvt"]) and device.type == "cuda" and compute == torch.float32
+        return _SHIPPED_ASM_RULE(plan, compute, device)
+
+    return rule
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--shapes", default="0,1")
     p.add_argument("--dtypes", default="bf16,fp32")
     p.add_argument("--variants", default="[{}]")
     p.add_argument("--bwd", action="store_true")
+    p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--profile-host", action="store_true")
     args = p.parse_args()
     dev = torch.device("cuda")
@@ -52,9 +72,13 @@ def main() -> None:
             ins = make_inputs(shape, DTYPES[dname], dev)
             insg = make_inputs(shape, DTYPES[dname], dev, requires_grad=True) if args.bwd else None
             gy = torch.randn(shape[:3], device=dev, dtype=DTYPES[dname]) if args.bwd else None
-            for cfg in json.loads(args.variants):
+            for cfg in json.loads(args.variants) * args.rounds:
+                cfg = dict(cfg)
+                asm_bwd = cfg.pop("_asm_bwd", 0)
+                triton_scan._asm_upcast = _asm_rule(asm_bwd)
                 triton_scan.set_tile_config(**cfg)
-                name = ",".join(f"{k}={v}" for k, v in cfg.items()) or "default"
+                name = ",".join(f"{k}={v}" for k, v in cfg.items()) + (",asm_bwd" if asm_bwd else "") or "default"
+                name = name.strip(",") or "default"
                 with torch.no_grad():
                     fwd = lambda: run_scan(ins, "triton")
                     iso, dev_ms, host = cuda_time_ms(fwd), cuda_time_ms(fwd, device_only=True), host_ms(fwd)
@@ -64,6 +88,7 @@ def main() -> None:
                     line += f"   fwd+bwd {cuda_time_ms(both):7.3f} {cuda_time_ms(both, device_only=True):7.3f}"
                 print(line, flush=True)
                 triton_scan.set_tile_config()
+                triton_scan._asm_upcast = _SHIPPED_ASM_RULE
             if args.profile_host and si == 0:
                 with torch.no_grad():
                     fwd = lambda: run_scan(ins, "triton")

@@ -12,7 +12,7 @@ run under another Triton, e.g. the GPU machine's (3.6, whose layout choices diff
 
 Constexpr switches from the environment (0/1 unless noted): REV (reverse scan), LANE_RS=k (the
 dB/dC reduce-scatter over k lane bits), PATH_MODE / PATH_CL (path-index mode, channels-last map),
-ASM_CVT (PTX upcast of 2-byte inputs), SAVE (the forward keeps segment states, default 1), HZ
+ASM_CVT (PTX upcast of 2-byte inputs), NSPLIT=k (the backward's pass 2 in k blocks of states), SAVE (the forward keeps segment states, default 1), HZ
 (z gate, default 1); DIV16=0 drops the JIT's divisibility-by-16 hints on integer arguments.
 
 Prints the Triton version, registers, stack (spill) bytes, the instruction total and the counts of
@@ -64,7 +64,7 @@ def compile_kernel(fn, dt: str, N: int, BD: int, T: int, pf: bool, warps: int = 
                   HAS_BIAS=True, SOFTPLUS=True, HAS_DLAST=False, HAS_H0=False, SAVE=bool(env_flag("SAVE", 1)),
                   STORE_LAST=False, REVERSE=bool(env_flag("REV")), VARLEN=False, PREFETCH=pf, HAS_C=True,
                   LANE_RS=env_flag("LANE_RS"), PATH=path, DOUT_SHARED=path, PATH_CL=bool(env_flag("PATH_CL")),
-                  ASM_CVT=bool(env_flag("ASM_CVT")))
+                  ASM_CVT=bool(env_flag("ASM_CVT")), NSPLIT=env_flag("NSPLIT", 1))
     div16 = bool(env_flag("DIV16", 1))
     signature, constexprs, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):

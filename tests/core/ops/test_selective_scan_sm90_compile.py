@@ -34,7 +34,7 @@ def _compile(kernel: str, dtype: str = "bf16", **consts) -> dict:
                "y_ptr"}
     base = dict(COMPUTE=tl.float32, NP=16, KSUB=32, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
                 HAS_DLAST=False, HAS_H0=False, SAVE=True, STORE_LAST=False, REVERSE=False, VARLEN=False,
-                PREFETCH=True, PATH=False, DOUT_SHARED=False, PATH_CL=False, LANE_RS=0, ASM_CVT=False)
+                PREFETCH=True, PATH=False, DOUT_SHARED=False, PATH_CL=False, LANE_RS=0, ASM_CVT=False, NSPLIT=1)
     base.update(consts)
     signature, constexprs, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
@@ -83,13 +83,15 @@ def test_shuffles_move_along_the_channel_axis(BD, T, levels):
             f"reduce-scatter needs {channel_only} (set_tile_config(lane_rs=0) avoids it)")
 
 
-@pytest.mark.parametrize("kernel,BD,T,dtype,loads", [
-    ("_scan_fwd_kernel", 16, 8, "bf16", 5),  # u, delta, B, C, z
-    ("_scan_fwd_kernel", 16, 8, "fp16", 5),
-    ("_scan_bwd_kernel", 8, 4, "bf16", 9),  # pass 1: u, delta, B; pass 2: those, C, z and dout
+@pytest.mark.parametrize("kernel,BD,T,dtype,loads,extra", [
+    ("_scan_fwd_kernel", 16, 8, "bf16", 5, {}),  # u, delta, B, C, z
+    ("_scan_fwd_kernel", 16, 8, "fp16", 5, {}),
+    ("_scan_bwd_kernel", 8, 4, "bf16", 9, {}),  # pass 1: u, delta, B; pass 2: those, C, z and dout
+    # N = 64's backward: pass 2 over two blocks of states, each loading its own B and C.
+    ("_scan_bwd_kernel", 4, 8, "bf16", 11, dict(NP=64, NSPLIT=2, PREFETCH=False)),
 ])
-def test_two_byte_inputs_are_converted_right_after_their_loads(kernel, BD, T, dtype, loads):
-    asm = _compile(kernel, dtype, BD=BD, T=T, ASM_CVT=True)
+def test_two_byte_inputs_are_converted_right_after_their_loads(kernel, BD, T, dtype, loads, extra):
+    asm = _compile(kernel, dtype, BD=BD, T=T, ASM_CVT=True, **extra)
     ir = "f16" if dtype == "fp16" else "bf16"
     cvts = re.findall(rf'tt\.elementwise_inline_asm "cvt\.f32\.{ir} \$0, \$1;"', asm["ttgir"])
     assert len(cvts) == loads, f"{len(cvts)} PTX conversions from {ir} in {kernel}; expected one per loaded input"

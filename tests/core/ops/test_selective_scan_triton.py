@@ -34,6 +34,10 @@ INTERP_CASES = [
     ("L63_G2_N4_bare_rev_f64", 2, 63, 2, 4, "float64", True, False, True, False, False),
     # Without the register prefetch (the backward's path from N = 64 on).
     ("L130_G2_N16_varlen_rev_nopf", 1, 130, 2, 16, "float32", True, True, True, True, False),
+    # "_nsplit": the backward's pass 2 over two blocks of states (the N = 64 layout), here with
+    # N = 5 (block 1 is 1 valid state of 4) and N = 16, poisoned buffers and packed sequences.
+    ("L63_G2_N5_rev_nsplit", 1, 63, 2, 5, "float32", True, False, True, True, False),
+    ("L130_G1_N16_varlen_bf16_nsplit_poison", 1, 130, 1, 16, "bfloat16", False, True, True, True, True),
 ]
 TOL = {"float32": 1e-4, "bfloat16": 1e-2, "float16": 1e-2, "float64": 1e-10}
 
@@ -105,7 +109,8 @@ def _interp_worker(cases: list) -> dict:
     triton_scan.set_tile_config(T_fwd=16, T_bwd=8, seg=32, spw_fwd=512, spw_bwd=512)
     out = {}
     for name, batch, L, G, N, dtype, reverse, varlen, init, full, poison in cases:
-        triton_scan.set_tile_config(pf=0 if name.endswith("_nopf") else 1, parts=3 if "_split" in name else 1)
+        triton_scan.set_tile_config(pf=0 if name.endswith("_nopf") else 1, parts=3 if "_split" in name else 1,
+                                    nsplit_bwd=2 if "_nsplit" in name else 1)
         torch.manual_seed(0)
         ins, cu = make_case(batch, L, G, N, getattr(torch, dtype), varlen, init, full, seed=L + N)
         real = triton_scan._empty, triton_scan._empty_like
@@ -207,6 +212,8 @@ def test_lane_reduce_scatter_only_where_the_layout_allows_it():
     assert _lane_levels(_plan(16, 1536, 4096, 4), f32, cuda) == 3  # fp32 inputs, T_bwd = 4 too
     assert _lane_levels(dict(bf16_n16, T_b=8), f32, cuda) == 0  # T_bwd = 8 spills
     assert _lane_levels(_plan(64, 1536, 4096, 2), f32, cuda) == 0  # N = 64 spills
+    # ... also in its blocks of 32 states at T_bwd 4 (27 vs 16 ms in bf16, session 7).
+    assert _lane_levels(dict(_plan(64, 1536, 4096, 2), T_b=4, nsplit_b=2), f32, cuda) == 0
     assert _lane_levels(dict(_plan(64, 1536, 4096, 2), lane_rs=2), f32, cuda) > 0  # unless forced
     assert _lane_levels(dict(bf16_n16, BD_b=2), f32, cuda) == 1
     assert _lane_levels(dict(bf16_n16, BD_b=1), f32, cuda) == 0  # nothing to sum across lanes
@@ -230,6 +237,32 @@ def test_forward_tiles_follow_the_measured_defaults():
     assert _plan(16, 12, 4096, 4)["BD_f"] == 4  # a program's channels stay in one group of 12
 
 
+def test_backward_tiles_follow_the_measured_defaults():
+    """Backward tiles (docs/benchmarks.md, session 7, H200): T_bwd 8 from N = 64 on for every dtype,
+    with pass 2 over two blocks of 32 states, since a thread would hold 64 values of each tile; below
+    that, T_bwd 4 and one block. The knob overrides the rule, and a block keeps at least 2 states."""
+    from ssmkit.ops.selective_scan import triton_scan
+    from ssmkit.ops.selective_scan.triton_scan import _plan
+
+    tiles = lambda p: (p["T_b"], p["BD_b"], p["nsplit_b"])  # noqa: E731
+    for elem in (2, 4):
+        assert tiles(_plan(16, 1536, 4096, elem)) == (4, 8, 1)
+        assert tiles(_plan(64, 1536, 4096, elem)) == (8, 4, 2)
+    assert tiles(_plan(128, 1536, 4096, 2)) == (8, 2, 2)  # 256 states per warp: 2 channels
+    try:
+        triton_scan.set_tile_config(T_bwd=4)  # 32 values a thread at N = 64: one block
+        assert tiles(_plan(64, 1536, 4096, 2)) == (4, 4, 1)
+        triton_scan.set_tile_config(nsplit_bwd=2)
+        assert _plan(16, 1536, 4096, 2)["nsplit_b"] == 2
+        assert _plan(2, 1536, 4096, 2)["nsplit_b"] == 1  # NP = 2: blocks of one state are not made
+        triton_scan.set_tile_config(nsplit_bwd=1)
+        assert _plan(64, 1536, 4096, 2)["nsplit_b"] == 1
+        with pytest.raises(ValueError, match="mode knob nsplit_bwd=4"):
+            triton_scan.set_tile_config(nsplit_bwd=4)
+    finally:
+        triton_scan.set_tile_config()
+
+
 def test_ptx_upcast_only_on_cuda_with_float32_math():
     """2-byte inputs are converted with a PTX cvt (ASM_CVT) only where PTX runs and the math is
     float32; the knob turns it off for side-by-side timings."""
@@ -241,7 +274,10 @@ def test_ptx_upcast_only_on_cuda_with_float32_math():
     assert _asm_upcast(plan, torch.float32, cuda)
     assert not _asm_upcast(plan, torch.float32, cpu)  # the interpreter
     assert not _asm_upcast(plan, torch.float64, cuda)  # float64 math: nothing to convert by cvt.f32
-    assert not _asm_upcast(_plan(64, 1536, 4096, 2), torch.float32, cuda)  # more registers, a second wave
+    n64 = _plan(64, 1536, 4096, 2)
+    assert not _asm_upcast(n64, torch.float32, cuda)  # the forward: more registers, a second wave
+    assert _asm_upcast(n64, torch.float32, cuda, backward=True)  # the backward converts at every N
+    assert not _asm_upcast(n64, torch.float32, cpu, backward=True)
     try:
         triton_scan.set_tile_config(asm_cvt=2)  # at every N, for sweeps
         assert _asm_upcast(_plan(64, 1536, 4096, 2), torch.float32, cuda)
@@ -269,6 +305,27 @@ def test_saved_state_bytes_are_per_segment():
 def test_gpu_odd_shapes_match_reference(cuda_device, dtype, reverse, varlen):
     ins, cu = make_case(2, 301, 2, 16, getattr(torch, dtype), varlen, True, True, device=cuda_device, dim=40)
     errs, dtypes_ok = compare(ins, cu, reverse, True, cuda_device)
+    assert dtypes_ok
+    bad = {k: v for k, v in errs.items() if not v < TOL[dtype]}
+    assert not bad, f"errors above {TOL[dtype]}: {bad}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("N", [5, 64])
+@pytest.mark.parametrize("knobs", [{"nsplit_bwd": 1}, {"nsplit_bwd": 2}, {"nsplit_bwd": 2, "asm_cvt": 2}],
+                         ids=["one_block", "two_blocks", "two_blocks_cvt"])
+def test_gpu_state_blocks_match_reference(cuda_device, dtype, N, knobs):
+    """The backward's pass 2 over one or two blocks of states, with odd N (block 1 partly masked),
+    packed sequences and a reverse scan, at the compile the device really runs."""
+    from ssmkit.ops.selective_scan import triton_scan
+
+    ins, cu = make_case(1, 301, 2, N, getattr(torch, dtype), True, True, True, device=cuda_device, dim=40)
+    triton_scan.set_tile_config(**knobs)
+    try:
+        errs, dtypes_ok = compare(ins, cu, True, True, cuda_device)
+    finally:
+        triton_scan.set_tile_config()
     assert dtypes_ok
     bad = {k: v for k, v in errs.items() if not v < TOL[dtype]}
     assert not bad, f"errors above {TOL[dtype]}: {bad}"

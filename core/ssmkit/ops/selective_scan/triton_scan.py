@@ -38,9 +38,11 @@ _empty_like = torch.empty_like
 # N=64 by 1.3x; session 5, with the lane reduce-scatter: T_bwd 4 at N=16 for 4-byte inputs too,
 # 4.37 vs 4.76 ms, and for 2-byte inputs at N=64 T_bwd 4 with spw_bwd 256, 16.5 vs 20.4 ms) and
 # an H200 (session 6: with today's forward, spw_fwd 128 at N = 16 is 5-9% faster for 4-byte
-# inputs, within 1.5% for 2-byte ones, which keep 256).
+# inputs, within 1.5% for 2-byte ones, which keep 256; session 7: from N = 64 on, T_bwd 8 with
+# pass 2 over two blocks of states and the backward's PTX cvt, 16.5 -> 14.5 ms bf16 fwd+bwd and
+# 17.6 -> 15.6 ms fp32).
 _DEFAULT_CONFIG = {"spw_fwd": 0, "spw_bwd": 0, "T_fwd": 0, "T_bwd": 0, "warps": 1, "warps_bwd": 0, "seg": 0,
-                   "pf": 1, "parts": 1, "regs_bwd": 0, "lane_rs": 1, "asm_cvt": 1}
+                   "pf": 1, "parts": 1, "regs_bwd": 0, "lane_rs": 1, "asm_cvt": 1, "nsplit_bwd": 0}
 _config = dict(_DEFAULT_CONFIG)
 _config_key: list = [None]  # the knob settings as a hashable tuple; None after any change
 # Mode knobs (not tile sizes): pf 1 loads the next chunk's inputs into registers while the
@@ -50,8 +52,10 @@ _config_key: list = [None]  # the knob settings as a hashable tuple; None after 
 # across the lanes (PTX shuffles, CUDA only, see _lane_levels): 1 on the tiles where the H100
 # measured it faster, 2 wherever the layout allows it; 0 uses tl.sum, an all-reduce. asm_cvt 1
 # converts 2-byte inputs to float32 with a PTX cvt on CUDA where it measured faster (below N = 64,
-# _asm_upcast), 2 at every N, 0 nowhere (Triton's cast).
-_MODE_KNOBS = {"pf": (0, 1), "lane_rs": (0, 1, 2), "asm_cvt": (0, 1, 2)}
+# _asm_upcast), 2 at every N, 0 nowhere (Triton's cast). nsplit_bwd 2 runs the backward's pass 2
+# over two blocks of N/2 states one after the other (smaller live tiles), 1 over all N at once, 0
+# picks (_nsplit).
+_MODE_KNOBS = {"pf": (0, 1), "lane_rs": (0, 1, 2), "asm_cvt": (0, 1, 2), "nsplit_bwd": (0, 1, 2)}
 # Count knobs (any value >= 0, not only powers of two): parts splits each sequence of the backward
 # into that many parts run by separate programs (0: enough parts for `_SPLIT_WAVES` waves of
 # programs on the device, 1: no split), after two small phases compute the gradient entering each
@@ -70,11 +74,11 @@ _CAPPED_REGS, _CAPPED_WARPS_PER_SM = 168, 12
 
 def set_tile_config(**overrides: int) -> None:
     """Override tiling knobs (spw_fwd, spw_bwd, T_fwd, T_bwd, warps, warps_bwd, seg), the mode
-    knobs pf, lane_rs and asm_cvt (_MODE_KNOBS) and the count knobs parts and regs_bwd (_COUNT_KNOBS).
-    0 means automatic: below N = 64 T_fwd = 8 and spw_fwd = 256 (128 for 4-byte inputs), from
-    N = 64 on T_fwd = 4 and spw_fwd = 512;
-    T_bwd = 4 (8 for 4-byte inputs from N = 64 on); spw_bwd = 128 (256 from N = 64 on);
-    seg = 8·N clamped to [64, 1024]; warps_bwd = warps. No arguments restore the defaults. The GPU
+    knobs pf, lane_rs, asm_cvt and nsplit_bwd (_MODE_KNOBS) and the count knobs parts and regs_bwd
+    (_COUNT_KNOBS). 0 means automatic: below N = 64 T_fwd = 8 and spw_fwd = 256 (128 for 4-byte
+    inputs), from N = 64 on T_fwd = 4 and spw_fwd = 512; T_bwd = 4 (8 from N = 64 on);
+    spw_bwd = 128 (256 from N = 64 on); nsplit_bwd = 2 where a backward tile would give a thread
+    64 values (_nsplit: from N = 64 on), else 1; seg = 8·N clamped to [64, 1024]; warps_bwd = warps. No arguments restore the defaults. The GPU
     benchmark sweeps these."""
     _config_key[0] = None
     if not overrides:
@@ -151,16 +155,28 @@ def _plan_cached(N: int, dpg: int, maxlen: int, elem_size: int, knobs: tuple) ->
 
     cap = triton.next_power_of_2(max(1, maxlen))
     T_f = cfg["T_fwd"] or (4 if NP >= 64 else 8)
-    T_b = cfg["T_bwd"] or (8 if NP >= 64 and elem_size >= 4 else 4)
+    T_b = cfg["T_bwd"] or (8 if NP >= 64 else 4)
     T_f, T_b = max(2, min(T_f, cap)), max(2, min(T_b, cap))
     seg = cfg["seg"] or min(1024, max(64, 8 * NP))
     seg = max(T_f, T_b, min(seg, cap))
     spw_f = cfg["spw_fwd"] or (512 if NP >= 64 else 128 if elem_size >= 4 else 256)
     spw_b = cfg["spw_bwd"] or (256 if NP >= 64 else 128)
-    return dict(NP=NP, BD_f=channels(spw_f, warps), BD_b=channels(spw_b, warps_b),
+    BD_b = channels(spw_b, warps_b)
+    return dict(NP=NP, BD_f=channels(spw_f, warps), BD_b=BD_b,
                 warps=warps, warps_b=warps_b, T_f=T_f, T_b=T_b, seg=seg, pf=cfg["pf"],
                 pf_b=cfg["pf"] and NP < 64, parts=cfg["parts"], regs_bwd=cfg["regs_bwd"],
-                lane_rs=cfg["lane_rs"], asm_cvt=cfg["asm_cvt"])
+                lane_rs=cfg["lane_rs"], asm_cvt=cfg["asm_cvt"],
+                nsplit_b=_nsplit(cfg["nsplit_bwd"], T_b, NP, BD_b, warps_b))
+
+
+def _nsplit(knob: int, T: int, NP: int, BD: int, warps: int) -> int:
+    """Blocks of states the backward's pass 2 walks one after the other (1 or 2; a block keeps at
+    least 2 states). Automatic: 2 where a thread would hold 64 or more values of each [T, NP, BD]
+    tile, which spills. Measured on an H200 (docs/benchmarks.md, session 7) at B=8, D=1536,
+    L=4096, N=64, T_bwd 8: fp32 fwd+bwd 17.6 -> 15.6 ms; with tiles of 32 values a thread (N = 64
+    at T_bwd 4, or N = 16) two blocks were 8-15% slower."""
+    split = knob or (2 if T * NP * BD >= 64 * 32 * warps else 1)
+    return split if NP // split >= 2 else 1
 
 
 def _lane_levels(plan: dict, compute: torch.dtype, device: torch.device) -> int:
@@ -171,14 +187,15 @@ def _lane_levels(plan: dict, compute: torch.dtype, device: torch.device) -> int:
     lanes), then over the states, with t and the rest of n in registers, and it needs enough
     registers to halve once per lane bit. Shuffles are 32-bit PTX, so float32 math on CUDA only
     (the interpreter runs no PTX)."""
-    BD, NP, T = plan["BD_b"], plan["NP"], plan["T_b"]
+    BD, NP, T = plan["BD_b"], plan["NP"] // plan["nsplit_b"], plan["T_b"]  # NP: the states of one block
     if (not plan["lane_rs"] or device.type != "cuda" or compute != torch.float32 or plan["warps_b"] != 1
             or not 2 <= BD <= 32):
         return 0
     # Measured on an H100 (docs/benchmarks.md, session 5): 2-8% faster with T_bwd = 4 at N = 16,
     # 12-45% slower with T_bwd = 8 or N = 64, whose tiles already spill and spill more around the
     # halving steps.
-    if plan["lane_rs"] == 1 and (T > 4 or NP >= 64):
+    # Also at N = 64 split into two blocks of 32: 27.1 vs 16.3 ms fwd+bwd in bf16 (session 7).
+    if plan["lane_rs"] == 1 and (T > 4 or plan["NP"] >= 64):
         return 0
     levels = BD.bit_length() - 1
     lanes_np = 32 // BD
@@ -187,17 +204,18 @@ def _lane_levels(plan: dict, compute: torch.dtype, device: torch.device) -> int:
     return levels
 
 
-def _asm_upcast(plan: dict, compute: torch.dtype, device: torch.device) -> bool:
+def _asm_upcast(plan: dict, compute: torch.dtype, device: torch.device, backward: bool = False) -> bool:
     """Whether the kernels convert 2-byte inputs to float32 with a PTX cvt (see _upcast in the
     kernels: it keeps Triton 3.6 from shuffling packed 16-bit values between layouts). CUDA only:
     the interpreter runs no PTX. Measured on an H200 (docs/benchmarks.md, session 6): bf16 forward
-    0.78 -> 0.59 ms and forward+backward 4.45 -> 3.65 ms at B=8, D=1536, L=4096, N=16. From
-    N = 64 on it is off (asm_cvt 2 forces it): there the forward that saves states for the backward
-    went from 162 to 191 registers, a second wave of programs, and forward+backward from 16.2-16.7
-    to 17.3-18.0 ms."""
+    0.78 -> 0.59 ms and forward+backward 4.45 -> 3.65 ms at B=8, D=1536, L=4096, N=16. The
+    forward goes without it from N = 64 on (asm_cvt 2 forces it): there the forward that saves
+    states for the backward went from 162 to 191 registers, a second wave of programs, and
+    forward+backward from 16.2-16.7 to 17.3-18.0 ms. The backward converts by cvt at every N
+    (session 7: with the two-block pass 2 at N = 64 it compiles like the fp32 kernel)."""
     if not plan["asm_cvt"] or device.type != "cuda" or compute != torch.float32:
         return False
-    return plan["asm_cvt"] == 2 or plan["NP"] < 64
+    return plan["asm_cvt"] == 2 or backward or plan["NP"] < 64
 
 
 def _register_cap(plan: dict, programs: int, device: torch.device) -> int | None:
@@ -407,7 +425,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 REVERSE=m["reverse"], VARLEN=cu is not None, PREFETCH=bool(plan["pf_b"]),
                 PATH=path, DOUT_SHARED=dout_shared, PATH_CL=path_cl,
                 LANE_RS=_lane_levels(plan, compute, u.device),
-                ASM_CVT=_asm_upcast(plan, compute, u.device), **launch,
+                ASM_CVT=_asm_upcast(plan, compute, u.device, backward=True), NSPLIT=plan["nsplit_b"], **launch,
             )
         else:
             du.zero_()

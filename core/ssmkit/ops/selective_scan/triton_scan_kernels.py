@@ -14,7 +14,10 @@ The forward pass writes y (gated when z is given) once and, when a gradient is n
 entering every segment of ``seg`` steps: [S, D, L/seg, N] float32, the only activation it keeps
 beyond its inputs. The backward pass walks the segments in the opposite order. Pass 1 rebuilds
 the segment's chunk-entry states into a per-program scratch; pass 2 walks its chunks backwards,
-recomputes each chunk's states and runs the adjoint scan ``g[t] = C[t] dy[t] + a[t+1] g[t+1]``.
+recomputes each chunk's states and runs the adjoint scan ``g[t] = C[t] dy[t] + a[t+1] g[t+1]``;
+with ``NSPLIT`` = 2 it does so for two blocks of N/2 states one after the other, which share the
+chunk's loads and sums over N (at N = 64 a thread would otherwise hold 64 values of each [8, 64, 4]
+tile, and spill).
 A register tile cannot be shifted in Triton, so rather than a second exp2 for the shifted decay
 a[t+1], the adjoint scans q[t] = a[t] g[t] (``q[t] = a[t] (c[t] + q[t+1])``, unshifted decays)
 and carries g[t] = c[t] + q[t+1] beside it in the scan's tuple: 2 exp2 per element in the
@@ -512,6 +515,64 @@ def _part_carry_kernel(qloc_ptr, decay_ptr, dlast_ptr, carry_ptr, SDN, P,
 
 
 @triton.jit
+def _state_rows(A_ptr, d_offs, n0, N, NPS: tl.constexpr):
+    # The block of NPS states starting at n0: (n offsets, n mask, A2 = A * log2 e, A), [NPS, BD].
+    n_offs = n0 + tl.arange(0, NPS)
+    n_ok = n_offs < N
+    A = tl.load(A_ptr + d_offs[None, :] * N + n_offs[:, None], mask=n_ok[:, None], other=0.0)
+    return n_offs, n_ok, A * 1.4426950408889634, A
+
+
+@triton.jit
+def _adjoint_states(dB_ptr, dC_ptr, B_raw, C_raw, h_in, carry, A2, A_nat, u, dt, dtu, dy, t_idx, t_ok,
+                    bc_ptrs, bc_m, bc_offs0, n0, k, seqlen, N, L,
+                    T: tl.constexpr, REVERSE: tl.constexpr, HAS_Z: tl.constexpr, LANE_RS: tl.constexpr,
+                    COMPUTE: tl.constexpr, ASM_CVT: tl.constexpr):
+    """Pass 2 of the backward for one chunk and one block of states ([NP', BD] tiles, the states
+    from n0 on): rebuild the chunk's states from the entry state h_in, run the adjoint scan from
+    carry, add the block's dB/dC, and return its shares of the sums over states (y before the
+    skip and gate, sum_n g*B, sum_n g*a*h*A: [T, BD]), its dA share [NP', BD] and the gradient of
+    the state entering the chunk. y is 0 without z (nothing needs it)."""
+    first_f: tl.constexpr = T - 1 if REVERSE else 0
+    first_g: tl.constexpr = 0 if REVERSE else T - 1
+    Bt = _upcast(B_raw, COMPUTE, ASM_CVT)
+    Ct = _upcast(C_raw, COMPUTE, ASM_CVT)
+    a = tl.exp2(dt[:, None, :] * A2[None, :, :])  # [T, NP', BD]
+    b = dtu[:, None, :] * Bt[:, :, None]
+    b_in = tl.where(t_idx[:, None, None] == first_f, b + a * h_in[None, :, :], b)
+    hh = _affine_scan(a, b_in, T, REVERSE)
+    y = tl.zeros_like(dtu)
+    if HAS_Z:
+        y = tl.sum(hh * Ct[:, :, None], axis=1)
+    # Adjoint: g[t] = C[t] dy[t] + a[next] g[next], scanned against the forward direction. The
+    # gradient arriving from later chunks enters at the chunk's last step in scan order (steps past
+    # the sequence end are identities).
+    c = dy[:, None, :] * Ct[:, :, None]
+    c = tl.where(t_idx[:, None, None] == first_g, c + carry[None, :, :], c)
+    # q[t] = a[t] g[t] runs on the unshifted decays; the g map tracks g[t] = c[t] + q[next].
+    q, g = _adjoint_scan(a, c, T, not REVERSE)
+    ah = hh - b  # a[t] * h[t-1], exact without dividing by a
+    gah = g * ah
+    sum_gB = tl.sum(g * Bt[:, :, None], axis=1)  # [T, BD]
+    gahA = tl.sum(gah * A_nat[None, :, :], axis=1)
+    dA = tl.sum(gah * dt[:, None, :], axis=0)
+    # dB, dC: reduce this program's channels (all in one group), then one atomic per (t, n).
+    if LANE_RS > 0:
+        _add_channel_sums(dB_ptr, dC_ptr, g * dtu[:, None, :], hh * dy[:, None, :], bc_offs0 + n0 * L, k * T,
+                          seqlen, N - n0, L, LANE_RS)
+    else:
+        # Partial sums in a [n_blocks, B, G, N, L] buffer instead of these atomics moved more
+        # bytes than the atomics cost on the H100 (docs/benchmarks.md, v4).
+        tl.atomic_add(dB_ptr + bc_ptrs, tl.sum(g * dtu[:, None, :], axis=2), mask=bc_m, sem="relaxed")
+        tl.atomic_add(dC_ptr + bc_ptrs, tl.sum(hh * dy[:, None, :], axis=2), mask=bc_m, sem="relaxed")
+    # Gradient into the state entering this chunk: q at its first step in scan order. Past-the-end
+    # steps hand q through unchanged, so the chunk's end in adjoint order holds it even when the
+    # chunk is cut short.
+    carry = tl.sum(tl.where(t_idx[:, None, None] == first_f, q, 0.0), axis=0)
+    return y, sum_gB, gahA, dA, carry
+
+
+@triton.jit
 def _scan_bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, bias_ptr, hsave_ptr, dout_ptr,
     dlast_ptr, cu_ptr, scratch_ptr, path_ptr,
@@ -521,7 +582,7 @@ def _scan_bwd_kernel(
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, REVERSE: tl.constexpr, VARLEN: tl.constexpr,
     PREFETCH: tl.constexpr, PATH: tl.constexpr, DOUT_SHARED: tl.constexpr, PATH_CL: tl.constexpr,
-    LANE_RS: tl.constexpr = 0, ASM_CVT: tl.constexpr = False,
+    LANE_RS: tl.constexpr = 0, ASM_CVT: tl.constexpr = False, NSPLIT: tl.constexpr = 1,
 ):
     pid_d = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -536,16 +597,34 @@ def _scan_bwd_kernel(
     if HAS_D:
         dskip = tl.load(Dskip_ptr + d_offs)
 
-    st_offs = (pid_s.to(tl.int64) * D + d_offs[None, :]) * N + n_offs[:, None]  # [NP, BD]
     # Per-(part, sequence) buffers: [P, S, D, N] carries in, [P*S, D(, N)] partial dA/dD/dbias out.
     ps = pid_p.to(tl.int64) * tl.num_programs(1) + pid_s
-    pst_offs = (ps * D + d_offs[None, :]) * N + n_offs[:, None]
+    prog = ps * tl.num_programs(0) + pid_d
+    # Pass 2 walks the states in NSPLIT blocks of NPS, one after the other, so that its [T, NPS, BD]
+    # tiles fit in registers at N = 64 (_adjoint_states); block 1 exists with NSPLIT = 2 only. Per
+    # block: its states' offsets into the [S, D, N] states, the [P*S, D, N] part buffers, the
+    # per-program scratch of chunk-entry states ([KSUB, NP, BD]) and the [S, G, N, L] B/C.
+    NPS: tl.constexpr = NP // NSPLIT
+    n_offs0, n_ok0, A2_0, A_nat0 = n_offs, n_ok, A2, A_nat
+    if NSPLIT == 2:
+        n_offs0, n_ok0, A2_0, A_nat0 = _state_rows(A_ptr, d_offs, 0, N, NPS)
+        n_offs1, n_ok1, A2_1, A_nat1 = _state_rows(A_ptr, d_offs, NPS, N, NPS)
+        st_offs1 = (pid_s.to(tl.int64) * D + d_offs[None, :]) * N + n_offs1[:, None]
+        pst_offs1 = (ps * D + d_offs[None, :]) * N + n_offs1[:, None]
+        scr_offs1 = (prog * KSUB * NP + n_offs1[:, None]) * BD + tl.arange(0, BD)[None, :]
+    st_offs0 = (pid_s.to(tl.int64) * D + d_offs[None, :]) * N + n_offs0[:, None]
+    pst_offs0 = (ps * D + d_offs[None, :]) * N + n_offs0[:, None]
     # carry = dLoss/d(state leaving the current chunk in scan order); starts as d(final state),
-    # or, for a part, as the gradient of the state leaving that part.
-    carry = tl.zeros([NP, BD], dtype=COMPUTE)
+    # or, for a part, as the gradient of the state leaving that part. dA sums over the steps.
+    carry0 = tl.zeros([NPS, BD], dtype=COMPUTE)
+    dA0 = tl.zeros([NPS, BD], dtype=COMPUTE)
     if HAS_DLAST:
-        carry = tl.load(dlast_ptr + pst_offs, mask=n_ok[:, None], other=0.0)
-    dA_acc = tl.zeros([NP, BD], dtype=COMPUTE)
+        carry0 = tl.load(dlast_ptr + pst_offs0, mask=n_ok0[:, None], other=0.0)
+    if NSPLIT == 2:
+        carry1 = tl.zeros([NPS, BD], dtype=COMPUTE)
+        dA1 = tl.zeros([NPS, BD], dtype=COMPUTE)
+        if HAS_DLAST:
+            carry1 = tl.load(dlast_ptr + pst_offs1, mask=n_ok1[:, None], other=0.0)
     dD_acc = tl.zeros([BD], dtype=COMPUTE)
     dbias_acc = tl.zeros([BD], dtype=COMPUTE)
 
@@ -559,13 +638,14 @@ def _scan_bwd_kernel(
         dout_urow = urow_offs
         dout_ps = u_ps
     save_offs = ((pid_s.to(tl.int64) * D + d_offs[None, :]) * NSEG) * N + n_offs[:, None]
-    # Per-program scratch for the KSUB chunk-entry states of one segment: [KSUB, NP, BD].
-    prog = ps * tl.num_programs(0) + pid_d
     scr_offs = (prog * KSUB * NP + n_offs[:, None]) * BD + tl.arange(0, BD)[None, :]
     first_f: tl.constexpr = T - 1 if REVERSE else 0
     last_f: tl.constexpr = 0 if REVERSE else T - 1
-    first_g: tl.constexpr = 0 if REVERSE else T - 1
     bc_offs0 = ((row.to(tl.int64) * G + d0 // DPG) * N) * L + start  # B/C row of state 0
+    bcb_offs0 = bc_offs0 + n_offs0.to(tl.int64) * L  # [NPS], B/C rows of each state block
+    if NSPLIT == 2:
+        bcb_offs1 = bc_offs0 + n_offs1.to(tl.int64) * L
+    scr_offs0 = (prog * KSUB * NP + n_offs0[:, None]) * BD + tl.arange(0, BD)[None, :]
 
     nchunks = tl.cdiv(seqlen, T)
     nseg = tl.cdiv(nchunks, KSUB)
@@ -613,16 +693,18 @@ def _scan_bwd_kernel(
             hh = _affine_scan(a, b, T, REVERSE)
             h = tl.sum(tl.where(t_idx[:, None, None] == last_f, hh, 0.0), axis=0)
         tl.debug_barrier()
-        # Pass 2: the chunks of the segment against scan order, with the adjoint scan.
+        # Pass 2: the chunks of the segment against scan order, with the adjoint scan. The loads
+        # cover state block 0 (all states when NSPLIT = 1); block 1 loads its own B/C and entry state.
         step2: tl.constexpr = 1 if REVERSE else -1
         if PREFETCH:
             kp = k0 if REVERSE else k1 - 1
             pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs,
-                                              prow_ptr, u_ps, bc_offs, n_ok, kp, seqlen, T, True, True, HAS_Z, PATH)
+                                              prow_ptr, u_ps, bcb_offs0, n_ok0, kp, seqlen, T, True, True, HAS_Z,
+                                              PATH)
             pdo, p_und, p_unb, p_unc2, p_unz2 = _load_chunk(dout_ptr, dout_ptr, B_ptr, C_ptr, z_ptr, row_offs,
-                                                            dout_urow, prow_ptr, dout_ps, bc_offs, n_ok, kp, seqlen, T,
-                                                            False, False, False, PATH)
-            ph = tl.load(scratch_ptr + scr_offs + (kp - k0) * (NP * BD))
+                                                            dout_urow, prow_ptr, dout_ps, bcb_offs0, n_ok0, kp,
+                                                            seqlen, T, False, False, False, PATH)
+            ph = tl.load(scratch_ptr + scr_offs0 + (kp - k0) * (NP * BD))
         for ci in range(0, k1 - k0):
             if REVERSE:
                 k = k0 + ci
@@ -632,70 +714,69 @@ def _scan_bwd_kernel(
                 u_raw, dl_raw, B_raw, C_raw, z_raw, do_raw, h_in = pu, pdl, pB, pC, pz, pdo, ph
                 kn = k + step2
                 pu, pdl, pB, pC, pz = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs,
-                                                  prow_ptr, u_ps, bc_offs, n_ok, kn, seqlen, T, True, True, HAS_Z,
-                                                  PATH)
+                                                  prow_ptr, u_ps, bcb_offs0, n_ok0, kn, seqlen, T, True, True,
+                                                  HAS_Z, PATH)
                 pdo, p_und, p_unb, p_unc2, p_unz2 = _load_chunk(dout_ptr, dout_ptr, B_ptr, C_ptr, z_ptr,
-                                                                row_offs, dout_urow, prow_ptr, dout_ps, bc_offs, n_ok,
-                                                                kn, seqlen, T, False, False, False, PATH)
+                                                                row_offs, dout_urow, prow_ptr, dout_ps, bcb_offs0,
+                                                                n_ok0, kn, seqlen, T, False, False, False, PATH)
                 # The scratch holds this segment's chunks only: no read past either end.
                 kn_ok = (kn >= k0) & (kn < k1)
-                ph = tl.load(scratch_ptr + scr_offs + (kn - k0) * (NP * BD), mask=n_ok[:, None] & kn_ok, other=0.0)
+                ph = tl.load(scratch_ptr + scr_offs0 + (kn - k0) * (NP * BD), mask=n_ok0[:, None] & kn_ok,
+                             other=0.0)
             else:
                 u_raw, dl_raw, B_raw, C_raw, z_raw = _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr,
-                                                                 row_offs, urow_offs, prow_ptr, u_ps, bc_offs, n_ok,
-                                                                 k, seqlen, T, True, True, HAS_Z, PATH)
+                                                                 row_offs, urow_offs, prow_ptr, u_ps, bcb_offs0,
+                                                                 n_ok0, k, seqlen, T, True, True, HAS_Z, PATH)
                 do_raw, p_und, p_unb, p_unc2, p_unz2 = _load_chunk(dout_ptr, dout_ptr, B_ptr, C_ptr, z_ptr,
-                                                                   row_offs, dout_urow, prow_ptr, dout_ps, bc_offs,
-                                                                   n_ok, k, seqlen, T, False, False, False,
+                                                                   row_offs, dout_urow, prow_ptr, dout_ps, bcb_offs0,
+                                                                   n_ok0, k, seqlen, T, False, False, False,
                                                                    PATH)
-                h_in = tl.load(scratch_ptr + scr_offs + (k - k0) * (NP * BD))
+                h_in = tl.load(scratch_ptr + scr_offs0 + (k - k0) * (NP * BD))
             t_offs = k * T + t_idx
             t_ok = t_offs < seqlen
             x_offs = row_offs[None, :] + t_offs[:, None]  # [T, BD]
             u = _upcast(u_raw, COMPUTE, ASM_CVT)
             dt, ddt_dx = _step_size(_upcast(dl_raw, COMPUTE, ASM_CVT), bias, t_ok, HAS_BIAS, SOFTPLUS)
-            bc_m = t_ok[:, None] & n_ok[None, :]
-            bc_ptrs = bc_offs[None, :] + t_offs[:, None]  # [T, NP]
-            Bt = _upcast(B_raw, COMPUTE, ASM_CVT)
-            Ct = _upcast(C_raw, COMPUTE, ASM_CVT)
             dout = _upcast(do_raw, COMPUTE, ASM_CVT)
-
-            # Rebuild the chunk's states from the saved entry state.
-            a = tl.exp2(dt[:, None, :] * A2[None, :, :])  # [T, NP, BD]
             dtu = dt * u
-            b = dtu[:, None, :] * Bt[:, :, None]
-            b_in = tl.where(t_idx[:, None, None] == first_f, b + a * h_in[None, :, :], b)
-            hh = _affine_scan(a, b_in, T, REVERSE)
-
+            # dy = d(pre-gate y): the gate's derivative needs z only; dz needs y, summed below.
             dy = dout
             if HAS_Z:
                 zt = _upcast(z_raw, COMPUTE, ASM_CVT)
-                y = tl.sum(hh * Ct[:, :, None], axis=1)
+                sz = tl.sigmoid(zt)
+                dy = dout * zt * sz
+            if NSPLIT == 2:
+                # Block 1's inputs are loaded before block 0 computes, so their latency overlaps it.
+                bc_ptrs1 = bcb_offs1[None, :] + t_offs[:, None]
+                bc_m1 = t_ok[:, None] & n_ok1[None, :]
+                B_raw1 = tl.load(B_ptr + bc_ptrs1, mask=bc_m1, other=0.0)
+                C_raw1 = tl.load(C_ptr + bc_ptrs1, mask=bc_m1, other=0.0)
+                h_in1 = tl.load(scratch_ptr + scr_offs1 + (k - k0) * (NP * BD))
+            bc_ptrs0 = bcb_offs0[None, :] + t_offs[:, None]  # [T, NPS]
+            bc_m0 = t_ok[:, None] & n_ok0[None, :]
+            y, sum_gB, gahA, dA_k, carry0 = _adjoint_states(
+                dB_ptr, dC_ptr, B_raw, C_raw, h_in, carry0, A2_0, A_nat0, u, dt, dtu, dy, t_idx, t_ok, bc_ptrs0,
+                bc_m0, bc_offs0, 0, k, seqlen, N, L, T, REVERSE, HAS_Z, LANE_RS, COMPUTE, ASM_CVT)
+            dA0 += dA_k
+            if NSPLIT == 2:
+                y1, sum_gB1, gahA1, dA_k1, carry1 = _adjoint_states(
+                    dB_ptr, dC_ptr, B_raw1, C_raw1, h_in1, carry1, A2_1, A_nat1, u, dt, dtu, dy, t_idx, t_ok,
+                    bc_ptrs1, bc_m1, bc_offs0, NPS, k, seqlen, N, L, T, REVERSE, HAS_Z, LANE_RS, COMPUTE, ASM_CVT)
+                y += y1
+                sum_gB += sum_gB1
+                gahA += gahA1
+                dA1 += dA_k1
+            if HAS_Z:
                 if HAS_D:
                     y += dskip[None, :] * u
-                sz = tl.sigmoid(zt)
                 dz = dout * y * sz * (1.0 + zt * (1.0 - sz))
                 tl.store(dz_ptr + x_offs, dz.to(dz_ptr.dtype.element_ty), mask=t_ok[:, None])
-                dy = dout * zt * sz
 
-            # Adjoint: g[t] = C[t] dy[t] + a[next] g[next], scanned against the forward direction.
-            c = dy[:, None, :] * Ct[:, :, None]
-            # The gradient arriving from later chunks enters at the chunk's last step in scan order
-            # (steps past the sequence end are identities).
-            c = tl.where(t_idx[:, None, None] == first_g, c + carry[None, :, :], c)
-            # q[t] = a[t] g[t] runs on the unshifted decays; the g map tracks g[t] = c[t] + q[next].
-            q, g = _adjoint_scan(a, c, T, not REVERSE)
-
-            ah = hh - b  # a[t] * h[t-1], exact without dividing by a
-            gah = g * ah
-            gB = g * Bt[:, :, None]
-            sum_gB = tl.sum(gB, axis=1)  # [T, BD]
-            ddt = u * sum_gB + tl.sum(gah * A_nat[None, :, :], axis=1)
+            ddt = u * sum_gB + gahA
             du = dt * sum_gB
             if HAS_D:
                 du += dskip[None, :] * dy
                 dD_acc += tl.sum(dy * u, axis=0)
-            dA_acc += tl.sum(gah * dt[:, None, :], axis=0)
             if SOFTPLUS:
                 ddelta = ddt * ddt_dx
             else:
@@ -710,23 +791,6 @@ def _scan_bwd_kernel(
                 tl.store(du_ptr + x_offs, du.to(du_ptr.dtype.element_ty), mask=t_ok[:, None])
             tl.store(ddelta_ptr + x_offs, ddelta.to(ddelta_ptr.dtype.element_ty), mask=t_ok[:, None])
 
-            # dB, dC: reduce this program's channels (all in one group), then one atomic per (t, n).
-            if LANE_RS > 0:
-                _add_channel_sums(dB_ptr, dC_ptr, g * dtu[:, None, :], hh * dy[:, None, :], bc_offs0, k * T,
-                                  seqlen, N, L, LANE_RS)
-            else:
-                dB_part = tl.sum(g * dtu[:, None, :], axis=2)  # [T, NP]
-                dC_part = tl.sum(hh * dy[:, None, :], axis=2)
-                # Partial sums in a [n_blocks, B, G, N, L] buffer instead of these atomics moved more
-                # bytes than the atomics cost on the H100 (docs/benchmarks.md, v4).
-                tl.atomic_add(dB_ptr + bc_ptrs, dB_part, mask=bc_m, sem="relaxed")
-                tl.atomic_add(dC_ptr + bc_ptrs, dC_part, mask=bc_m, sem="relaxed")
-
-            # Gradient into the state entering this chunk: q at its first step in scan order.
-            # Past-the-end steps hand q through unchanged, so the chunk's end in adjoint order
-            # holds it even when the chunk is cut short.
-            carry = tl.sum(tl.where(t_idx[:, None, None] == first_f, q, 0.0), axis=0)
-
         tl.debug_barrier()
 
     # Only the part holding the scan's first step sees the initial state.
@@ -734,8 +798,11 @@ def _scan_bwd_kernel(
         holds_start = pid_p == tl.maximum(nseg - 1, 0) // SEGS_PER_PART
     else:
         holds_start = pid_p == 0
-    tl.store(dh0_ptr + st_offs, carry, mask=n_ok[:, None] & holds_start)
-    tl.store(dA_ptr + pst_offs, dA_acc, mask=n_ok[:, None])
+    tl.store(dh0_ptr + st_offs0, carry0, mask=n_ok0[:, None] & holds_start)
+    tl.store(dA_ptr + pst_offs0, dA0, mask=n_ok0[:, None])
+    if NSPLIT == 2:
+        tl.store(dh0_ptr + st_offs1, carry1, mask=n_ok1[:, None] & holds_start)
+        tl.store(dA_ptr + pst_offs1, dA1, mask=n_ok1[:, None])
     s_offs = ps * D + d_offs
     if HAS_D:
         tl.store(dD_ptr + s_offs, dD_acc)
