@@ -6,7 +6,8 @@
 For each shape, dtype and knob set (triton_scan.set_tile_config) it prints the forward's time as
 an isolated call (CUDA events with the GPU idle at the start: host work included), its device
 time (a spin kernel queued first hides the host work), and the host time per call with the GPU
-kept busy; --bwd adds forward+backward both ways. --profile-host prints the top host functions of
+kept busy; --bwd adds forward+backward both ways (torch.autograd.grad; --accumulate also times
+y.backward(), which from the second call on adds every gradient into .grad). --profile-host prints the top host functions of
 the default forward (cProfile). Times are medians of 10; --rounds R times the variants R times in
 turn, so drift over the run shows up as a spread rather than as a difference between variants. A
 variant's "_asm_bwd": 1 (not a knob) converts 2-byte inputs by PTX cvt in the backward at every N,
@@ -62,6 +63,7 @@ def main() -> None:
     p.add_argument("--variants", default="[{}]")
     p.add_argument("--bwd", action="store_true")
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--accumulate", action="store_true", help="also time fwd+bwd with y.backward() into .grad")
     p.add_argument("--profile-host", action="store_true")
     args = p.parse_args()
     dev = torch.device("cuda")
@@ -84,8 +86,12 @@ def main() -> None:
                     iso, dev_ms, host = cuda_time_ms(fwd), cuda_time_ms(fwd, device_only=True), host_ms(fwd)
                 line = f"{str(shape):<22}{dname:<5}{name:<28} fwd {iso:7.3f} {dev_ms:7.3f} {host:6.3f}"
                 if args.bwd:
-                    both = lambda: run_scan(insg, "triton").backward(gy)
+                    leaves = [t for t in insg.values() if t is not None]
+                    both = lambda: torch.autograd.grad(run_scan(insg, "triton"), leaves, gy)
                     line += f"   fwd+bwd {cuda_time_ms(both):7.3f} {cuda_time_ms(both, device_only=True):7.3f}"
+                    if args.accumulate:  # the pre-session-7 timing: y.backward() adds into .grad
+                        acc = lambda: run_scan(insg, "triton").backward(gy)
+                        line += f"   into .grad {cuda_time_ms(acc):7.3f} {cuda_time_ms(acc, device_only=True):7.3f}"
                 print(line, flush=True)
                 triton_scan.set_tile_config()
                 triton_scan._asm_upcast = _SHIPPED_ASM_RULE
