@@ -65,9 +65,9 @@ def _lane_bases(layout: str, shape: list[int]) -> list[list[int]]:
     return bases
 
 
-@pytest.mark.parametrize("BD,T,levels", [(8, 4, 3), (4, 4, 2)])
-def test_shuffles_move_along_the_channel_axis(BD, T, levels):
-    ttgir = _compile("_scan_bwd_kernel", BD=BD, T=T, LANE_RS=levels)["ttgir"]
+@pytest.mark.parametrize("BD,T,NP,levels", [(8, 4, 16, 3), (4, 4, 16, 2), (4, 4, 8, 2)])
+def test_shuffles_move_along_the_channel_axis(BD, T, NP, levels):
+    ttgir = _compile("_scan_bwd_kernel", BD=BD, T=T, NP=NP, LANE_RS=levels)["ttgir"]
     layouts = dict(re.findall(r"^#(\w+) = (#ttg\.\w+<\{.*\}>)", ttgir, flags=re.M))
     shuffles = re.findall(r'tt\.elementwise_inline_asm "shfl\.sync\.bfly\.b32 \$0, \$1, (\d+), 31, -1;"'
                           r".*?: tensor<([\dx]+)xi32, #(\w+)>", ttgir)
