@@ -29,6 +29,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import types
 
 import triton
 import triton.language as tl
@@ -45,6 +46,17 @@ SHOWN = ["SHFL", "MUFU", "RED", "ATOM", "LDG", "STG", "LDS", "STS", "STSM", "BAR
 def load_kernels(spec: str):
     if not spec.endswith(".py"):
         return importlib.import_module(spec)
+    # The kernels import their Triton helpers from sibling modules (ssmkit.ops.selective_scan.*).
+    # Stand-in packages let those imports resolve without running the packages' __init__, which
+    # needs torch (absent from a side venv holding only another Triton).
+    here = os.path.dirname(os.path.abspath(spec))
+    parts = ["ssmkit", "ssmkit.ops", "ssmkit.ops.selective_scan"]
+    dirs = [os.path.dirname(os.path.dirname(here)), os.path.dirname(here), here]
+    for name, path in zip(parts, dirs):
+        if name not in sys.modules:
+            pkg = types.ModuleType(name)
+            pkg.__path__ = [path]
+            sys.modules[name] = pkg
     loader = importlib.util.spec_from_file_location("scan_kernels", spec)
     mod = importlib.util.module_from_spec(loader)
     sys.modules["scan_kernels"] = mod  # Triton's JIT looks the module up while compiling
