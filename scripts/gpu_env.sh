@@ -23,3 +23,14 @@ scan2d_table() {
   timeout 120 python3 -c "import sys; from ssmkit.bench.scan2d import run; sys.exit(run(sys.argv[1:]))" \
     --gpu --reps 10 --json "$OUT/$name.json" "$@" > "$OUT/$name.txt" 2>&1; echo "$name rc=$?"
 }
+# Session 7 on: probe NAME SHAPES DTYPES ROUNDS VARIANTS runs scripts/gpu_fwd_probe.py --bwd into
+# $OUT/NAME.txt; gpu_tests FILES... runs their gpu tests, on 8 workers when pytest-xdist is carried.
+probe() {
+  timeout 200 python3 scripts/gpu_fwd_probe.py --shapes "$2" --dtypes "$3" --bwd --rounds "$4" --variants "$5" \
+    > "$OUT/$1.txt" 2>&1; echo "$1 rc=$?"; cat "$OUT/$1.txt"
+}
+gpu_tests() {
+  local workers=""; python3 -c "import xdist" 2>/dev/null && workers="-n 8"
+  timeout 200 python3 -m pytest -q -m gpu $workers -p no:cacheprovider "$@" > "$OUT/gpu_tests.txt" 2>&1
+  echo "tests rc=$? ($workers)"; tail -4 "$OUT/gpu_tests.txt"
+}

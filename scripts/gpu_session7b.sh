@@ -6,10 +6,6 @@
 set -u
 source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name --format=csv,noheader
-probe() {  # NAME SHAPES DTYPES ROUNDS VARIANTS
-  timeout 200 python3 scripts/gpu_fwd_probe.py --shapes "$2" --dtypes "$3" --bwd --rounds "$4" --variants "$5" \
-    > "$OUT/$1.txt" 2>&1; echo "$1 rc=$?"; cat "$OUT/$1.txt"
-}
 probe bf16_64 2 bf16 2 '[{}, {"nsplit_bwd": 2}, {"nsplit_bwd": 2, "T_bwd": 8}, {"nsplit_bwd": 2, "_asm_bwd": 1}, {"nsplit_bwd": 2, "lane_rs": 2}]'
 probe fp32_64 2 fp32 2 '[{}, {"nsplit_bwd": 2}, {"nsplit_bwd": 2, "T_bwd": 4}, {"nsplit_bwd": 2, "spw_bwd": 512, "T_bwd": 2}]'
 probe n16 0 bf16,fp32 1 '[{}, {"nsplit_bwd": 2}]'

@@ -6,10 +6,6 @@
 set -u
 source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name --format=csv,noheader
-probe() {  # NAME SHAPES DTYPES ROUNDS VARIANTS
-  timeout 150 python3 scripts/gpu_fwd_probe.py --shapes "$2" --dtypes "$3" --bwd --rounds "$4" --variants "$5" \
-    > "$OUT/$1.txt" 2>&1; echo "$1 rc=$?"; cat "$OUT/$1.txt"
-}
 probe bf16_64 2 bf16 2 '[{}, {"asm_cvt": 0, "T_bwd": 4, "nsplit_bwd": 1}, {"T_bwd": 4, "nsplit_bwd": 1}]'
 timeout 200 python3 -m pytest -q -m gpu -p no:cacheprovider tests/core/ops/test_selective_scan_triton.py \
   tests/core/ops/test_path_scan_triton.py > "$OUT/gpu_tests.txt" 2>&1; echo "tests rc=$?"; tail -3 "$OUT/gpu_tests.txt"

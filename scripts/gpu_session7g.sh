@@ -4,7 +4,5 @@
 set -u
 source "$(dirname "$0")/gpu_env.sh"
 nvidia-smi --query-gpu=name --format=csv,noheader
-workers=""; python3 -c "import xdist" 2>/dev/null && workers="-n 8"
-timeout 200 python3 -m pytest -q -m gpu $workers -p no:cacheprovider tests/core/ops/test_selective_scan_triton.py \
-  tests/core/ops/test_path_scan_triton.py tests/core/layers/test_mamba.py tests/core/layers/test_ss2d.py \
-  > "$OUT/gpu_tests.txt" 2>&1; echo "tests rc=$? ($workers)"; tail -4 "$OUT/gpu_tests.txt"
+gpu_tests tests/core/ops/test_selective_scan_triton.py \
+  tests/core/ops/test_path_scan_triton.py tests/core/layers/test_mamba.py tests/core/layers/test_ss2d.py
