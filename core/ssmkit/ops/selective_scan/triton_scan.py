@@ -51,8 +51,8 @@ _config_key: list = [None]  # the knob settings as a hashable tuple; None after 
 # when it starts. lane_rs sums dB/dC over a backward program's channels with a reduce-scatter
 # across the lanes (PTX shuffles, CUDA only, see _lane_levels): 1 on the tiles where the H100
 # measured it faster, 2 wherever the layout allows it; 0 uses tl.sum, an all-reduce. asm_cvt 1
-# converts 2-byte inputs to float32 with a PTX cvt on CUDA where it measured faster (below N = 64,
-# _asm_upcast), 2 at every N, 0 nowhere (Triton's cast). nsplit_bwd 2 runs the backward's pass 2
+# converts 2-byte inputs to float32 with a PTX cvt on CUDA where it measured faster (the forward
+# below N = 64, the backward at every N: _asm_upcast), 2 at every N, 0 nowhere (Triton's cast). nsplit_bwd 2 runs the backward's pass 2
 # over two blocks of N/2 states one after the other (smaller live tiles), 1 over all N at once, 0
 # picks (_nsplit).
 _MODE_KNOBS = {"pf": (0, 1), "lane_rs": (0, 1, 2), "asm_cvt": (0, 1, 2), "nsplit_bwd": (0, 1, 2)}
@@ -78,8 +78,8 @@ def set_tile_config(**overrides: int) -> None:
     (_COUNT_KNOBS). 0 means automatic: below N = 64 T_fwd = 8 and spw_fwd = 256 (128 for 4-byte
     inputs), from N = 64 on T_fwd = 4 and spw_fwd = 512; T_bwd = 4 (8 from N = 64 on);
     spw_bwd = 128 (256 from N = 64 on); nsplit_bwd = 2 where a backward tile would give a thread
-    64 values (_nsplit: from N = 64 on), else 1; seg = 8·N clamped to [64, 1024]; warps_bwd = warps. No arguments restore the defaults. The GPU
-    benchmark sweeps these."""
+    64 values (_nsplit: from N = 64 on), else 1; seg = 8·N clamped to [64, 1024];
+    warps_bwd = warps. No arguments restore the defaults. The GPU benchmark sweeps these."""
     _config_key[0] = None
     if not overrides:
         _config.clear()

@@ -23,10 +23,10 @@ a[t+1], the adjoint scans q[t] = a[t] g[t] (``q[t] = a[t] (c[t] + q[t+1])``, uns
 and carries g[t] = c[t] + q[t+1] beside it in the scan's tuple: 2 exp2 per element in the
 backward. dB and dC sum over the channels of a group: each program reduces its BD channels first
 and adds one [T, N] partial per chunk with fp32 atomics. On CUDA that reduction is a reduce-scatter
-across the channel lanes with PTX shuffles (``LANE_RS``, :mod:`.triton_lane_sums`: each step halves
-what a lane holds, so every lane ends with distinct sums to add), where tl.sum would all-reduce and then move the sums
-through shared memory: 864 -> 799 instructions per chunk of the bf16 N = 16 backward loop, 4-8%
-faster on an H100 at T_bwd = 4 (docs/benchmarks.md, session 5). dA, dD and d(delta_bias) go to
+across the channel lanes with PTX shuffles (``LANE_RS``, :mod:`.triton_lane_sums`: each step
+halves what a lane holds, so every lane ends with distinct sums to add), where tl.sum would
+all-reduce and then move the sums through shared memory: 864 -> 799 instructions per chunk of the
+bf16 N = 16 backward loop, 4-8% faster on an H100 at T_bwd = 4 (docs/benchmarks.md, session 5). dA, dD and d(delta_bias) go to
 per-sequence partials summed on the host, with no atomics. Every chunk loop loads the next
 chunk's inputs into registers before computing the current one: a program is one warp and an
 SM holds few of them, so nothing else would hide the HBM latency (the backward skips this from
