@@ -7,11 +7,12 @@ For each shape, dtype and knob set (triton_scan.set_tile_config) it prints the f
 an isolated call (CUDA events with the GPU idle at the start: host work included), its device
 time (a spin kernel queued first hides the host work), and the host time per call with the GPU
 kept busy; --bwd adds forward+backward both ways (torch.autograd.grad; --accumulate also times
-y.backward(), which from the second call on adds every gradient into .grad). --profile-host prints the top host functions of
-the default forward (cProfile). Times are medians of 10; --rounds R times the variants R times in
-turn, so drift over the run shows up as a spread rather than as a difference between variants. A
-variant's "_asm_bwd": 1 (not a knob) converts 2-byte inputs by PTX cvt in the backward at every N,
-whatever the forward does, to measure that rule before it becomes one.
+y.backward(), which from the second call on adds every gradient into .grad). --profile-host
+prints the top host functions of the default forward (cProfile). Times are medians of 10;
+--rounds R times the variants R times in turn, so drift over the run shows up as a spread rather
+than as a difference between variants. A variant's "_asm_bwd": 1 (not a knob) converts 2-byte
+inputs by PTX cvt in the backward at every N, whatever the forward does, to measure that rule
+before it becomes one.
 """
 
 from __future__ import annotations

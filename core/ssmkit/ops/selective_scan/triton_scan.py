@@ -52,9 +52,9 @@ _config_key: list = [None]  # the knob settings as a hashable tuple; None after 
 # across the lanes (PTX shuffles, CUDA only, see _lane_levels): 1 on the tiles where the H100
 # measured it faster, 2 wherever the layout allows it; 0 uses tl.sum, an all-reduce. asm_cvt 1
 # converts 2-byte inputs to float32 with a PTX cvt on CUDA where it measured faster (the forward
-# below N = 64, the backward at every N: _asm_upcast), 2 at every N, 0 nowhere (Triton's cast). nsplit_bwd 2 runs the backward's pass 2
-# over two blocks of N/2 states one after the other (smaller live tiles), 1 over all N at once, 0
-# picks (_nsplit).
+# below N = 64, the backward at every N: _asm_upcast), 2 at every N, 0 nowhere (Triton's cast).
+# nsplit_bwd 2 runs the backward's pass 2 over two blocks of N/2 states one after the other
+# (smaller live tiles), 1 over all N at once, 0 picks (_nsplit).
 _MODE_KNOBS = {"pf": (0, 1), "lane_rs": (0, 1, 2), "asm_cvt": (0, 1, 2), "nsplit_bwd": (0, 1, 2)}
 # Count knobs (any value >= 0, not only powers of two): parts splits each sequence of the backward
 # into that many parts run by separate programs (0: enough parts for `_SPLIT_WAVES` waves of

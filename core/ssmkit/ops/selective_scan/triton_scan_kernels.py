@@ -26,11 +26,12 @@ and adds one [T, N] partial per chunk with fp32 atomics. On CUDA that reduction 
 across the channel lanes with PTX shuffles (``LANE_RS``, :mod:`.triton_lane_sums`: each step
 halves what a lane holds, so every lane ends with distinct sums to add), where tl.sum would
 all-reduce and then move the sums through shared memory: 864 -> 799 instructions per chunk of the
-bf16 N = 16 backward loop, 4-8% faster on an H100 at T_bwd = 4 (docs/benchmarks.md, session 5). dA, dD and d(delta_bias) go to
-per-sequence partials summed on the host, with no atomics. Every chunk loop loads the next
-chunk's inputs into registers before computing the current one: a program is one warp and an
-SM holds few of them, so nothing else would hide the HBM latency (the backward skips this from
-N = 64 on, where the extra tiles cost more registers than the latency they hide). On CUDA, 2-byte
+bf16 N = 16 backward loop, 4-8% faster on an H100 at T_bwd = 4 (docs/benchmarks.md, session 5).
+dA, dD and d(delta_bias) go to per-sequence partials summed on the host, with no atomics. Every
+chunk loop loads the next chunk's inputs into registers before computing the current one: a
+program is one warp and an SM holds few of them, so nothing else would hide the HBM latency (the
+backward skips this from N = 64 on, where the extra tiles cost more registers than the latency
+they hide). On CUDA, 2-byte
 inputs are converted to float32 by a PTX cvt right after their loads (``_upcast``, ``ASM_CVT``):
 with Triton's cast, Triton 3.6 moved packed 16-bit values between layouts and ran softplus on
 replicated copies, and the bf16 kernels were 20-25% slower than the fp32 ones.
