@@ -12,8 +12,9 @@ run under another Triton, e.g. the GPU machine's (3.6, whose layout choices diff
 
 Constexpr switches from the environment (0/1 unless noted): REV (reverse scan), LANE_RS=k (the
 dB/dC reduce-scatter over k lane bits), PATH_MODE / PATH_CL (path-index mode, channels-last map),
-ASM_CVT (PTX upcast of 2-byte inputs), NSPLIT=k (the backward's pass 2 in k blocks of states), SAVE (the forward keeps segment states, default 1), HZ
-(z gate, default 1); DIV16=0 drops the JIT's divisibility-by-16 hints on integer arguments.
+ASM_CVT (PTX upcast of 2-byte inputs), NSPLIT=k (the backward's pass 2 in k blocks of states),
+SAVE (the forward keeps segment states, default 1), HZ (z gate, default 1); DIV16=0 drops the
+JIT's divisibility-by-16 hints on integer arguments.
 
 Prints the Triton version, registers, stack (spill) bytes, the instruction total and the counts of
 the instructions that matter for the scan (SHFL, MUFU, loads/stores, barriers, FP32 ops, 16-bit
