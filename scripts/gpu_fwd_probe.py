@@ -25,7 +25,8 @@ import time
 
 import torch
 
-from ssmkit.bench.scan_gpu import DTYPES, ISSUE_SHAPES, cuda_time_ms, make_inputs, run_scan
+from ssmkit.bench.scan_gpu import (DTYPES, ISSUE_SHAPES, cuda_time_ms, fwd_bwd_call, make_inputs,
+                                   run_scan)
 from ssmkit.ops.selective_scan import triton_scan
 
 
@@ -80,15 +81,13 @@ def main() -> None:
                 asm_bwd = cfg.pop("_asm_bwd", 0)
                 triton_scan._asm_upcast = _asm_rule(asm_bwd)
                 triton_scan.set_tile_config(**cfg)
-                name = ",".join(f"{k}={v}" for k, v in cfg.items()) + (",asm_bwd" if asm_bwd else "") or "default"
-                name = name.strip(",") or "default"
+                name = ",".join([f"{k}={v}" for k, v in cfg.items()] + ["asm_bwd"] * bool(asm_bwd)) or "default"
                 with torch.no_grad():
                     fwd = lambda: run_scan(ins, "triton")
                     iso, dev_ms, host = cuda_time_ms(fwd), cuda_time_ms(fwd, device_only=True), host_ms(fwd)
                 line = f"{str(shape):<22}{dname:<5}{name:<28} fwd {iso:7.3f} {dev_ms:7.3f} {host:6.3f}"
                 if args.bwd:
-                    leaves = [t for t in insg.values() if t is not None]
-                    both = lambda: torch.autograd.grad(run_scan(insg, "triton"), leaves, gy)
+                    both = fwd_bwd_call(insg, "triton", gy)
                     line += f"   fwd+bwd {cuda_time_ms(both):7.3f} {cuda_time_ms(both, device_only=True):7.3f}"
                     if args.accumulate:  # the pre-session-7 timing: y.backward() adds into .grad
                         acc = lambda: run_scan(insg, "triton").backward(gy)

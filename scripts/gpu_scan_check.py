@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from ssmkit.bench.scan_gpu import ISSUE_SHAPES, cuda_time_ms, gpu_table, make_inputs, run_scan
+from ssmkit.bench.scan_gpu import ISSUE_SHAPES, cuda_time_ms, fwd_bwd_call, gpu_table, make_inputs, run_scan
 from ssmkit.ops.selective_scan import selective_scan
 from ssmkit.ops.selective_scan import triton_scan
 
@@ -188,7 +188,7 @@ def sweep(device, log, shapes=(0, 1, 2), dtypes=("bf16", "fp32")) -> None:
             for cfg in BWD_VARIANTS:
                 triton_scan.set_tile_config(**cfg)
                 try:
-                    ms = cuda_time_ms(lambda: run_scan(insg, "triton").backward(gy), reps=10)
+                    ms = cuda_time_ms(fwd_bwd_call(insg, "triton", gy), reps=10)
                     log(f"sweep fwd+bwd {shape} {dname} {_cfg_name(cfg)}: {ms:.3f} ms")
                 except torch.cuda.OutOfMemoryError:
                     log(f"sweep fwd+bwd {shape} {dname} {_cfg_name(cfg)}: out of memory")

@@ -17,7 +17,7 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from ssmkit.bench.scan_gpu import DTYPES, ISSUE_SHAPES, make_inputs, run_scan
+from ssmkit.bench.scan_gpu import DTYPES, ISSUE_SHAPES, fwd_bwd_call, make_inputs, run_scan
 
 
 def main() -> None:
@@ -30,14 +30,14 @@ def main() -> None:
     shape = ISSUE_SHAPES[a.shape]
     ins = make_inputs(shape, DTYPES[a.dtype], dev, requires_grad=not a.fwd_only)
     gy = torch.randn(shape[:3], device=dev, dtype=DTYPES[a.dtype])
-    leaves = [t for t in ins.values() if t is not None]
+    fwd_bwd = fwd_bwd_call(ins, "triton", gy)
 
     def step():
         if a.fwd_only:
             with torch.no_grad():
                 run_scan(ins, "triton")
         else:
-            torch.autograd.grad(run_scan(ins, "triton"), leaves, gy)
+            fwd_bwd()
 
     for _ in range(3):
         step()

@@ -65,6 +65,16 @@ def run_scan(ins: dict, backend: str):
                           delta_bias=ins["delta_bias"], delta_softplus=True, backend=backend)
 
 
+def fwd_bwd_call(ins: dict, backend: str, gy: torch.Tensor):
+    """A closure running the scan's forward and backward once, for timing. It goes through
+    torch.autograd.grad, which hands the gradients back instead of adding them into .grad: from the
+    second call on, y.backward() would also time one read-modify-write of every input-sized
+    gradient (0.2-0.5 ms at the issue shapes), which is not the op's work. Session 7 and later
+    tables use this; earlier ones timed y.backward() (docs/benchmarks.md)."""
+    leaves = [t for t in ins.values() if t is not None and t.requires_grad]
+    return lambda: torch.autograd.grad(run_scan(ins, backend), leaves, gy)
+
+
 def cuda_time_ms(fn, reps: int = 10, warmup: int = 2, device_only: bool = False) -> float:
     """Median over ``reps`` of CUDA-event times around ``fn()``, after ``warmup`` calls.
 
@@ -147,16 +157,7 @@ def measure(shape, dname: str, backend: str, reps: int, device, device_only: boo
     insg = make_inputs(shape, dtype, device, requires_grad=True)
     gy = torch.randn(shape[0], shape[1], shape[2], device=device, dtype=dtype)
 
-    leaves = [t for t in insg.values() if t is not None and t.requires_grad]
-
-    def step():
-        # autograd.grad hands the gradients back instead of adding them into .grad: from the
-        # second call on, y.backward() would also time one read-modify-write of every input-sized
-        # gradient (0.2 ms at the first issue shape), which is not the op's work. Session 7 and
-        # later tables use this; earlier ones timed y.backward() (docs/benchmarks.md).
-        torch.autograd.grad(run_scan(insg, backend), leaves, gy)
-
-    both = cuda_time_ms(step, reps=reps, device_only=device_only)
+    both = cuda_time_ms(fwd_bwd_call(insg, backend, gy), reps=reps, device_only=device_only)
     del ins, insg
     torch.cuda.empty_cache()
     return fwd, both
