@@ -18,14 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssmkit._checks import positive_int
 from ssmkit.layers.s4d import INITS, S4DKernel, fft_causal_conv
 from ssmkit.registry import register_block
-
-
-def _positive_int(owner: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner} {name} must be a positive int; got {value!r}")
-    return value
 
 
 @register_block("bigs")
@@ -44,8 +39,8 @@ class BiGS(nn.Module):
                  dt_min: float = 1e-3, dt_max: float = 1e-1, dropout: float = 0.0,
                  device: torch.device | None = None, dtype: torch.dtype | None = None):
         super().__init__()
-        self.d_model = _positive_int("BiGS", "d_model", d_model)
-        self.expand = _positive_int("BiGS", "expand", expand)
+        self.d_model = positive_int(d_model, "d_model", "BiGS")
+        self.expand = positive_int(expand, "expand", "BiGS")
         if init not in INITS:
             raise ValueError(f"BiGS init must be one of {list(INITS)}; got {init!r}")
         if not 0.0 <= dropout < 1.0:

@@ -13,15 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssmkit._checks import positive_int
 from ssmkit.registry import register_block
 
 GATES = ("headwise", "elementwise", "none")
-
-
-def _positive_int(owner: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner} {name} must be a positive int; got {value!r}")
-    return value
 
 
 def _as_4d_mask(mask: torch.Tensor, B: int, L: int, S: int, name: str) -> torch.Tensor:
@@ -113,14 +108,14 @@ class GatedAttention(nn.Module):
                  causal: bool = False, dropout: float = 0.0, bias: bool = False, qk_norm: bool = False,
                  device: torch.device | None = None, dtype: torch.dtype | None = None):
         super().__init__()
-        self.d_model = _positive_int("GatedAttention", "d_model", d_model)
-        self.num_heads = _positive_int("GatedAttention", "num_heads", num_heads)
+        self.d_model = positive_int(d_model, "d_model", "GatedAttention")
+        self.num_heads = positive_int(num_heads, "num_heads", "GatedAttention")
         if head_dim is None:
             if d_model % num_heads:
                 raise ValueError(f"GatedAttention num_heads={num_heads} must divide d_model={d_model} "
                                  f"(or pass head_dim)")
             head_dim = d_model // num_heads
-        self.head_dim = _positive_int("GatedAttention", "head_dim", head_dim)
+        self.head_dim = positive_int(head_dim, "head_dim", "GatedAttention")
         if gate not in GATES:
             raise ValueError(f"GatedAttention gate must be one of {list(GATES)}; got {gate!r}")
         if not 0.0 <= dropout < 1.0:

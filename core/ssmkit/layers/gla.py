@@ -16,15 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssmkit._checks import positive_int
 from ssmkit.layers.norm import rms_norm
 from ssmkit.ops.gla import BACKENDS, gla
 from ssmkit.registry import register_block
-
-
-def _positive_int(owner: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner} {name} must be a positive int; got {value!r}")
-    return value
 
 
 @register_block("gla")
@@ -55,8 +50,8 @@ class GLA(nn.Module):
                  norm_eps: float = 1e-5, backend: str = "auto", chunk_size: int = 64,
                  device: torch.device | None = None, dtype: torch.dtype | None = None):
         super().__init__()
-        self.d_model = _positive_int("GLA", "d_model", d_model)
-        self.num_heads = _positive_int("GLA", "num_heads", num_heads)
+        self.d_model = positive_int(d_model, "d_model", "GLA")
+        self.num_heads = positive_int(num_heads, "num_heads", "GLA")
         key_dim, value_dim = d_model * expand_k, d_model * expand_v
         for name, dim in (("expand_k", key_dim), ("expand_v", value_dim)):
             if dim != int(dim) or int(dim) < num_heads or int(dim) % num_heads:
@@ -64,7 +59,7 @@ class GLA(nn.Module):
                                  f"num_heads={num_heads}")
         self.key_dim, self.value_dim = int(key_dim), int(value_dim)
         self.head_k, self.head_v = self.key_dim // num_heads, self.value_dim // num_heads
-        self.gate_low_rank_dim = _positive_int("GLA", "gate_low_rank_dim", gate_low_rank_dim)
+        self.gate_low_rank_dim = positive_int(gate_low_rank_dim, "gate_low_rank_dim", "GLA")
         if not gate_logit_normalizer > 0:
             raise ValueError(f"GLA gate_logit_normalizer must be > 0; got {gate_logit_normalizer!r}")
         if backend not in BACKENDS:
@@ -73,7 +68,7 @@ class GLA(nn.Module):
         self.use_output_gate = bool(use_output_gate)
         self.norm_eps = float(norm_eps)
         self.backend = backend
-        self.chunk_size = _positive_int("GLA", "chunk_size", chunk_size)
+        self.chunk_size = positive_int(chunk_size, "chunk_size", "GLA")
         kw = {"device": device, "dtype": dtype}
         self.q_proj = nn.Linear(d_model, self.key_dim, bias=False, **kw)
         self.k_proj = nn.Linear(d_model, self.key_dim, bias=False, **kw)

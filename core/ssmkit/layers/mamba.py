@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssmkit._checks import positive_int
 from ssmkit.layers.norm import RMSNorm
 from ssmkit.ops.selective_scan import BACKENDS, selective_scan, selective_state_update
 from ssmkit.registry import register_block
@@ -45,12 +46,6 @@ class MambaCache:
         self.conv_state.zero_()
         self.ssm_state.zero_()
         self.seqlen_offset = 0
-
-
-def _positive_int(owner: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner} {name} must be a positive int; got {value!r}")
-    return value
 
 
 def _seq_index(cu_seqlens: torch.Tensor, L: int) -> torch.Tensor:
@@ -85,15 +80,15 @@ class Mamba(nn.Module):
                  conv_bias: bool = True, bias: bool = False, backend: str = "auto",
                  device: torch.device | None = None, dtype: torch.dtype | None = None):
         super().__init__()
-        self.d_model = _positive_int("Mamba", "d_model", d_model)
-        self.d_state = _positive_int("Mamba", "d_state", d_state)
-        self.d_conv = _positive_int("Mamba", "d_conv", d_conv)
-        self.expand = _positive_int("Mamba", "expand", expand)
+        self.d_model = positive_int(d_model, "d_model", "Mamba")
+        self.d_state = positive_int(d_state, "d_state", "Mamba")
+        self.d_conv = positive_int(d_conv, "d_conv", "Mamba")
+        self.expand = positive_int(expand, "expand", "Mamba")
         self.d_inner = self.expand * self.d_model
         if dt_rank == "auto":
             dt_rank = math.ceil(self.d_model / 16)
-        self.dt_rank = _positive_int("Mamba", "dt_rank", dt_rank)
-        self.ngroups = _positive_int("Mamba", "ngroups", ngroups)
+        self.dt_rank = positive_int(dt_rank, "dt_rank", "Mamba")
+        self.ngroups = positive_int(ngroups, "ngroups", "Mamba")
         if self.d_inner % self.ngroups:
             raise ValueError(f"Mamba ngroups={ngroups} must divide d_inner={self.d_inner} (expand * d_model)")
         if not 0 < dt_min <= dt_max:
@@ -151,7 +146,7 @@ class Mamba(nn.Module):
     def allocate_inference_cache(self, batch: int, dtype: torch.dtype | None = None,
                                  device: torch.device | None = None) -> MambaCache:
         """Zeroed streaming cache for ``batch`` sequences: conv [B, d_inner, d_conv], ssm [B, d_inner, N]."""
-        _positive_int("Mamba.allocate_inference_cache", "batch", batch)
+        positive_int(batch, "batch", "Mamba.allocate_inference_cache")
         weight = self.conv1d.weight
         device = weight.device if device is None else device
         dtype = weight.dtype if dtype is None else dtype

@@ -24,14 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssmkit._checks import positive_int
 from ssmkit.ops.ema import ema
 from ssmkit.registry import register_block
-
-
-def _positive_int(owner: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner} {name} must be a positive int; got {value!r}")
-    return value
 
 
 def relative_position_bucket(relative: torch.Tensor, bidirectional: bool, num_buckets: int,
@@ -104,11 +99,11 @@ class MegaLayer(nn.Module):
                  num_buckets: int = 32, max_distance: int = 128, dropout: float = 0.0, prenorm: bool = True,
                  device: torch.device | None = None, dtype: torch.dtype | None = None):
         super().__init__()
-        self.d_model = _positive_int("MegaLayer", "d_model", d_model)
-        self.z_dim = _positive_int("MegaLayer", "z_dim", z_dim if z_dim is not None else max(4, d_model // 4))
-        self.hidden_dim = _positive_int("MegaLayer", "hidden_dim", hidden_dim if hidden_dim is not None else 2 * d_model)
-        self.ema_dim = _positive_int("MegaLayer", "ema_dim", ema_dim)
-        self.chunk_size = None if chunk_size is None else _positive_int("MegaLayer", "chunk_size", chunk_size)
+        self.d_model = positive_int(d_model, "d_model", "MegaLayer")
+        self.z_dim = positive_int(z_dim if z_dim is not None else max(4, d_model // 4), "z_dim", "MegaLayer")
+        self.hidden_dim = positive_int(hidden_dim if hidden_dim is not None else 2 * d_model, "hidden_dim", "MegaLayer")
+        self.ema_dim = positive_int(ema_dim, "ema_dim", "MegaLayer")
+        self.chunk_size = None if chunk_size is None else positive_int(chunk_size, "chunk_size", "MegaLayer")
         if causal and bidirectional:
             raise ValueError("MegaLayer: causal=True cannot use a bidirectional EMA; pass bidirectional=False")
         if not 0.0 <= dropout < 1.0:

@@ -21,15 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssmkit._checks import positive_int
 from ssmkit.registry import register_block
 
 INITS = ("lin", "real")
-
-
-def _positive_int(owner: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner} {name} must be a positive int; got {value!r}")
-    return value
 
 
 def s4d_discretize(log_dt: torch.Tensor, log_A_real: torch.Tensor, A_imag: torch.Tensor,
@@ -93,8 +88,8 @@ class S4DKernel(nn.Module):
     def __init__(self, channels: int, d_state: int = 16, dt_min: float = 1e-3, dt_max: float = 1e-1,
                  init: str = "lin", device: torch.device | None = None):
         super().__init__()
-        self.channels = _positive_int("S4DKernel", "channels", channels)
-        self.d_state = _positive_int("S4DKernel", "d_state", d_state)
+        self.channels = positive_int(channels, "channels", "S4DKernel")
+        self.d_state = positive_int(d_state, "d_state", "S4DKernel")
         if init not in INITS:
             raise ValueError(f"S4D init must be one of {list(INITS)}; got {init!r}")
         if init == "lin" and d_state % 2:
@@ -145,7 +140,7 @@ class S4D(nn.Module):
                  dt_max: float = 1e-1, bidirectional: bool = False, dropout: float = 0.0,
                  device: torch.device | None = None, dtype: torch.dtype | None = None):
         super().__init__()
-        self.d_model = _positive_int("S4D", "d_model", d_model)
+        self.d_model = positive_int(d_model, "d_model", "S4D")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"S4D dropout must be in [0, 1); got {dropout!r}")
         self.bidirectional, self.dropout = bool(bidirectional), float(dropout)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssmkit._checks import positive_int
 from ssmkit.layers.norm import RMSNorm
 from ssmkit.ops.path_scan import fused_path_scan
 from ssmkit.ops.selective_scan import BACKENDS, selective_scan
@@ -43,12 +44,6 @@ from ssmkit.scans.base import ScanStrategy
 IMPLS = ("fused", "materialized")
 _INPUT_KIND = {2: "image2d", 3: "volume3d"}
 _EXAMPLE_SHAPE = {2: (5, 7), 3: (3, 5, 4)}
-
-
-def _positive_int(owner: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner} {name} must be a positive int; got {value!r}")
-    return value
 
 
 def _resolve_strategy(strategy: str | ScanStrategy, spatial_dims: int) -> ScanStrategy:
@@ -71,6 +66,7 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * keep / (1.0 - p)
 
 
+@register_block("ss2d")
 class SS2D(nn.Module):
     """2-D/3-D selective-scan mixer: [B, C, *S] -> [B, C, *S] (or channels-last [B, *S, C]).
 
@@ -120,17 +116,17 @@ class SS2D(nn.Module):
     ):
         super().__init__()
         owner = type(self).__name__
-        self.d_model = _positive_int(owner, "d_model", d_model)
-        self.d_state = _positive_int(owner, "d_state", d_state)
+        self.d_model = positive_int(d_model, "d_model", owner)
+        self.d_state = positive_int(d_state, "d_state", owner)
         if spatial_dims not in (2, 3):
             raise ValueError(f"{owner} spatial_dims must be 2 or 3; got {spatial_dims!r}")
         if not (isinstance(expand, (int, float)) and expand > 0):
             raise ValueError(f"{owner} expand must be a positive number; got {expand!r}")
-        self.d_inner = _positive_int(owner, "d_inner (expand * d_model)", int(expand * d_model))
+        self.d_inner = positive_int(int(expand * d_model), "d_inner (expand * d_model)", owner)
         if dt_rank == "auto":
             dt_rank = math.ceil(d_model / 16)
-        self.dt_rank = _positive_int(owner, "dt_rank", dt_rank)
-        d_conv = _positive_int(owner, "d_conv", d_conv)
+        self.dt_rank = positive_int(dt_rank, "dt_rank", owner)
+        d_conv = positive_int(d_conv, "d_conv", owner)
         if d_conv % 2 == 0:
             raise ValueError(f"{owner} d_conv must be odd so the conv keeps the spatial size; got {d_conv}")
         if norm not in ("layer", "rms"):
@@ -271,6 +267,7 @@ class SS2D(nn.Module):
                 f"share_proj={self.share_proj}, impl={self.impl!r}")
 
 
+@register_block("ss3d")
 class SS3D(SS2D):
     """:class:`SS2D` for volumes: ``spatial_dims=3`` and the ``tri_orient`` scan by default."""
 
@@ -281,6 +278,7 @@ class SS3D(SS2D):
         super().__init__(d_model=d_model, strategy=strategy, spatial_dims=spatial_dims, **kwargs)
 
 
+@register_block("vss_block")
 class VSSBlock(nn.Module):
     """Visual state-space block: ``x + SS2D(LN(x))`` then ``x + MLP(LN(x))``.
 
@@ -300,7 +298,7 @@ class VSSBlock(nn.Module):
                  mlp_ratio: float = 4.0, drop_path: float = 0.0, norm_eps: float = 1e-6,
                  channels_last: bool = False, **ss_kwargs):
         super().__init__()
-        _positive_int("VSSBlock", "d_model", d_model)
+        positive_int(d_model, "d_model", "VSSBlock")
         if not 0.0 <= drop_path < 1.0:
             raise ValueError(f"VSSBlock drop_path must be in [0, 1); got {drop_path!r}")
         if not mlp_ratio >= 0:
@@ -336,8 +334,5 @@ class VSSBlock(nn.Module):
         return h if self.channels_last else h.movedim(-1, 1).contiguous()
 
 
-register_block("ss2d")(SS2D)
-register_block("ss3d")(SS3D)
-register_block("vss_block")(VSSBlock)
 
 __all__ = ["IMPLS", "SS2D", "SS3D", "VSSBlock", "drop_path"]
