@@ -39,3 +39,22 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """max |a - e| / max(max |e|, tiny): the relative-error measure used across the op tests."""
     a, e = actual.detach().double(), expected.detach().double()
     return float((a - e).abs().max() / e.abs().max().clamp_min(1e-12)) if e.numel() else 0.0
+
+
+def assert_grads_close(actual, expected, names, tol: float) -> None:
+    """Every gradient in ``actual`` matches ``expected`` within ``tol`` (``rel_err``).
+
+    Finiteness is checked first and named: a NaN would otherwise only show up as a failed
+    ``nan < tol`` comparison that does not say which input went bad.
+    """
+    actual, expected, names = list(actual), list(expected), list(names)
+    assert len(actual) == len(expected) == len(names), "one name per gradient pair"
+    for a, e, n in zip(actual, expected, names):
+        assert a is not None, f"no gradient reached {n}"
+        a_r = torch.view_as_real(a) if a.is_complex() else a
+        e_r = torch.view_as_real(e) if e.is_complex() else e
+        assert torch.isfinite(e_r).all(), f"the reference gradient of {n} is not finite"
+        bad = (~torch.isfinite(a_r)).sum().item()
+        assert bad == 0, f"the gradient of {n} has {bad} non-finite values"
+        err = rel_err(a_r, e_r)
+        assert err < tol, f"the gradient of {n} differs: rel err {err:.3g} >= {tol:g}"

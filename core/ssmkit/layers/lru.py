@@ -24,13 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssmkit._checks import positive_int
 from ssmkit.registry import register_block
-
-
-def _positive_int(owner: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner} {name} must be a positive int; got {value!r}")
-    return value
 
 
 def lru_scan(lam: torch.Tensor, b: torch.Tensor, initial_state: torch.Tensor | None = None) -> torch.Tensor:
@@ -41,7 +36,15 @@ def lru_scan(lam: torch.Tensor, b: torch.Tensor, initial_state: torch.Tensor | N
 
     Returns:
         x: [B, L, N] complex. Exact (not approximate); cost O(L log L), depth O(log L).
+
+    The initial state enters as part of the first input (``b_0 + lam * x_{-1}``), so no power
+    ``lam ** t`` is ever formed from a logarithm: for small ``|lam|`` at long ``L`` such a power
+    underflows to 0, and the backward of ``polar``/``log`` at 0 is NaN. The doubling steps'
+    powers ``lam ** (2 ** s)`` may underflow too; their backward is a product with the power
+    itself, which stays finite.
     """
+    if initial_state is not None and b.shape[1] > 0:
+        b = torch.cat([b[:, :1] + (lam * initial_state)[:, None], b[:, 1:]], dim=1)
     L = b.shape[1]
     x = b
     power = lam
@@ -52,12 +55,6 @@ def lru_scan(lam: torch.Tensor, b: torch.Tensor, initial_state: torch.Tensor | N
         x = x + shifted
         power = power * power
         offset *= 2
-    if initial_state is not None:
-        steps = torch.arange(1, L + 1, device=b.device, dtype=lam.real.dtype)
-        # lam ** (t + 1) via polar form: stable for |lam| < 1 at any t
-        mag = torch.exp(steps[:, None] * torch.log(lam.abs()))
-        ang = steps[:, None] * torch.angle(lam)
-        x = x + torch.polar(mag, ang) * initial_state[:, None, :]
     return x
 
 
@@ -94,8 +91,8 @@ class LRU(nn.Module):
                  max_phase: float = 2 * math.pi, bidirectional: bool = False, dropout: float = 0.0,
                  device: torch.device | None = None, dtype: torch.dtype | None = None):
         super().__init__()
-        self.d_model = _positive_int("LRU", "d_model", d_model)
-        self.d_state = _positive_int("LRU", "d_state", d_state if d_state is not None else d_model)
+        self.d_model = positive_int(d_model, "d_model", "LRU")
+        self.d_state = positive_int(d_state if d_state is not None else d_model, "d_state", "LRU")
         if not 0.0 <= r_min < r_max < 1.0:
             raise ValueError(f"LRU needs 0 <= r_min < r_max < 1; got r_min={r_min}, r_max={r_max}")
         if not 0.0 < max_phase <= 2 * math.pi:

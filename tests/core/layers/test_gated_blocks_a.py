@@ -12,6 +12,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from ssmkit.layers.bigs import BiGS
 from ssmkit.layers.gated_attention import GatedAttention
 from ssmkit.layers.gla import GLA
@@ -19,9 +21,7 @@ from ssmkit.layers.lru import LRU, lru_recurrence, lru_scan
 from ssmkit.layers.mega import MegaLayer, relative_position_bucket
 from ssmkit.layers.s4d import S4D, S4DKernel, fft_causal_conv, s4d_recurrence
 from ssmkit.registry import create_block, list_blocks
-from torch import nn
-
-from tests.conftest import rel_err
+from tests.conftest import assert_grads_close, rel_err
 
 MINE = ["gated_attention", "gla", "mega", "s4d", "lru", "bigs"]
 
@@ -284,6 +284,33 @@ def test_s4d_fft_kernel_matches_recurrence(init, dtype):
     assert all(rel_err(a, e) < tol for a, e in zip(g_fft, g_rec))
 
 
+@pytest.mark.parametrize("magnitude", [1e-3, 0.088, 0.9999])
+def test_s4d_long_kernel_stays_finite(magnitude):
+    # |exp(dt A)| ** l underflows float32 at long L for small magnitudes; the Vandermonde kernel,
+    # the FFT convolution and every parameter gradient must stay finite and match the float64
+    # recurrence. The magnitude is set through dt: |exp(dt A)| = exp(-dt exp(log_A_real)).
+    import math
+
+    L = 1000
+    kern = S4DKernel(3, d_state=4, init="lin")
+    with torch.no_grad():
+        kern.log_A_real.fill_(math.log(0.5))
+        kern.log_dt.fill_(math.log(-math.log(magnitude) / 0.5))
+    u = torch.randn(2, 3, L)
+    w = torch.randn(2, 3, L)
+    params = [p for p in kern.parameters() if p.requires_grad]
+    y = fft_causal_conv(u, kern(L))
+    g = torch.autograd.grad((y * w).sum(), params)
+    p64 = [p.detach().double().requires_grad_() for p in (kern.log_dt, kern.log_A_real, kern.A_imag, kern.C)]
+    y64 = s4d_recurrence(u.double(), *p64)
+    g64 = torch.autograd.grad((y64 * w.double()).sum(), p64)
+    assert torch.isfinite(y).all(), "S4D output is not finite"
+    assert rel_err(y, y64) < 1e-3
+    names = {id(kern.log_dt): "log_dt", id(kern.log_A_real): "log_A_real", id(kern.A_imag): "A_imag", id(kern.C): "C"}
+    by_name = dict(zip(("log_dt", "log_A_real", "A_imag", "C"), g64))
+    assert_grads_close(g, [by_name[names[id(p)]] for p in params], [names[id(p)] for p in params], 1e-3)
+
+
 def test_s4d_layer_causal_and_bidirectional():
     x = torch.randn(1, 20, 16)
     x2 = x.clone()
@@ -305,7 +332,26 @@ def test_lru_scan_matches_recurrence(L):
     w = torch.randn(3, L, 6, dtype=torch.complex64)
     g_s = torch.autograd.grad((x_s * w).real.sum(), (lam, b, h0))
     g_r = torch.autograd.grad((x_r * w).real.sum(), (lam, b, h0))
-    assert all(rel_err(torch.view_as_real(a), torch.view_as_real(e)) < 1e-4 for a, e in zip(g_s, g_r))
+    assert_grads_close(g_s, g_r, ("lam", "b", "h0"), 1e-4)
+
+
+@pytest.mark.parametrize("L", [130, 1000])
+@pytest.mark.parametrize("magnitude", [1e-3, 0.088, 0.5, 0.9999])
+def test_lru_scan_long_sequences_stay_finite(L, magnitude):
+    # |lam| ** L underflows float32 for small |lam| at long L; the scan and every gradient
+    # must stay finite and exact (the float64 recurrence is the oracle).
+    lam = torch.polar(torch.full((4,), magnitude), torch.linspace(0.1, 3.0, 4)).requires_grad_()
+    b = torch.randn(2, L, 4, dtype=torch.complex64, requires_grad=True)
+    h0 = torch.randn(2, 4, dtype=torch.complex64, requires_grad=True)
+    w = torch.randn(2, L, 4, dtype=torch.complex64)
+    x_s = lru_scan(lam, b, h0)
+    g_s = torch.autograd.grad((x_s * w).real.sum(), (lam, b, h0))
+    leaves64 = [t.detach().to(torch.complex128).requires_grad_() for t in (lam, b, h0)]
+    x_r = lru_recurrence(*leaves64)
+    g_r = torch.autograd.grad((x_r * w.to(torch.complex128)).real.sum(), leaves64)
+    assert torch.isfinite(torch.view_as_real(x_s)).all(), "lru_scan output is not finite"
+    assert rel_err(torch.view_as_real(x_s), torch.view_as_real(x_r)) < 1e-4
+    assert_grads_close(g_s, g_r, ("lam", "b", "h0"), 1e-3)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ssmkit.ops.ema import ema, ema_step
 
-from tests.conftest import rel_err
+from ssmkit.ops.ema import ema, ema_step
+from tests.conftest import assert_grads_close, rel_err
 
 
 def _params(D, N, dtype=torch.float32):
@@ -39,6 +39,25 @@ def test_fft_matches_recurrence(B, D, N, L, with_state, dtype):
     assert rel_err(y_f, y_r) < tol and rel_err(h_f, h_r) < tol
     for a, e in zip(g_f, g_r):
         assert rel_err(a, e) < tol
+
+
+@pytest.mark.parametrize("decay", [1e-3, 0.088, 0.9999])
+def test_fft_long_sequences_stay_finite(decay):
+    # q = 1 - alpha * delta; q ** L underflows float32 at long L for small q. Output, final state
+    # and every gradient must stay finite and match the float64 recurrence.
+    B, D, N, L = 2, 3, 2, 1000
+    x = torch.randn(B, D, L, requires_grad=True)
+    alpha = torch.full((D, N), 0.5)
+    delta = ((1 - torch.full((D, N), decay)) / alpha).clamp(0, 1)
+    params = [alpha.requires_grad_(), delta.requires_grad_(), torch.randn(D, N).requires_grad_(),
+              torch.randn(D, N).requires_grad_()]
+    h0 = torch.randn(B, D, N, requires_grad=True)
+    y_f, h_f, g_f = _run("fft", x, params, h0)
+    leaves64 = [t.detach().double().requires_grad_() for t in (x, *params, h0)]
+    y_r, h_r, g_r = _run("reference", leaves64[0], leaves64[1:5], leaves64[5])
+    assert torch.isfinite(y_f).all() and torch.isfinite(h_f).all(), "EMA output or final state is not finite"
+    assert rel_err(y_f, y_r) < 1e-3 and rel_err(h_f, h_r) < 1e-3
+    assert_grads_close(g_f, g_r, ("x", "alpha", "delta", "beta", "eta", "h0"), 1e-3)
 
 
 def test_float64_agreement_and_gradcheck():

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from ssmkit.ops.gla import gla, gla_chunked, resolve_backend
 
-from tests.conftest import rel_err
+from ssmkit.ops.gla import gla, gla_chunked, resolve_backend
+from tests.conftest import assert_grads_close, rel_err
 
 TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float64: 1e-10}
 
@@ -48,6 +48,23 @@ def test_chunked_matches_reference(shape, chunk, dtype):
     assert rel_err(h_c, h_r) < tol
     for name, a, e in zip(["dq", "dk", "dv", "dgk", "dh0"], g_c, g_r):
         assert rel_err(a, e) < tol * (4 if dtype == torch.bfloat16 else 1), name
+
+
+@pytest.mark.parametrize("log_gate", [-7.0, -2.4, -1e-4])
+def test_chunked_long_sequences_stay_finite(log_gate):
+    # Constant gates from "forget at once" to "barely decay": over L = 1000 the cumulative decay
+    # underflows float32 many times over. Output, final state and every gradient must stay
+    # finite and match the float64 reference.
+    B, H, T, K, V = 1, 2, 1000, 4, 3
+    ins, h0 = _inputs(B, H, T, K, V, torch.float32)
+    with torch.no_grad():
+        ins[3].fill_(log_gate)
+    o_c, h_c, g_c = _run("chunked", ins, h0, chunk_size=64)
+    ins64 = [t.detach().double().requires_grad_() for t in ins]
+    o_r, h_r, g_r = _run("reference", ins64, h0.detach().double().requires_grad_())
+    assert torch.isfinite(o_c).all() and torch.isfinite(h_c).all(), "GLA output or final state is not finite"
+    assert rel_err(o_c, o_r) < 1e-3 and rel_err(h_c, h_r) < 1e-3
+    assert_grads_close(g_c, g_r, ("q", "k", "v", "gk", "h0"), 1e-3)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
