@@ -13,13 +13,14 @@ one paragraph with exit status 2; set SSMKIT_DEBUG=1 to see the Python traceback
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import platform
 import sys
 from pathlib import Path
 
 from ssmkit import registry
+from ssmkit._checks import unknown_name
+from ssmkit.errors import MissingExtraError, UserError
 
 BUILTINS = {
     "list": "list what is registered: apps, models, blocks, scans, datasets, benches",
@@ -35,14 +36,12 @@ APP_COMMANDS = {
 }
 
 
-class UsageError(ValueError):
+class UsageError(UserError):
     """A command line that names something that does not exist."""
 
 
 def _suggest(name: str, valid: list[str], what: str) -> str:
-    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return f"unknown {what} {name!r}.{hint} Valid: {', '.join(valid) or '(none)'}."
+    return unknown_name(what, name, valid, cutoff=0.5) + "."
 
 
 # ------------------------------------------------------------------------------- builtins
@@ -96,7 +95,7 @@ def cmd_doctor(argv: list[str]) -> int:
     print("selective-scan backends:")
     print("  reference  active  (plain PyTorch loop; the definition of correct)")
     try:
-        import ssmkit.ops.selective_scan.chunked  # noqa: F401
+        import ssmkit.ops.selective_scan.chunked
 
         print("  chunked    active  (parallel pure PyTorch; CPU default and GPU fallback)")
     except Exception as err:
@@ -163,6 +162,17 @@ def _weights(p: argparse.ArgumentParser) -> None:
                    "(loaded with weights_only=True)")
 
 
+def config_keys_help(app_cls) -> str:
+    """Every config key of the app, its type, range and default: the ``train --help`` epilog."""
+    from ssmkit.engine.config import describe_fields
+
+    rows = describe_fields(app_cls.config_class)
+    width = max((len(k) for k, _, _ in rows), default=0)
+    lines = ["config keys (--set KEY=VALUE; defaults before the app's configs/default.yaml):"]
+    lines += [f"  {k:<{width}}  {kind} (default {default})" for k, kind, default in rows]
+    return "\n".join(lines)
+
+
 def app_parser(app_cls) -> argparse.ArgumentParser:
     name = app_cls.name
     p = argparse.ArgumentParser(prog=f"ssmkit {name}", description=f"{name}: {app_cls.describe()}",
@@ -178,6 +188,9 @@ def app_parser(app_cls) -> argparse.ArgumentParser:
     t.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
                    help="continue a killed run from its newest good checkpoint (default: the latest run)")
     t.add_argument("--quiet", action="store_true", help="no progress output")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run of the same run.id")
+    t.epilog = config_keys_help(app_cls)
+    t.formatter_class = argparse.RawDescriptionHelpFormatter
     e = sub.add_parser("evaluate", help=APP_COMMANDS["evaluate"], description=APP_COMMANDS["evaluate"] + ".")
     _weights(e)
     e.add_argument("--split", default="test", help="which split (default: test)")
@@ -185,6 +198,7 @@ def app_parser(app_cls) -> argparse.ArgumentParser:
     i = sub.add_parser("infer", help=APP_COMMANDS["infer"], description=APP_COMMANDS["infer"] + ".")
     _weights(i)
     _common(i)
+    i.add_argument("--overwrite", action="store_true", help="replace an existing --out (never the input itself)")
     d = sub.add_parser("demo", help=APP_COMMANDS["demo"], description=APP_COMMANDS["demo"] + ".")
     d.add_argument("--out", default="runs/demo", help="root of the demo run (default: runs/demo)")
     d.add_argument("--quiet", action="store_true", help="no progress output")
@@ -203,7 +217,8 @@ def cmd_app(name: str, argv: list[str]) -> int:
         raise UsageError(_suggest(argv[0], list(APP_COMMANDS), f"command for app {name!r}"))
     args = app_parser(app_cls).parse_args(argv)
     if args.command == "train":
-        commands.train(app_cls, args.config, args.set, resume=args.resume, verbose=not args.quiet)
+        commands.train(app_cls, args.config, args.set, resume=args.resume, verbose=not args.quiet,
+                       overwrite=args.overwrite)
         return 0
     if args.command == "evaluate":
         commands.evaluate(app_cls, args.run, args.ckpt, args.split, args.config, args.set)
@@ -252,6 +267,9 @@ def dispatch(argv: list[str]) -> int:
     apps = registry.list_apps()
     if head in apps:
         return cmd_app(head, rest)
+    why = registry.missing_extra(head)
+    if why is not None:
+        raise MissingExtraError(f"app {why}")
     raise UsageError(_suggest(head, sorted([*BUILTINS, *apps]), "app or command"))
 
 
@@ -261,6 +279,7 @@ def _one_paragraph(err: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; user-fixable errors exit 2 with one paragraph, bugs exit 1."""
     from ssmkit.engine.app import DataError
     from ssmkit.engine.checkpoint import CheckpointError
     from ssmkit.engine.config import ConfigError
@@ -272,18 +291,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ssmkit: interrupted", file=sys.stderr)
         return 130
-    except (UsageError, ConfigError, CheckpointError) as err:
+    except DataError as err:
+        if debug:
+            raise
+        # Keep the expected layout readable: it is a small tree, not prose.
+        print(f"ssmkit: data error: {str(err).strip()}", file=sys.stderr)
+        return 2
+    except UserError as err:
         if debug:
             raise
         label = ("config error" if isinstance(err, ConfigError)
                  else "checkpoint error" if isinstance(err, CheckpointError) else "error")
         print(f"ssmkit: {label}: {_one_paragraph(err)}", file=sys.stderr)
         return 2
-    except DataError as err:
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
         if debug:
             raise
-        # Keep the expected layout readable: it is a small tree, not prose.
-        print(f"ssmkit: data error: {str(err).strip()}", file=sys.stderr)
+        # The user named a path that cannot be read or written: say which.
+        name = err.filename if err.filename is not None else ""
+        print(f"ssmkit: error: {err.strerror or type(err).__name__}: {name}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, RuntimeError, OSError, FloatingPointError) as err:
         if debug:
@@ -294,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             tb = tb.tb_next
         if tb is not None:
             where = f" (raised in {Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno})"
-        print(f"ssmkit: {type(err).__name__}: {_one_paragraph(err)}{where}. Rerun with SSMKIT_DEBUG=1 "
-              "for the full traceback.", file=sys.stderr)
+        print(f"ssmkit: internal error: {type(err).__name__}: {_one_paragraph(err)}{where}. This is a bug; "
+              "rerun with SSMKIT_DEBUG=1 for the full traceback and report it.", file=sys.stderr)
         return 1
 
 

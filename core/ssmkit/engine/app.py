@@ -67,18 +67,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ssmkit.engine.config import AppConfig
-
-
-class DataError(ValueError):
-    """A dataset path that is missing, empty or not in the expected layout."""
+from ssmkit.errors import DataError
 
 
 def check_data_dir(path: str | Path, layout: str, pattern: str = "*") -> Path:
@@ -260,6 +258,23 @@ class App:
 
     def infer(self, model: nn.Module, args: argparse.Namespace, ctx: EvalContext) -> int:
         raise DataError(f"app {self.name!r} has no infer command")
+
+    # ------------------------------------------------------------------------- run state
+    def run_state(self) -> dict[str, Any]:
+        """JSON-able facts about the training data that inference must check against (the
+        column names, the channel count, the class names). The engine writes them to the run's
+        ``app_state.json`` once the datasets are built, and hands them back through
+        :meth:`load_run_state` before any evaluation or inference of that run."""
+        return {}
+
+    def load_run_state(self, state: dict[str, Any]) -> None:
+        """Receive what :meth:`run_state` returned at training time (``{}`` for older runs)."""
+
+    def result_tag(self, split: str) -> str:
+        """The name of an evaluation's results (``eval_<tag>.json``). The engine appends a
+        digest of the data section when it differs from the run's own, so evaluating on other
+        data never overwrites the run's results; apps may name that case better."""
+        return split
 
     def demo_summary(self, metrics: dict[str, float]) -> str:
         """One line for the combined demo report."""

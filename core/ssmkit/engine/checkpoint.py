@@ -16,7 +16,6 @@ unpickled: safetensors and JSON only, and foreign ``.pt``/``.pth`` weights go th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -30,39 +29,21 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ssmkit.engine.files import (
+    ChecksumError,
+    atomic_path,
+    fsync_path,
+    sha256_file,
+    verify_sidecar,
+    write_sidecar,
+)
+from ssmkit.errors import UserError
+
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that is missing, truncated, corrupt or does not fit the model."""
-
-
-# ------------------------------------------------------------------------------ file helpers
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    _fsync(tmp)
-    os.replace(tmp, p)
 
 
 def _contiguous_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -80,17 +61,20 @@ def _contiguous_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Atomically write ``model``'s weights as safetensors."""
+    """Atomically write ``model``'s weights as safetensors, with a ``<file>.json`` SHA-256 sidecar.
+
+    Every weights file the engine writes goes through here, so every one is verified on load.
+    """
     p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    save_file(_contiguous_state(model), str(tmp))
-    _fsync(tmp)
-    os.replace(tmp, p)
+    with atomic_path(p) as tmp:
+        save_file(_contiguous_state(model), str(tmp))
+    write_sidecar(p)
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict without executing code: a checkpoint folder, ``.safetensors``, or a
-    foreign ``.pt``/``.pth``/``.bin`` through ``torch.load(weights_only=True)``."""
+    """Read a state dict without executing code: a checkpoint folder, ``.safetensors`` (checked
+    against its ``.json`` sidecar when there is one), or a foreign ``.pt``/``.pth``/``.bin``
+    through ``torch.load(weights_only=True)``."""
     p = Path(path)
     if p.is_dir():
         verify_checkpoint(p)
@@ -98,6 +82,10 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not p.is_file():
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
     if p.suffix == ".safetensors":
+        try:
+            verify_sidecar(p)
+        except ChecksumError as err:
+            raise CheckpointError(f"checkpoint {err}") from None
         try:
             return load_file(str(p))
         except (SafetensorError, OSError, ValueError) as err:
@@ -238,17 +226,17 @@ def save_checkpoint(
     sched_js = {n: s.state_dict() for n, s in schedulers.items()}
     save_file(_contiguous_state(model), str(tmp / "model.safetensors"))
     save_file(tensors, str(tmp / "state.safetensors"))
-    files = {f: {"sha256": _sha256(tmp / f), "bytes": (tmp / f).stat().st_size}
+    files = {f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size}
              for f in ("model.safetensors", "state.safetensors")}
     state = {"format": FORMAT_VERSION, "position": position, "optimizers": opt_js, "schedulers": sched_js,
              "rng": rng_js, "config": config, "files": files}
     (tmp / "state.json").write_text(json.dumps(state, default=_json_default))
     for f in tmp.iterdir():
-        _fsync(f)
+        fsync_path(f)
     if final.exists():  # re-saving the same step (e.g. the final checkpoint after an epoch-end one)
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync(root)
+    fsync_path(root)
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -281,7 +269,7 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
         size = f.stat().st_size
         if size != meta["bytes"]:
             raise CheckpointError(f"checkpoint {str(p)!r}: {name} is {size} bytes, expected {meta['bytes']} (truncated)")
-        if _sha256(f) != meta["sha256"]:
+        if sha256_file(f) != meta["sha256"]:
             raise CheckpointError(f"checkpoint {str(p)!r}: {name} fails its SHA-256 check (corrupt)")
     return state
 
@@ -326,6 +314,6 @@ def load_checkpoint(
 
 
 __all__ = [
-    "CheckpointError", "atomic_write_text", "latest_checkpoint", "list_checkpoints", "load_checkpoint",
+    "CheckpointError", "latest_checkpoint", "list_checkpoints", "load_checkpoint",
     "load_model_weights", "load_weights", "save_checkpoint", "save_weights", "verify_checkpoint",
 ]

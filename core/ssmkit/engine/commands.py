@@ -6,16 +6,19 @@ call them directly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ssmkit.engine.app import App, DataError, EvalContext
-from ssmkit.engine.checkpoint import CheckpointError, atomic_write_text, load_model_weights
-from ssmkit.engine.config import AppConfig, ConfigError, deep_merge, load_config, read_yaml
+from ssmkit.engine.checkpoint import CheckpointError, load_model_weights
+from ssmkit.engine.config import AppConfig, ConfigError, deep_merge, load_config, read_yaml, to_dict
+from ssmkit.engine.files import atomic_write_text
 from ssmkit.engine.report import metrics_table, write_report
 from ssmkit.engine.runtime import (
     DistInfo,
@@ -28,6 +31,7 @@ from ssmkit.engine.runtime import (
     shutdown_distributed,
 )
 from ssmkit.engine.trainer import Trainer, run_evaluation
+from ssmkit.errors import OutputError
 
 
 def app_config(app_cls: type[App], config: str | Path | None = None, overrides: list[str] | None = None,
@@ -47,16 +51,56 @@ def app_config(app_cls: type[App], config: str | Path | None = None, overrides: 
     return load_config(app_cls.config_class, None, overrides, base=base)
 
 
-def new_run_dir(cfg: AppConfig, app_name: str, dist: DistInfo) -> Path:
-    run_id = cfg.run.id or time.strftime("%Y%m%d-%H%M%S")
-    run_id = broadcast_str(dist, run_id)
-    root = Path(cfg.run.root) / app_name
-    path = root / run_id
-    if not cfg.run.id and dist.is_main:
-        n = 1
-        while path.exists():  # two runs started within the same second
-            n += 1
-            path = root / f"{run_id}-{n}"
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def run_dir_for_id(cfg: AppConfig, app_name: str) -> Path:
+    """``<run.root>/<app>/<run.id>``, refused when ``run.id`` would leave that folder (``..``, an
+    absolute path, a symlink pointing elsewhere)."""
+    root = Path(cfg.run.root).expanduser() / app_name
+    rid = cfg.run.id
+    if Path(rid).is_absolute() or any(part in ("..", "") for part in Path(rid).parts) or "\\" in rid:
+        raise ConfigError(f"run.id={rid!r} must be a plain name inside run.root (no '..', no absolute path); "
+                          f"runs go to {str(root)!r}/<run.id>")
+    path = root / rid
+    if not _inside(path.resolve(), root.resolve()):
+        raise ConfigError(f"run.id={rid!r} resolves to {str(path.resolve())!r}, outside {str(root.resolve())!r} "
+                          "(a symlink?); choose another run.id")
+    return path
+
+
+def new_run_dir(cfg: AppConfig, app_name: str, dist: DistInfo, overwrite: bool = False) -> Path:
+    """Create this run's directory on rank 0 and share its path with every rank.
+
+    The folder is made with ``mkdir`` (never ``exist_ok``), so two runs started in the same
+    second cannot both claim it: the loser retries with a suffix. An explicit ``run.id`` that
+    already exists is refused unless ``overwrite`` (which deletes the old run first).
+    """
+    path = Path()
+    if dist.is_main:
+        if cfg.run.id:
+            path = run_dir_for_id(cfg, app_name)
+            if path.exists():
+                if not overwrite:
+                    raise ConfigError(f"run.id={cfg.run.id!r}: {str(path)!r} already holds a run; pass --resume "
+                                      f"{path} to continue it, --overwrite to replace it, or choose another run.id")
+                shutil.rmtree(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir()
+        else:
+            root = Path(cfg.run.root).expanduser() / app_name
+            root.mkdir(parents=True, exist_ok=True)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            for n in range(1, 10_000):
+                path = root / (stamp if n == 1 else f"{stamp}-{n}")
+                try:
+                    path.mkdir()
+                    break
+                except FileExistsError:
+                    continue
+            else:
+                raise OutputError(f"cannot create a new run directory under {str(root)!r}")
     return Path(broadcast_str(dist, str(path)))
 
 
@@ -69,8 +113,12 @@ def latest_run(root: str | Path, app_name: str) -> Path:
 
 
 def train(app_cls: type[App], config: str | Path | None = None, overrides: list[str] | None = None,
-          resume: str | Path | None = None, verbose: bool = True) -> tuple[Path, dict[str, float]]:
+          resume: str | Path | None = None, verbose: bool = True,
+          overwrite: bool = False) -> tuple[Path, dict[str, float]]:
     """Train (or resume, ``resume`` = a run dir or ``"latest"``); returns (run dir, val metrics).
+
+    The config is loaded and checked before anything is written. ``overwrite`` replaces an
+    existing run of the same ``run.id``.
 
     Under torchrun (WORLD_SIZE > 1) every rank calls this; the process group is set up here.
     """
@@ -88,12 +136,25 @@ def train(app_cls: type[App], config: str | Path | None = None, overrides: list[
     device = resolve_device(cfg.train.device, dist.local_rank)
     init_distributed(dist, device)
     try:
+        fresh = run_dir is None
+        made: list[Path] = []
         if run_dir is None:
-            run_dir = new_run_dir(cfg, app_cls.name, dist)
+            root = Path(cfg.run.root).expanduser()
+            made = [p for p in (root, root / app_cls.name) if not p.exists()]
+            run_dir = new_run_dir(cfg, app_cls.name, dist, overwrite=overwrite)
+            made = [*made, run_dir]
         if verbose and dist.is_main:
             print(f"run directory: {run_dir}", flush=True)
         app = app_cls(cfg)
-        metrics = Trainer(app, run_dir, dist, verbose=verbose).fit(resume=resume is not None)
+        try:
+            metrics = Trainer(app, run_dir, dist, verbose=verbose).fit(resume=resume is not None)
+        except BaseException:
+            # A run that failed before writing anything (bad data, say) leaves no empty folder.
+            if fresh and dist.is_main:
+                for p in reversed(made):
+                    if p.is_dir() and not any(p.iterdir()):
+                        p.rmdir()
+            raise
     finally:
         shutdown_distributed()
     if verbose and dist.is_main:
@@ -116,6 +177,20 @@ def weights_for(run: str | Path | None, ckpt: str | Path | None) -> Path:
                           "did its training finish?")
 
 
+def read_run_state(run_dir: Path) -> dict[str, Any]:
+    """The run's ``app_state.json`` (what :meth:`App.run_state` returned at training), or ``{}``."""
+    f = Path(run_dir) / "app_state.json"
+    if not f.is_file():
+        return {}
+    try:
+        state = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{str(f)!r} is damaged ({err}); re-run training or restore the file") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{str(f)!r} must hold a JSON object")
+    return state
+
+
 def load_app_model(app_cls: type[App], run: str | Path | None, ckpt: str | Path | None,
                    config: str | Path | None, overrides: list[str] | None):
     """(app, model on its device, eval context) ready for evaluation or inference."""
@@ -126,6 +201,8 @@ def load_app_model(app_cls: type[App], run: str | Path | None, ckpt: str | Path 
     seed_everything(cfg.seed, cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
     app = app_cls(cfg)
+    if run_dir is not None:
+        app.load_run_state(read_run_state(run_dir))
     model = app.build_model()
     load_model_weights(model, weights_for(run_dir, ckpt))
     model.to(device).eval()
@@ -144,12 +221,28 @@ def evaluate(app_cls: type[App], run: str | Path | None = None, ckpt: str | Path
         raise DataError(f"the {split!r} split of app {app_cls.name!r} is empty")
     metrics = run_evaluation(app, model, ds, ctx)
     if ctx.run_dir is not None:
-        atomic_write_text(ctx.run_dir / f"eval_{split}.json", json.dumps(metrics, indent=2) + "\n")
-        _add_report_section(ctx.run_dir / "report.md", f"Evaluation on {split}", metrics_table(metrics))
+        tag = result_tag(app, split, ctx.run_dir)
+        atomic_write_text(ctx.run_dir / f"eval_{tag}.json", json.dumps(metrics, indent=2) + "\n")
+        _add_report_section(ctx.run_dir / "report.md", f"Evaluation on {tag}", metrics_table(metrics))
     if verbose:
         print(f"{app_cls.name} {split} metrics:")
         print(metrics_table(metrics))
     return metrics
+
+
+def result_tag(app: App, split: str, run_dir: Path) -> str:
+    """``app.result_tag(split)``, plus a digest of the data section when it differs from the
+    run's own config: results on other data never overwrite the run's results."""
+    tag = app.result_tag(split)
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return tag
+    own = read_yaml(saved).get("data")
+    now = to_dict(app.cfg).get("data")
+    if own == now or tag != split:
+        return tag
+    digest = hashlib.sha256(json.dumps(now, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{split}-data-{digest}"
 
 
 def _add_report_section(report: Path, head: str, body: str) -> None:

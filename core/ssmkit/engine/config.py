@@ -10,7 +10,6 @@ annotations, and a file that is not valid YAML is reported with its line and col
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,36 +18,87 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from ssmkit._checks import did_you_mean
+from ssmkit.engine.files import atomic_write_text
+from ssmkit.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file or override that cannot be turned into the typed config."""
+
+
+_BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+           "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+
+
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None, doc: str = "") -> Any:
+    """A config field with a declared range, checked when the config is loaded (before anything
+    is written). ``epochs: int = bounded(1, ge=1)``; choices are ``Literal[...]`` annotations.
+    ``doc`` is shown by ``--help`` listings."""
+    meta = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    if doc:
+        meta["doc"] = doc
+    return field(default=default, metadata=meta)
+
+
+def _check_bounds(f: dataclasses.Field, value: Any, where: str) -> None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    failed = [f"{sym} {f.metadata[k]:g}" for k, (sym, ok) in _BOUNDS.items()
+              if k in f.metadata and not ok(value, f.metadata[k])]
+    if value != value:  # NaN passes every comparison test above as False; say so plainly
+        failed = ["a number, not NaN"]
+    if failed:
+        want = " and ".join(f"{sym} {f.metadata[k]:g}" for k, (sym, _) in _BOUNDS.items() if k in f.metadata)
+        raise ConfigError(f"{where}={value!r} is out of range; expected {want or failed[0]}")
+
+
+def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, type and range, default) for every leaf key of config dataclass ``cls``."""
+    rows: list[tuple[str, str, str]] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows += describe_fields(tp, key + ".")
+            continue
+        rng = " and ".join(f"{sym} {f.metadata[k]:g}" for k, (sym, _) in _BOUNDS.items() if k in f.metadata)
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "")
+        kind = _type_name(tp) + (f", {rng}" if rng else "")
+        if f.metadata.get("doc"):
+            kind += f"; {f.metadata['doc']}"
+        rows.append((key, kind, repr(default)))
+    return rows
 
 
 @dataclass
 class TrainConfig:
     """The engine's training loop settings (section ``train``)."""
 
-    epochs: int = 1
-    max_steps: int = 0  # > 0 stops after this many optimizer steps, whatever ``epochs`` says
-    batch_size: int = 32  # global batch; DDP splits it evenly across ranks
-    eval_batch_size: int = 0  # 0: same as batch_size
+    epochs: int = bounded(1, ge=1)
+    max_steps: int = bounded(0, ge=0)  # > 0 stops after this many optimizer steps, whatever ``epochs`` says
+    batch_size: int = bounded(32, ge=1)  # global batch; DDP splits it evenly across ranks
+    eval_batch_size: int = bounded(0, ge=0)  # 0: same as batch_size
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # sgd only
+    lr: float = bounded(1e-3, ge=0)  # 0 is allowed: a model with nothing to optimise (a fitted forest)
+    weight_decay: float = bounded(0.0, ge=0)
+    momentum: float = bounded(0.9, ge=0, lt=1)  # sgd only
     schedule: Literal["constant", "cosine", "linear"] = "cosine"
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0  # the schedule decays to lr * min_lr_ratio
-    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+    warmup_steps: int = bounded(0, ge=0)
+    min_lr_ratio: float = bounded(0.0, ge=0, le=1)  # the schedule decays to lr * min_lr_ratio
+    grad_clip: float = bounded(1.0, ge=0)  # max global grad norm; 0 disables clipping
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 autocast on CUDA, off on CPU
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    num_workers: int = 0
-    log_every: int = 10  # steps between progress/metric lines
-    eval_every: int = 0  # steps between validations; 0: at the end of every epoch
-    ckpt_every: int = 0  # steps between checkpoints; 0: at the end of every epoch
-    keep_checkpoints: int = 2  # newest checkpoints kept, older ones deleted; 0 keeps all
+    num_workers: int = bounded(0, ge=0)
+    log_every: int = bounded(10, ge=1)  # steps between progress/metric lines
+    eval_every: int = bounded(0, ge=0)  # steps between validations; 0: at the end of every epoch
+    ckpt_every: int = bounded(0, ge=0)  # steps between checkpoints; 0: at the end of every epoch
+    keep_checkpoints: int = bounded(2, ge=0)  # newest checkpoints kept, older ones deleted; 0 keeps all
     deterministic: bool = True  # deterministic algorithms (exact CPU reruns and resumes)
 
 
@@ -158,15 +208,25 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     kwargs: dict[str, Any] = {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown config key {path!r}.{hint} Valid keys here: {', '.join(names)}")
+            raise ConfigError(f"unknown config key {path!r}.{did_you_mean(str(key), names)} "
+                              f"Valid keys here: {', '.join(names)}")
         kwargs[key] = _coerce(value, hints[key], path)
+        _check_bounds(fields[key], kwargs[key], path)
     # Sections that are absent still get merged defaults via the default_factory.
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if callable(check):  # cross-field rules of a section (lag + hop <= window, say)
+        try:
+            check()
+        except ValueError as err:
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError(f"{where or 'config'}: {err}") from None
+    return obj
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -273,10 +333,10 @@ def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 def dump_yaml(cfg: Any, path: str | Path) -> None:
     """Write the resolved config (every key, defaults included) as YAML."""
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 __all__ = [
-    "AppConfig", "ConfigError", "RunConfig", "TrainConfig", "apply_overrides", "deep_merge", "dump_yaml",
-    "from_dict", "load_config", "parse_override", "read_yaml", "to_dict",
+    "AppConfig", "ConfigError", "RunConfig", "TrainConfig", "apply_overrides", "bounded", "deep_merge",
+    "describe_fields", "dump_yaml", "from_dict", "load_config", "parse_override", "read_yaml", "to_dict",
 ]

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ssmkit.engine.checkpoint import atomic_write_text
+from ssmkit.engine.files import atomic_write_text
 
 
 def _pyplot():

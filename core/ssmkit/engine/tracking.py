@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from ssmkit.engine.checkpoint import atomic_write_text
+from ssmkit.engine.files import atomic_write_text
 
 
 def _scalar(v: Any) -> float | int | str | None:

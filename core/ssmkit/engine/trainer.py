@@ -8,6 +8,7 @@ the data order is a pure function of (seed, epoch), so a resumed run sees the sa
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from ssmkit.engine.checkpoint import (
     save_weights,
 )
 from ssmkit.engine.config import TrainConfig, dump_yaml, to_dict
+from ssmkit.engine.files import atomic_write_text
 from ssmkit.engine.report import metrics_table, plot_curves, write_report
 from ssmkit.engine.runtime import (
     DistInfo,
@@ -133,6 +135,9 @@ class Trainer:
         if d.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             dump_yaml(cfg, self.run_dir / "config.yaml")
+            state = app.run_state()
+            if state:
+                atomic_write_text(self.run_dir / "app_state.json", json.dumps(state, indent=1, default=str) + "\n")
         if resume:
             ck = latest_checkpoint(self.ckpt_dir)
             if ck is not None:

@@ -121,8 +121,23 @@ def test_truncated_safetensors_file(tmp_path):
     ck.save_weights(model, tmp_path / "w.safetensors")
     raw = (tmp_path / "w.safetensors").read_bytes()
     (tmp_path / "w.safetensors").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_weights(tmp_path / "w.safetensors")
+    # without its checksum file (a foreign file), safetensors itself still refuses it
+    (tmp_path / "w.safetensors.json").unlink()
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load_weights(tmp_path / "w.safetensors")
+
+
+def test_flipped_byte_in_weights_is_caught(tmp_path):
+    # Same size, one byte changed inside a tensor: safetensors loads it happily, the sidecar does not.
+    model, _, _ = _setup()
+    ck.save_weights(model, tmp_path / "best.safetensors")
+    raw = bytearray((tmp_path / "best.safetensors").read_bytes())
+    raw[-3] ^= 0xFF
+    (tmp_path / "best.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_weights(tmp_path / "best.safetensors")
 
 
 def test_weights_must_fit_the_model(tmp_path):

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 from tiny_app import MinimaxApp, TinyApp, TinyConfig
 
 from ssmkit.engine.config import TrainConfig, load_config
-from ssmkit.engine.trainer import Trainer, lr_lambda
 from ssmkit.engine.tracking import Progress
+from ssmkit.engine.trainer import Trainer, lr_lambda
 
 
 def _app(cls=TinyApp, *overrides):
