@@ -33,6 +33,7 @@ from ssmkit_apps.anomaly import metrics as M
 from ssmkit_apps.anomaly.losses import minimax_losses
 from ssmkit_apps.anomaly.scoring import channel_error_scale, score_series, stream, window_plan
 
+
 @dataclass
 class DataConfig:
     """Which series to use. ``source`` picks a loader; see data/anomaly.md for each layout."""

@@ -122,7 +122,7 @@ def bench_anomaly(argv: list[str]) -> int:
         devices.append(torch.device("cuda"))
     print(f"B={args.batch} L={args.window} C={args.channels} d_model={args.d_model} layers=2 "
           f"mamba_layers={args.mamba_layers}; torch threads={torch.get_num_threads()}")
-    print(f"| device | model | train windows/s | score windows/s | train ratio vs AT | score ratio vs AT |")
+    print("| device | model | train windows/s | score windows/s | train ratio vs AT | score ratio vs AT |")
     print("|---|---|---:|---:|---:|---:|")
     for dev in devices:
         rows = throughput(args, dev)

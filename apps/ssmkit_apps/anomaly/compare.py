@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ssmkit.engine import commands
-from ssmkit.engine.checkpoint import atomic_write_text
+from ssmkit.engine.files import atomic_write_text
 from ssmkit_apps.anomaly.app import AnomalyApp
 from ssmkit_apps.anomaly.report import fmt, metrics_table
 

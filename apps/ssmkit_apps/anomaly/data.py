@@ -486,7 +486,7 @@ class Scaler:
         self.std = np.asarray(std, dtype=np.float32)
 
     @classmethod
-    def fit(cls, train: np.ndarray) -> "Scaler":
+    def fit(cls, train: np.ndarray) -> Scaler:
         std = train.std(axis=0)
         # A constant channel would divide by zero; leaving it unscaled keeps it at a fixed value.
         return cls(train.mean(axis=0), np.where(std > 1e-8, std, 1.0))

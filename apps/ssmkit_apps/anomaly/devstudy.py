@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ssmkit.engine import commands
-from ssmkit.engine.checkpoint import atomic_write_text
+from ssmkit.engine.files import atomic_write_text
 from ssmkit_apps.anomaly import metrics as M
 from ssmkit_apps.anomaly.app import AnomalyApp
 from ssmkit_apps.anomaly.model import combine_scores

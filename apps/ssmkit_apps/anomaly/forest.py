@@ -60,7 +60,7 @@ class WindowIsolationForest(DetectorBase):
     def fitted(self) -> bool:
         return bool(self.norm_depth > 0)
 
-    def fit(self, windows: np.ndarray) -> "WindowIsolationForest":
+    def fit(self, windows: np.ndarray) -> WindowIsolationForest:
         """windows: standardised [N, L, C]."""
         from sklearn.ensemble import IsolationForest
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import collections
 import math
 import sys
-from typing import IO, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import IO
 
 import numpy as np
 import torch

@@ -24,7 +24,7 @@ import json
 import statistics
 import time
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -20,7 +20,6 @@ import statistics
 
 import torch
 
-
 # (B, D, L, N) and the issue's mamba-ssm times in ms: {dtype: (fwd, fwd+bwd)}.
 ISSUE_SHAPES: list[tuple[int, int, int, int]] = [(8, 1536, 4096, 16), (4, 2048, 16384, 16), (8, 1536, 4096, 64)]
 MAMBA_MS: dict[tuple[tuple[int, int, int, int], str], tuple[float, float]] = {

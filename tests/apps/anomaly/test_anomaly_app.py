@@ -87,8 +87,8 @@ def test_isolation_forest_through_the_same_commands(tmp_path):
 
 
 def test_missing_benchmark_folder_is_a_data_error(tmp_path):
-    from ssmkit_apps.anomaly.app import load_split
     from ssmkit.engine.commands import app_config
+    from ssmkit_apps.anomaly.app import load_split
 
     cfg = app_config(AnomalyApp, None, ["data.source=psm", f"data.root={tmp_path / 'nope'}"])
     with pytest.raises(DataError, match="nope/train.csv"):

@@ -14,7 +14,6 @@ from ssmkit.layers.mamba import BiMamba, Mamba, MambaBlock, MambaCache
 from ssmkit.layers.norm import GatedRMSNorm, RMSNorm
 from tests.conftest import rel_err
 
-
 # Tiny shapes run on the loop-over-time reference: it defines correct, so these tests check the
 # layer's wiring independently of the fast scan (which has its own tests against the reference).
 REF = "reference"

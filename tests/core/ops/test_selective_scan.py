@@ -10,6 +10,7 @@ import itertools
 
 import pytest
 import torch
+
 from conftest import rel_err
 from ssmkit.ops.selective_scan import selective_scan, selective_scan_reference
 from ssmkit.ops.selective_scan.chunked import default_chunk_size, selective_scan_chunked

@@ -71,7 +71,7 @@ def fla_status() -> tuple[bool, str]:
     """Whether fla-core's chunk_gla imports and, either way, why."""
     try:
         _fla_chunk_gla()
-    except Exception as err:  # noqa: BLE001 - ImportError, or any Triton/driver error raised at import
+    except Exception as err:
         return False, f"fla-core does not import ({type(err).__name__}: {err}); pip install fla-core"
     return True, "fla-core available"
 
