@@ -100,9 +100,9 @@ class ExampleApp(App):
         rows = [head, "|---" * (len(CLASSES) + 1) + "|"]
         rows += [f"| {c} | " + " | ".join(str(int(v)) for v in cm[i]) + " |" for i, c in enumerate(CLASSES)]
         if ctx.plots_dir is not None:
-            from ssmkit.engine.report import _pyplot
+            from ssmkit.engine.report import pyplot
 
-            plt = _pyplot()
+            plt = pyplot()
             fig, ax = plt.subplots(figsize=(4, 3.5), dpi=100)
             ax.imshow(cm.numpy(), cmap="Blues")
             ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=30)

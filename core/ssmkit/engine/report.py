@@ -9,7 +9,8 @@ from typing import Any
 from ssmkit.engine.files import atomic_write_text
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend (never opens a window); import it through here."""
     os.environ.setdefault("MPLBACKEND", "Agg")  # headless machines: never try to open a window
     import matplotlib
 
@@ -21,7 +22,7 @@ def _pyplot():
 
 def plot_curves(records: list[dict[str, Any]], plots_dir: Path) -> list[Path]:
     """One PNG per metric, train and val curves over steps. Returns the files written."""
-    plt = _pyplot()
+    plt = pyplot()
     plots_dir.mkdir(parents=True, exist_ok=True)
     series: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
     skip = {"step", "epoch", "split", "time_s"}
@@ -83,4 +84,4 @@ def write_report(
     return out
 
 
-__all__ = ["metrics_table", "plot_curves", "write_report"]
+__all__ = ["metrics_table", "plot_curves", "pyplot", "write_report"]
