@@ -195,7 +195,8 @@ def app_parser(app_cls) -> argparse.ArgumentParser:
     _weights(e)
     e.add_argument("--split", default="test", help="which split (default: test)")
     _common(e)
-    i = sub.add_parser("infer", help=APP_COMMANDS["infer"], description=APP_COMMANDS["infer"] + ".")
+    infer_name = app_cls.infer_command
+    i = sub.add_parser(infer_name, help=APP_COMMANDS["infer"], description=APP_COMMANDS["infer"] + ".")
     _weights(i)
     _common(i)
     i.add_argument("--overwrite", action="store_true", help="replace an existing --out (never the input itself)")
@@ -203,7 +204,15 @@ def app_parser(app_cls) -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="root of the demo run (default: runs/demo)")
     d.add_argument("--quiet", action="store_true", help="no progress output")
     _common(d, config=False)
-    for cmd, sp in (("train", t), ("evaluate", e), ("infer", i), ("demo", d)):
+    parsers = [("train", t), ("evaluate", e), (infer_name, i), ("demo", d)]
+    for cmd, spec in app_cls.extra_commands.items():
+        x = sub.add_parser(cmd, help=spec.help, description=spec.help + ".")
+        if spec.needs_model:
+            _weights(x)
+        _common(x)
+        x.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
+        parsers.append((cmd, x))
+    for cmd, sp in parsers:
         app_cls.add_arguments(cmd, sp)
     return p
 
@@ -213,9 +222,14 @@ def cmd_app(name: str, argv: list[str]) -> int:
     from ssmkit.engine.app import get_app
 
     app_cls = get_app(name)
-    if argv and not argv[0].startswith("-") and argv[0] not in APP_COMMANDS:
-        raise UsageError(_suggest(argv[0], list(APP_COMMANDS), f"command for app {name!r}"))
+    valid = [c for c in APP_COMMANDS if c != "infer"] + [app_cls.infer_command, *app_cls.extra_commands]
+    if argv and not argv[0].startswith("-") and argv[0] not in valid:
+        raise UsageError(_suggest(argv[0], valid, f"command for app {name!r}"))
     args = app_parser(app_cls).parse_args(argv)
+    if args.command in app_cls.extra_commands:
+        return commands.run_extra(app_cls, args.command, args)
+    if args.command == app_cls.infer_command:
+        args.command = "infer"
     if args.command == "train":
         commands.train(app_cls, args.config, args.set, resume=args.resume, verbose=not args.quiet,
                        overwrite=args.overwrite)

@@ -70,7 +70,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -179,6 +179,13 @@ class StepContext(EvalContext):
         return float(self.optimizers[name].param_groups[0]["lr"])
 
 
+class ExtraCommand(NamedTuple):
+    """An app's own subcommand. ``needs_model``: it runs on trained weights (``--run``/``--ckpt``)."""
+
+    help: str
+    needs_model: bool = True
+
+
 class App:
     """Base class of every app; see the module docstring for the contract."""
 
@@ -197,6 +204,13 @@ class App:
     demo_overrides: ClassVar[list[str]] = []
     #: One line for ``ssmkit list`` and ``--help``; defaults to the first docstring line.
     summary: ClassVar[str] = ""
+
+    #: The name of the inference command (talking-head generation calls it ``generate``).
+    infer_command: ClassVar[str] = "infer"
+    #: Subcommands beyond train/evaluate/infer/demo, e.g. ``{"index": ExtraCommand("build an
+    #: index")}``; their flags come from ``add_arguments(name, parser)`` and they run through
+    #: ``run_command(name, model, args, ctx)``.
+    extra_commands: ClassVar[dict[str, ExtraCommand]] = {}
 
     collate: Callable[[list[Any]], Any] | None = None
 
@@ -259,6 +273,11 @@ class App:
     def infer(self, model: nn.Module, args: argparse.Namespace, ctx: EvalContext) -> int:
         raise DataError(f"app {self.name!r} has no infer command")
 
+    def run_command(self, command: str, model: nn.Module | None, args: argparse.Namespace,
+                    ctx: EvalContext | None) -> int:
+        """Run one of ``extra_commands``; ``model``/``ctx`` are None unless it ``needs_model``."""
+        raise DataError(f"app {self.name!r} has no command {command!r}")
+
     # ------------------------------------------------------------------------- run state
     def run_state(self) -> dict[str, Any]:
         """JSON-able facts about the training data that inference must check against (the
@@ -316,4 +335,4 @@ def get_app(name: str) -> type[App]:
     return cls
 
 
-__all__ = ["App", "DataError", "EvalContext", "StepContext", "check_data_dir", "get_app", "move_to"]
+__all__ = ["App", "DataError", "EvalContext", "ExtraCommand", "StepContext", "check_data_dir", "get_app", "move_to"]

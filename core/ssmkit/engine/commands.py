@@ -266,6 +266,16 @@ def infer(app_cls: type[App], args: Any) -> int:
     return int(app.infer(model, args, ctx) or 0)
 
 
+def run_extra(app_cls: type[App], command: str, args: Any) -> int:
+    """An app's own subcommand (``App.extra_commands``), with its trained model when it needs one."""
+    spec = app_cls.extra_commands[command]
+    if spec.needs_model:
+        app, model, ctx = load_app_model(app_cls, args.run, args.ckpt, args.config, args.set)
+        return int(app.run_command(command, model, args, ctx) or 0)
+    app = app_cls(app_config(app_cls, args.config, args.set))
+    return int(app.run_command(command, None, args, None) or 0)
+
+
 @dataclass
 class DemoResult:
     app: str
@@ -324,4 +334,4 @@ def demo_all(apps: list[type[App]], root: str | Path = "runs/demo", verbose: boo
     return report, results
 
 
-__all__ = ["DemoResult", "app_config", "demo", "demo_all", "evaluate", "infer", "load_app_model", "train"]
+__all__ = ["DemoResult", "app_config", "demo", "demo_all", "evaluate", "infer", "load_app_model", "run_extra", "train"]
