@@ -1,4 +1,4 @@
-"""Anomaly-detection metrics, reported side by side (DESIGN.md §6).
+"""Anomaly-detection metrics, reported side by side (the evaluation protocol of docs/design.md).
 
 All functions take per-time-step arrays: ``labels`` [T] in {0, 1}, ``scores`` [T] (higher =
 more anomalous) or binary ``pred`` [T]. Thresholds are fitted on train/validation scores by
@@ -77,23 +77,31 @@ def auc_pr(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# range-based AUC-PR and VUS-PR (Paparrizos et al., "Volume Under the Surface", VLDB 2022)
+# range-based AUC and VUS (Paparrizos et al., "Volume Under the Surface", VLDB 2022), computed
+# exactly as the TSB-AD 1.5 reference (``basic_metricor.RangeAUC_volume_opt``) computes them;
+# tests/apps/anomaly/test_anomaly_vus.py checks the two against committed reference outputs.
 # --------------------------------------------------------------------------------------------
 
 
+def label_ranges(labels: np.ndarray) -> list[tuple[int, int]]:
+    """Contiguous runs of 1 as closed [first, last] pairs (the reference's convention)."""
+    return [(s, e - 1) for s, e in segments(labels)]
+
+
 def soft_labels(labels: np.ndarray, buffer: int) -> np.ndarray:
-    """Labels widened by ``buffer // 2`` steps each side with a sqrt ramp: a detection just
-    before or after an event earns partial credit that fades with distance."""
+    """Labels widened by ``buffer // 2`` steps each side with a sqrt ramp, ``sqrt(1 - d / buffer)``
+    at distance d, clipped at 1: a detection just before or after an event earns partial credit
+    that fades with distance."""
     y = _as_binary(labels, "labels").astype(np.float64)
     half = buffer // 2
     if half <= 0:
         return y
     out = y.copy()
     n = len(y)
-    for s, e in segments(y.astype(np.int8)):
-        d = np.arange(1, half + 1)
-        w = np.sqrt(1.0 - d / buffer)
-        after = e - 1 + d
+    d = np.arange(1, half + 1)
+    w = np.sqrt(1.0 - d / buffer)
+    for s, e in label_ranges(y.astype(np.int8)):
+        after = e + d
         ok = after < n
         out[after[ok]] += w[ok]
         before = s - d
@@ -102,50 +110,110 @@ def soft_labels(labels: np.ndarray, buffer: int) -> np.ndarray:
     return np.minimum(out, 1.0)
 
 
-def _thresholds(scores: np.ndarray, n_thresholds: int) -> np.ndarray:
-    uniq = np.unique(scores)
-    if len(uniq) > n_thresholds:
-        uniq = np.unique(np.quantile(scores, np.linspace(0.0, 1.0, n_thresholds)))
-    return uniq[::-1]  # strict to lenient: recall grows along the curve
+def _merged_zones(ranges: list[tuple[int, int]], buffer: int, n: int) -> list[tuple[int, int]]:
+    """Each range widened by ``buffer // 2`` each side; ranges whose zones touch are merged.
+    Closed [first, last] pairs; an event "exists" in a prediction when its zone holds a hit."""
+    half = buffer // 2
+    zones = []
+    a = max(ranges[0][0] - half, 0)
+    for (_, e), (s_next, _) in zip(ranges[:-1], ranges[1:]):
+        if e + half < s_next - half:
+            zones.append((a, e + half))
+            a = s_next - half
+    zones.append((a, min(ranges[-1][1] + half, n - 1)))
+    return zones
 
 
-def range_pr_curve(
-    scores: np.ndarray, labels: np.ndarray, buffer: int, n_thresholds: int = 250
-) -> tuple[np.ndarray, np.ndarray]:
-    """Range-based precision and recall per threshold, with soft labels of ``buffer``.
+def _threshold_ranks(scores: np.ndarray, n_thresholds: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's thresholds: ``n_thresholds`` scores picked at evenly spaced ranks of the
+    descending order. Returns (first threshold index at which each step is flagged [T], steps
+    flagged at each threshold [K]); step i is flagged at threshold j when score_i >= t_j."""
+    desc = -np.sort(-scores)
+    thr = desc[np.linspace(0, len(scores) - 1, n_thresholds).astype(int)]
+    # thr is non-increasing, so -thr is non-decreasing: the first j with thr_j <= score_i.
+    first = np.searchsorted(-thr, -scores, side="left")
+    n_pred = np.cumsum(np.bincount(first, minlength=n_thresholds + 1)[:n_thresholds]).astype(np.float64)
+    return first, n_pred
 
-    Recall weights the soft true positives by the fraction of events touched (existence
-    reward); precision counts soft hits over all predictions. Returns (precision, recall),
-    both [n], starting at the (1, 0) corner."""
+
+def range_curves(scores: np.ndarray, labels: np.ndarray, buffer: int, n_thresholds: int = 250
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Range-based TPR, FPR and precision at each of ``n_thresholds`` thresholds for soft labels
+    of width ``buffer``: (tpr [K], fpr [K], precision [K]).
+
+    TP is the soft-label mass of the flagged steps; recall divides it by the mean of the hard
+    positives and the soft positive mass that the flags reach, is capped at 1 and is multiplied
+    by the share of events whose widened zone holds a flag (existence reward)."""
     scores = np.asarray(scores, dtype=np.float64)
     y = _as_binary(labels, "labels")
     _check_pair(scores, y, "scores", "labels")
+    ranges = label_ranges(y.astype(np.int8))
+    if not ranges:
+        raise ValueError("range curves need at least one labelled anomaly; labels are all 0")
+    first, n_pred = _threshold_ranks(scores, n_thresholds)
+    return _curves_at(first, n_pred, y, ranges, buffer, n_thresholds)
+
+
+def _curves_at(first: np.ndarray, n_pred: np.ndarray, y: np.ndarray, ranges: list[tuple[int, int]], buffer: int,
+               K: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = len(y)
+    P = float(y.sum())
     soft = soft_labels(y, buffer)
-    segs = segments(y.astype(np.int8))
-    # The positive mass averages hard and soft label sums, so widening does not inflate recall to 1.
-    pos = (soft.sum() + y.sum()) / 2.0
-    prec, rec = [1.0], [0.0]
-    for thr in _thresholds(scores, n_thresholds):
-        pred = scores >= thr
-        tp = float(np.sum(soft * pred))
-        exist = np.mean([pred[max(0, s - buffer // 2) : e + buffer // 2].any() for s, e in segs]) if segs else 0.0
-        rec.append(min(tp / pos, 1.0) * exist if pos else 0.0)
-        prec.append(tp / pred.sum() if pred.sum() else 1.0)
-    return np.asarray(prec), np.asarray(rec)
+    # Soft mass and hard positives flagged by threshold j: a flag at step i counts from j = first[i] on.
+    tp = np.cumsum(np.bincount(first, weights=soft, minlength=K + 1)[:K])
+    hard = np.cumsum(np.bincount(first, weights=y.astype(np.float64), minlength=K + 1)[:K])
+    zones = _merged_zones(ranges, buffer, n)
+    born = np.array([first[a : b + 1].min() for a, b in zones])
+    exist = np.searchsorted(np.sort(born), np.arange(K), side="right") / len(zones)
+    p_new = (P + P + (tp - hard)) / 2.0  # hard positives + the soft mass of flagged buffer steps
+    tpr = np.minimum(tp / p_new, 1.0) * exist
+    fpr = (n_pred - tp) / (n - p_new)
+    return tpr, fpr, tp / n_pred
 
 
-def range_auc_pr(scores: np.ndarray, labels: np.ndarray, buffer: int = 0, n_thresholds: int = 250) -> float:
-    """Area under the range-based PR curve (trapezoid over recall)."""
+def _areas(tpr: np.ndarray, fpr: np.ndarray, prec: np.ndarray) -> tuple[float, float]:
+    """(ROC area: trapezoids from (0, 0) through the curve to (1, 1); PR area: each recall step
+    times the precision reached there, from recall 0). The PR curve gets no end point of its own:
+    closing it at the all-flagged corner would hand a constant score a free trapezoid."""
+    x = np.concatenate([[0.0], fpr, [1.0]])
+    t = np.concatenate([[0.0], tpr, [1.0]])
+    roc = float(np.sum((x[1:] - x[:-1]) * (t[1:] + t[:-1]) / 2.0))
+    pr = float(np.sum(np.diff(np.concatenate([[0.0], tpr])) * prec))
+    return roc, pr
+
+
+def range_auc(scores: np.ndarray, labels: np.ndarray, buffer: int = 0, n_thresholds: int = 250) -> tuple[float, float]:
+    """(range-AUC-ROC, range-AUC-PR) at one buffer width: one slice of the VUS volume."""
     if not _as_binary(labels, "labels").any():
-        return float("nan")
-    p, r = range_pr_curve(scores, labels, buffer, n_thresholds)
-    return float(np.sum((r[1:] - r[:-1]) * (p[1:] + p[:-1]) / 2.0))
+        return float("nan"), float("nan")
+    return _areas(*range_curves(scores, labels, buffer, n_thresholds))
 
 
-def vus_pr(scores: np.ndarray, labels: np.ndarray, max_buffer: int = 100, n_buffers: int = 11, n_thresholds: int = 100) -> float:
-    """Volume under the range-PR surface: range-AUC-PR averaged over buffers 0..max_buffer."""
-    buffers = np.unique(np.linspace(0, max_buffer, n_buffers).round().astype(int))
-    return float(np.mean([range_auc_pr(scores, labels, int(b), n_thresholds) for b in buffers]))
+def vus(scores: np.ndarray, labels: np.ndarray, max_buffer: int = 100, n_thresholds: int = 250) -> tuple[float, float]:
+    """(VUS-ROC, VUS-PR): range-AUC-ROC and range-AUC-PR averaged over every buffer width
+    0, 1, ..., ``max_buffer`` (TSB-AD's ``slidingWindow``; its default 100 here). NaN without
+    a labelled anomaly. A constant score gets about the anomaly rate (VUS-PR) and 0.5 (VUS-ROC)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    y = _as_binary(labels, "labels")
+    _check_pair(scores, y, "scores", "labels")
+    if max_buffer < 0:
+        raise ValueError(f"max_buffer must be >= 0, got {max_buffer}")
+    ranges = label_ranges(y.astype(np.int8))
+    if not ranges:
+        return float("nan"), float("nan")
+    first, n_pred = _threshold_ranks(scores, n_thresholds)
+    rocs, prs = zip(*(_areas(*_curves_at(first, n_pred, y, ranges, b, n_thresholds)) for b in range(max_buffer + 1)))
+    return float(np.mean(rocs)), float(np.mean(prs))
+
+
+def vus_pr(scores: np.ndarray, labels: np.ndarray, max_buffer: int = 100, n_thresholds: int = 250) -> float:
+    """Volume under the range-PR surface (see :func:`vus`)."""
+    return vus(scores, labels, max_buffer, n_thresholds)[1]
+
+
+def vus_roc(scores: np.ndarray, labels: np.ndarray, max_buffer: int = 100, n_thresholds: int = 250) -> float:
+    """Volume under the range-ROC surface (see :func:`vus`)."""
+    return vus(scores, labels, max_buffer, n_thresholds)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,7 +314,9 @@ def fit_threshold(
 
 
 def evaluate_scores(scores: np.ndarray, labels: np.ndarray, threshold: float, *, vus_max_buffer: int = 100) -> dict:
-    """Every reported metric for one series, as a flat dict of floats."""
+    """Every reported metric for one series, as a flat dict of floats. The unadjusted ones
+    (precision, recall, f1; auc_pr, vus_pr) lead; pa_* are the point-adjusted numbers of the
+    papers, which a random detector inflates on long events."""
     scores = np.asarray(scores, dtype=np.float64)
     y = _as_binary(labels, "labels").astype(np.int8)
     _check_pair(scores, y, "scores", "labels")
@@ -254,16 +324,18 @@ def evaluate_scores(scores: np.ndarray, labels: np.ndarray, threshold: float, *,
     p, r, f = precision_recall_f1(pred, y)
     pa, ra, fa = precision_recall_f1(point_adjust(pred, y), y)
     ap, ar = affiliation(pred, y)
+    v_roc, v_pr = vus(scores, y, max_buffer=vus_max_buffer)
     return {
-        "pa_precision": pa,
-        "pa_recall": ra,
-        "pa_f1": fa,
         "precision": p,
         "recall": r,
         "f1": f,
         "auc_roc": auc_roc(scores, y),
         "auc_pr": auc_pr(scores, y),
-        "vus_pr": vus_pr(scores, y, max_buffer=vus_max_buffer),
+        "vus_roc": v_roc,
+        "vus_pr": v_pr,
+        "pa_precision": pa,
+        "pa_recall": ra,
+        "pa_f1": fa,
         "aff_precision": ap,
         "aff_recall": ar,
         "threshold": float(threshold),

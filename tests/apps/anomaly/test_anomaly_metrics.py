@@ -42,24 +42,14 @@ def test_soft_labels_sqrt_ramp():
     np.testing.assert_allclose(soft, [0, b, a, 1, a, b, 0])
 
 
-def test_range_auc_pr_by_hand():
+def test_range_auc_by_hand():
     labels = np.array([0, 0, 1, 1, 0, 0])
     # perfect ranking: recall reaches 1 at precision 1
-    assert M.range_auc_pr(np.array([0, 0.1, 0.9, 0.8, 0.2, 0]), labels, buffer=0) == pytest.approx(1.0)
-    # thresholds .9: (R .5, P 1); .8: (R .5, P .5); .2: (R 1, P 2/3); area = .5*1 + .5*(.5+2/3)/2
-    got = M.range_auc_pr(np.array([0, 0.1, 0.9, 0.2, 0.8, 0]), labels, buffer=0)
-    assert got == pytest.approx(0.5 + 0.5 * (0.5 + 2 / 3) / 2)
-
-
-def test_vus_rewards_near_misses():
-    labels = np.zeros(200, dtype=int)
-    labels[100:110] = 1
-    near = np.zeros(200)
-    near[112] = 1.0  # just after the event
-    far = np.zeros(200)
-    far[10] = 1.0
-    assert M.range_auc_pr(near, labels, buffer=0) == pytest.approx(M.range_auc_pr(far, labels, buffer=0))
-    assert M.vus_pr(near, labels, max_buffer=20) > M.vus_pr(far, labels, max_buffer=20)
+    assert M.range_auc(np.array([0, 0.1, 0.9, 0.8, 0.2, 0]), labels, buffer=0, n_thresholds=6)[1] == pytest.approx(1.0)
+    # thresholds .9: (R .5, P 1); .8: (R .5, P .5); .2: (R 1, P 2/3); then R stays 1.
+    # PR area = each recall step times the precision reached there: .5 * 1 + .5 * 2/3
+    got = M.range_auc(np.array([0, 0.1, 0.9, 0.2, 0.8, 0]), labels, buffer=0, n_thresholds=6)[1]
+    assert got == pytest.approx(0.5 + 0.5 * 2 / 3)
 
 
 def test_affiliation_single_event_by_hand():
