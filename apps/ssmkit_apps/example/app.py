@@ -19,7 +19,9 @@ import torch
 from torch import nn
 
 from ssmkit.engine.app import App, DataError, EvalContext
-from ssmkit.engine.config import AppConfig
+from ssmkit.engine.config import AppConfig, bounded
+from ssmkit.engine.files import atomic_path, check_output
+from ssmkit.engine.inputs import NanPolicy, finite_values, require_finite
 from ssmkit.registry import register_app
 from ssmkit_apps.example.data import CLASSES, load_npz_split, waveforms
 from ssmkit_apps.example.losses import classification_loss
@@ -30,20 +32,21 @@ from ssmkit_apps.example.model import MambaClassifier
 @dataclass
 class ExampleData:
     root: str = ""  # "" = the embedded generator; else a folder with train/val/test.npz
-    n_train: int = 2048
-    n_val: int = 512
-    n_test: int = 1024
-    length: int = 64
-    noise: float = 0.4
+    n_train: int = bounded(2048, ge=1)
+    n_val: int = bounded(512, ge=1)
+    n_test: int = bounded(1024, ge=1)
+    length: int = bounded(64, ge=8)
+    noise: float = bounded(0.4, ge=0)
+    nan_policy: NanPolicy = "reject"  # infer: non-finite input values are an error, or interpolated
 
 
 @dataclass
 class ExampleModel:
-    d_model: int = 32
-    n_layers: int = 2
-    d_state: int = 16
-    d_conv: int = 4
-    expand: int = 2
+    d_model: int = bounded(32, ge=1)
+    n_layers: int = bounded(2, ge=1)
+    d_state: int = bounded(16, ge=1)
+    d_conv: int = bounded(4, ge=1)
+    expand: int = bounded(2, ge=1)
     backend: Literal["auto", "reference", "chunked", "triton"] = "auto"
 
 
@@ -51,7 +54,7 @@ class ExampleModel:
 class ExampleConfig(AppConfig):
     data: ExampleData = field(default_factory=ExampleData)
     model: ExampleModel = field(default_factory=ExampleModel)
-    label_smoothing: float = 0.0
+    label_smoothing: float = bounded(0.0, ge=0, lt=1)
 
 
 @register_app("example")
@@ -120,25 +123,28 @@ class ExampleApp(App):
     @classmethod
     def add_arguments(cls, command: str, parser: argparse.ArgumentParser) -> None:
         if command == "infer":
-            parser.add_argument("input", metavar="FILE", help="signals: .npy [N, L] or [L], or .csv (one signal per row)")
+            parser.add_argument("input", metavar="FILE",
+                                help="signals: .npy [N, L] or [L], or .csv (one signal per row)")
             parser.add_argument("--out", metavar="CSV", help="write predictions here (default: print them)")
 
     def infer(self, model: nn.Module, args: argparse.Namespace, ctx: EvalContext) -> int:
-        x = read_signals(args.input)
+        out = check_output(args.out, inputs=[args.input], overwrite=args.overwrite) if args.out else None
+        x = read_signals(args.input, self.cfg.data.nan_policy)
         probs = []
         with torch.no_grad():
             for chunk in torch.split(x, 256):
                 with ctx.autocast():
                     probs.append(torch.softmax(model(ctx.to_device(chunk[..., None])).float(), -1).cpu())
         p = torch.cat(probs)
+        require_finite(p, "class probabilities", args.input, "the weights may be damaged")
         rows = [[i, CLASSES[int(k)], *[f"{v:.4f}" for v in p[i].tolist()]] for i, k in enumerate(p.argmax(-1))]
         header = ["index", "class", *[f"p_{c}" for c in CLASSES]]
-        if args.out:
-            with open(args.out, "w", newline="") as f:
+        if out is not None:
+            with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(header)
                 w.writerows(rows)
-            print(f"wrote {len(rows)} predictions to {args.out}")
+            print(f"wrote {len(rows)} predictions to {out}")
         else:
             print(",".join(header))
             for r in rows:
@@ -146,8 +152,12 @@ class ExampleApp(App):
         return 0
 
 
-def read_signals(path: str | Path) -> torch.Tensor:
-    """Signals [N, L] from .npy (no pickle) or .csv; a single [L] signal becomes [1, L]."""
+def read_signals(path: str | Path, nan_policy: str = "reject") -> torch.Tensor:
+    """Signals [N, L] float32 from .npy (no pickle) or .csv; a single [L] signal becomes [1, L].
+
+    Non-finite values (NaN, inf, or numbers beyond float32) are rejected, or interpolated along
+    the signal with a warning under ``nan_policy="interpolate"``.
+    """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"input file {str(p)!r} does not exist; expected .npy [N, L] or .csv with one signal per row")
@@ -158,9 +168,11 @@ def read_signals(path: str | Path) -> torch.Tensor:
             arr = np.loadtxt(p, delimiter=",", ndmin=2)
         else:
             raise DataError(f"input {str(p)!r}: expected a .npy or .csv file, got {p.suffix!r}")
-    except ValueError as err:
+    except (ValueError, EOFError, OSError) as err:
         raise DataError(f"input {str(p)!r} could not be read as numbers ({err})") from None
     arr = np.atleast_2d(arr)
     if arr.ndim != 2 or arr.shape[1] < 8 or not np.issubdtype(arr.dtype, np.number):
         raise DataError(f"input {str(p)!r}: expected numeric signals [N, L] with L >= 8; got shape {arr.shape}")
-    return torch.from_numpy(arr.astype(np.float32))
+    # The signals are rows, so interpolation runs along each row: transpose to [L, N] and back.
+    vals = finite_values(arr.T, str(p), nan_policy, row_name="sample", columns=[f"signal {i}" for i in range(len(arr))])
+    return torch.from_numpy(np.ascontiguousarray(vals.T))

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ssmkit.engine.app import DataError, check_data_dir
+from ssmkit.engine.inputs import finite_values
 from ssmkit.registry import register_dataset
 
 CLASSES = ("sine", "square", "sawtooth", "triangle")
@@ -47,7 +48,8 @@ def _wave(kind: int, phase: torch.Tensor) -> torch.Tensor:
     return 1 - 4 * (frac - 0.5).abs()
 
 
-def generate_waveforms(n: int, length: int = 64, noise: float = 0.5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def generate_waveforms(n: int, length: int = 64, noise: float = 0.5,
+                       seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(x [n, length] float32, y [n] int64), a pure function of the arguments."""
     if n < 0 or length < 8:
         raise ValueError(f"generate_waveforms needs n >= 0 and length >= 8; got n={n}, length={length}")
@@ -88,7 +90,8 @@ class WaveformDataset(Dataset):
 
 
 @register_dataset("example/waveforms")
-def waveforms(split: str = "train", n: int = 2000, length: int = 64, noise: float = 0.5, seed: int = 0) -> WaveformDataset:
+def waveforms(split: str = "train", n: int = 2000, length: int = 64, noise: float = 0.5,
+              seed: int = 0) -> WaveformDataset:
     """Embedded noisy-waveform classification (4 classes), generated on the fly."""
     if split not in SPLIT_OFFSET:
         raise ValueError(f"split must be one of {list(SPLIT_OFFSET)}; got {split!r}")
@@ -104,14 +107,17 @@ def load_npz_split(root: str | Path, split: str, n_classes: int) -> WaveformData
     try:
         with np.load(f, allow_pickle=False) as z:
             x, y = z["x"], z["y"]
-    except (KeyError, ValueError, OSError) as err:
+    except (KeyError, ValueError, OSError, EOFError) as err:
         raise DataError(f"{str(f)!r} is not a valid split file ({err}). Expected layout:\n{LAYOUT}") from None
     if x.ndim != 2 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
         raise DataError(f"{str(f)!r}: expected non-empty x [N, L] and y [N]; got x {x.shape}, y {y.shape}")
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes:
         raise DataError(f"{str(f)!r}: labels must be integers in 0..{n_classes - 1}; got range "
                         f"{y.min()}..{y.max()} ({y.dtype})")
-    return WaveformDataset(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64)))
+    if not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"{str(f)!r}: x must be numeric; got {x.dtype}")
+    x = finite_values(x, f"{f} (x)", "reject", row_name="sample")  # a NaN here would only surface as a NaN loss
+    return WaveformDataset(torch.from_numpy(x), torch.from_numpy(y.astype(np.int64)))
 
 
 def save_npz_split(root: str | Path, split: str, x: torch.Tensor, y: torch.Tensor) -> Path:
