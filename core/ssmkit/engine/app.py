@@ -143,15 +143,23 @@ class StepContext(EvalContext):
     epoch: int = 0
     generator: torch.Generator | None = None  # torch's global CPU generator; checkpointed
     grad_norms: dict[str, float] = field(default_factory=dict)
+    #: Gradient accumulation (``train.accumulate``): the loss of each micro-batch is scaled by
+    #: ``loss_scale`` and ``step`` only acts on the last micro-batch of an optimizer step.
+    loss_scale: float = 1.0
+    last_micro_batch: bool = True
 
     def backward(self, loss: torch.Tensor, retain_graph: bool = False) -> None:
         """Backpropagate ``loss`` (bf16 autocast needs no loss scaling)."""
         if not torch.isfinite(loss.detach()).all():
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step}")
-        loss.backward(retain_graph=retain_graph)
+        (loss * self.loss_scale if self.loss_scale != 1.0 else loss).backward(retain_graph=retain_graph)
 
     def step(self, name: str = "main") -> None:
-        """Clip the gradients of optimizer ``name``'s parameters, step it, advance its schedule."""
+        """Clip the gradients of optimizer ``name``'s parameters, step it, advance its schedule.
+
+        Under gradient accumulation this waits for the last micro-batch of the step."""
+        if not self.last_micro_batch:
+            return
         opt = self.optimizers[name]
         params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
         if self.grad_clip > 0 and params:

@@ -206,6 +206,7 @@ def save_checkpoint(
     position: dict[str, Any],
     config: dict[str, Any],
     keep: int = 2,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``ckpt_dir/step_<N>/`` atomically and delete all but the newest ``keep`` checkpoints.
 
@@ -222,6 +223,7 @@ def save_checkpoint(
     tensors: dict[str, torch.Tensor] = {}
     rng_js, rng_t = rng_state()
     tensors.update(rng_t)
+    tensors.update(extra_tensors or {})  # e.g. the weight EMA's shadow copy, "ema/<key>"
     opt_js = {n: _split_optimizer(n, o.state_dict(), tensors) for n, o in optimizers.items()}
     sched_js = {n: s.state_dict() for n, s in schedulers.items()}
     save_file(_contiguous_state(model), str(tmp / "model.safetensors"))
@@ -291,8 +293,12 @@ def load_checkpoint(
     optimizers: dict[str, torch.optim.Optimizer],
     schedulers: dict[str, Any],
     restore_rng: bool = True,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Restore everything :func:`save_checkpoint` wrote; returns the saved ``position``."""
+    """Restore everything :func:`save_checkpoint` wrote; returns the saved ``position``.
+
+    ``extra_tensors``, when given, is filled with the state tensors that are neither optimizer
+    nor RNG state (what ``save_checkpoint``'s ``extra_tensors`` stored)."""
     p = Path(path)
     state = verify_checkpoint(p)
     load_model_weights(model, p / "model.safetensors")
@@ -310,6 +316,8 @@ def load_checkpoint(
             sched.load_state_dict(state["schedulers"][name])
     if restore_rng:
         set_rng_state(state["rng"], tensors)
+    if extra_tensors is not None:
+        extra_tensors.update({k: v for k, v in tensors.items() if not k.startswith(("optim/", "rng/"))})
     return state["position"]
 
 

@@ -99,6 +99,9 @@ class TrainConfig:
     eval_every: int = bounded(0, ge=0)  # steps between validations; 0: at the end of every epoch
     ckpt_every: int = bounded(0, ge=0)  # steps between checkpoints; 0: at the end of every epoch
     keep_checkpoints: int = bounded(2, ge=0)  # newest checkpoints kept, older ones deleted; 0 keeps all
+    accumulate: int = bounded(1, ge=1)  # micro-batches per optimizer step; batch_size stays the step's batch
+    ema: float = bounded(0.0, ge=0, lt=1)  # decay of a weight average used for eval and saving; 0: off
+    early_stop: int = bounded(0, ge=0)  # stop after this many validations without a better primary metric
     deterministic: bool = True  # deterministic algorithms (exact CPU reruns and resumes)
 
 

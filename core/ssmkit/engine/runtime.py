@@ -107,6 +107,15 @@ def broadcast_str(info: DistInfo, value: str) -> str:
     return bytes(data.cpu().tolist()).rstrip(b"\0").decode()
 
 
+def broadcast_flag(info: DistInfo, value: bool) -> bool:
+    """Rank 0's boolean on every rank (a decision made from metrics only rank 0 computed)."""
+    if not (info.enabled and dist.is_initialized()):
+        return value
+    t = torch.tensor([1 if value else 0], dtype=torch.int64, device=_comm_device())
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
 def all_reduce_mean(info: DistInfo, values: dict[str, float]) -> dict[str, float]:
     """Average scalar metrics over ranks (every rank must call this at the same step)."""
     if not (info.enabled and dist.is_initialized()) or not values:
@@ -123,6 +132,6 @@ def shutdown_distributed() -> None:
 
 
 __all__ = [
-    "DistInfo", "all_reduce_mean", "amp_dtype", "barrier", "broadcast_str", "dist_from_env",
+    "DistInfo", "all_reduce_mean", "amp_dtype", "barrier", "broadcast_flag", "broadcast_str", "dist_from_env",
     "init_distributed", "resolve_device", "seed_everything", "shutdown_distributed",
 ]

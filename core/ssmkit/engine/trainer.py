@@ -8,6 +8,7 @@ the data order is a pure function of (seed, epoch), so a resumed run sees the sa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -27,6 +28,7 @@ from ssmkit.engine.checkpoint import (
     save_weights,
 )
 from ssmkit.engine.config import TrainConfig, dump_yaml, to_dict
+from ssmkit.engine.ema import WeightEMA
 from ssmkit.engine.files import atomic_write_text
 from ssmkit.engine.report import metrics_table, plot_curves, write_report
 from ssmkit.engine.runtime import (
@@ -34,6 +36,7 @@ from ssmkit.engine.runtime import (
     all_reduce_mean,
     amp_dtype,
     barrier,
+    broadcast_flag,
     resolve_device,
     seed_everything,
 )
@@ -77,6 +80,45 @@ def run_evaluation(app: App, model: torch.nn.Module, ds: Dataset, ctx: EvalConte
     finally:
         model.train(was_training)
     return {k: float(v) for k, v in metrics.items()}
+
+
+def _batch_size_of(batch: Any) -> int | None:
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.ndim else None
+    items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
+    for v in items:
+        n = _batch_size_of(v)
+        if n is not None:
+            return n
+    return None
+
+
+def split_batch(batch: Any, parts: int) -> list[Any]:
+    """Split a collated batch into ``parts`` micro-batches along the sample axis.
+
+    Tensors split along dim 0; dicts, tuples and lists of them recursively; a list or tuple of
+    plain values (strings, numbers) as long as the batch is taken as per-sample and sliced.
+    """
+    n = _batch_size_of(batch)
+    if n is None:
+        raise ValueError("train.accumulate needs batches that hold at least one tensor with a batch axis")
+    if n % parts:
+        raise ValueError(f"train.accumulate={parts} must divide the per-process batch of {n} samples")
+    size = n // parts
+
+    def take(x: Any, i: int) -> Any:
+        if isinstance(x, torch.Tensor):
+            return x[i * size:(i + 1) * size] if x.ndim and x.shape[0] == n else x
+        if isinstance(x, dict):
+            return {k: take(v, i) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            if len(x) == n and all(not isinstance(v, (torch.Tensor, list, tuple, dict)) for v in x):
+                return type(x)(x[i * size:(i + 1) * size])
+            moved = [take(v, i) for v in x]
+            return type(x)(*moved) if hasattr(x, "_fields") else type(x)(moved)
+        return x
+
+    return [take(batch, i) for i in range(parts)]
 
 
 class Trainer:
@@ -129,8 +171,9 @@ class Trainer:
         total = t.max_steps if t.max_steps > 0 else t.epochs * spe
         optimizers = app.configure_optimizers(model)
         schedulers = {n: torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(t, total)) for n, o in optimizers.items()}
+        ema = WeightEMA(model, t.ema) if t.ema > 0 else None
 
-        pos: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "best": None}
+        pos: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "best": None, "since_best": 0, "ema_updates": 0}
         logger = MetricsLogger(self.run_dir, enabled=d.is_main)
         if d.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +184,10 @@ class Trainer:
         if resume:
             ck = latest_checkpoint(self.ckpt_dir)
             if ck is not None:
-                pos = load_checkpoint(ck, model, optimizers, schedulers)
+                extra: dict[str, torch.Tensor] = {}
+                pos = {**pos, **load_checkpoint(ck, model, optimizers, schedulers, extra_tensors=extra)}
+                if ema is not None:
+                    ema.load(extra, pos["ema_updates"])
                 if self.verbose:
                     print(f"resuming from {ck} (step {pos['step']})", flush=True)
             elif self.verbose:
@@ -154,20 +200,23 @@ class Trainer:
             ddp = DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None)
         ctx = StepContext(device=self.device, amp_dtype=self.amp, split="train", run_dir=self.run_dir,
                           model=ddp, optimizers=optimizers, schedulers=schedulers, grad_clip=t.grad_clip,
-                          generator=torch.default_generator)
+                          generator=torch.default_generator, loss_scale=1.0 / t.accumulate)
         step, epoch, batch_i = int(pos["step"]), int(pos["epoch"]), int(pos["batch"])
-        best = pos.get("best")
+        best, since_best = pos.get("best"), int(pos["since_best"])
         progress = Progress(total, initial=step, desc=f"{app.name} train", enabled=self.verbose)
         sums: dict[str, float] = {}
         count, t0 = 0, time.monotonic()
         last_val: dict[str, float] = {}
+        stopped_early = bool(pos.get("stopped_early", False))  # a resumed run that had stopped stays stopped
         model.train()
-        while step < total:
+        while step < total and not stopped_early:
             start = step
             for batch in self._train_batches(train_ds, epoch, batch_i):
                 ctx.global_step, ctx.epoch = step, epoch
                 ctx.grad_norms = {}
-                out = app.train_step(ctx, move_to(batch, self.device))
+                out = self._optimizer_step(ctx, ddp, move_to(batch, self.device))
+                if ema is not None:
+                    ema.update(model)
                 step, batch_i, count = step + 1, batch_i + 1, count + 1
                 for k, v in {**out, **{f"grad_norm/{n}": g for n, g in ctx.grad_norms.items()}}.items():
                     if isinstance(v, torch.Tensor):
@@ -184,47 +233,83 @@ class Trainer:
                 if epoch_end:
                     epoch, batch_i = epoch + 1, 0
                 if (t.eval_every and step % t.eval_every == 0) or (not t.eval_every and epoch_end) or step == total:
-                    last_val, best = self._validate(model, val_ds, step, epoch, logger, progress, best)
-                if (t.ckpt_every and step % t.ckpt_every == 0) or (not t.ckpt_every and epoch_end) or step == total:
+                    with self._averaged(model, ema):
+                        last_val, improved = self._validate(model, val_ds, step, epoch, logger, progress, best)
+                    best = improved if improved is not None else best
+                    since_best = 0 if improved is not None else since_best + 1
+                    # Every rank reads the same decision (rank 0's metrics reach the others as a flag).
+                    stopped_early = bool(t.early_stop) and broadcast_flag(d, since_best >= t.early_stop)
+                if (t.ckpt_every and step % t.ckpt_every == 0) or (not t.ckpt_every and epoch_end) \
+                        or step == total or stopped_early:
                     if d.is_main:
                         save_checkpoint(self.ckpt_dir, model, optimizers, schedulers,
-                                        {"step": step, "epoch": epoch, "batch": batch_i, "best": best},
-                                        to_dict(cfg), keep=t.keep_checkpoints)
+                                        {"step": step, "epoch": epoch, "batch": batch_i, "best": best,
+                                         "since_best": since_best, "ema_updates": ema.updates if ema else 0,
+                                         "stopped_early": stopped_early},
+                                        to_dict(cfg), keep=t.keep_checkpoints,
+                                        extra_tensors=ema.tensors() if ema is not None else None)
                     barrier(d)
-                if step >= total:
+                if step >= total or stopped_early:
                     break
-            if step == start:  # a sampler that yields nothing would otherwise spin forever
+            if step == start and not stopped_early:  # a sampler that yields nothing would otherwise spin
                 raise RuntimeError(f"epoch {epoch} produced no training batches (position {batch_i}/{spe})")
         progress.close()
+        if stopped_early and self.verbose:
+            print(f"early stop at step {step}: no better validation {app.primary_metric} in "
+                  f"{t.early_stop} evaluations", flush=True)
         if d.is_main:
-            save_weights(model, self.run_dir / "model.safetensors")
-            if not last_val:  # resumed a run that had already finished
-                last_val = run_evaluation(app, model, val_ds, self._eval_ctx("val", step))
-            self._report(last_val, step, time.monotonic() - t0, logger)
+            with self._averaged(model, ema):
+                save_weights(model, self.run_dir / "model.safetensors")
+                if not last_val:  # resumed a run that had already finished
+                    last_val = run_evaluation(app, model, val_ds, self._eval_ctx("val", step))
+                self._report(last_val, step, time.monotonic() - t0, logger)
         logger.close()
         barrier(d)
         return last_val
+
+    def _optimizer_step(self, ctx: StepContext, ddp: torch.nn.Module, batch: Any) -> dict[str, Any]:
+        """One optimizer step: the app's ``train_step`` on the whole batch, or on ``train.accumulate``
+        micro-batches (losses scaled, DDP's all-reduce only on the last, metrics averaged)."""
+        n = self.cfg.train.accumulate
+        if n == 1:
+            ctx.last_micro_batch = True
+            return self.app.train_step(ctx, batch)
+        sums: dict[str, Any] = {}
+        for i, micro in enumerate(split_batch(batch, n)):
+            ctx.last_micro_batch = i == n - 1
+            sync_off = getattr(ddp, "no_sync", None)
+            with sync_off() if callable(sync_off) and not ctx.last_micro_batch else contextlib.nullcontext():
+                out = self.app.train_step(ctx, micro)
+            for k, v in out.items():
+                v = v.detach().float().mean() if isinstance(v, torch.Tensor) else v
+                if isinstance(v, (int, float, torch.Tensor)) and not isinstance(v, bool):
+                    sums[k] = sums.get(k, 0.0) + v / n
+        return sums
+
+    @staticmethod
+    def _averaged(model: torch.nn.Module, ema: WeightEMA | None):
+        return ema.swapped_in(model) if ema is not None else contextlib.nullcontext()
 
     def _eval_ctx(self, split: str, step: int) -> EvalContext:
         return EvalContext(device=self.device, amp_dtype=self.amp, split=split,
                            run_dir=self.run_dir if self.dist.is_main else None, global_step=step)
 
     def _validate(self, model, val_ds, step, epoch, logger, progress, best):
-        """Rank 0 evaluates and keeps the best weights; other ranks wait at the barrier."""
+        """Rank 0 evaluates and keeps the best weights; returns (metrics, the new best or None)."""
         metrics: dict[str, float] = {}
+        improved = None
         if self.dist.is_main:
             metrics = run_evaluation(self.app, model, val_ds, self._eval_ctx("val", step))
             logger.log("val", step, metrics, epoch=epoch)
             progress.write(f"step {step} epoch {epoch} val: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
             m = metrics.get(self.app.primary_metric)
             if m is not None and math.isfinite(m):
-                better = best is None or (m > best if self.app.higher_is_better else m < best)
-                if better:
-                    best = m
+                if best is None or (m > best if self.app.higher_is_better else m < best):
+                    improved = m
                     self.ckpt_dir.mkdir(parents=True, exist_ok=True)
                     save_weights(model, self.ckpt_dir / "best.safetensors")
         barrier(self.dist)
-        return metrics, best
+        return metrics, improved
 
     def _report(self, val: dict[str, float], step: int, seconds: float, logger: MetricsLogger) -> None:
         app = self.app
@@ -245,4 +330,4 @@ class Trainer:
                       (app.name, extra), ("Config", cfg_txt)], plots)
 
 
-__all__ = ["Trainer", "eval_loader", "lr_lambda", "run_evaluation"]
+__all__ = ["Trainer", "eval_loader", "lr_lambda", "run_evaluation", "split_batch"]
