@@ -4,6 +4,7 @@ Strategies register themselves with ``ssmkit.registry.register_scan``; build one
 ``ssmkit.registry.create_scan(name)`` and list them with ``list_scans()``.
 """
 
-from ssmkit.scans.base import ScanStrategy, inverse_permutation
+from ssmkit.ops.utils import inverse_permutation
+from ssmkit.scans.base import ScanStrategy
 
 __all__ = ["ScanStrategy", "inverse_permutation"]

@@ -19,13 +19,11 @@ from typing import ClassVar
 
 import torch
 
-from ssmkit.ops.path_scan.indexing import inverse_permutation, pairwise_sum
+from ssmkit._checks import one_of
+from ssmkit.ops.utils import format_shape as _shape
+from ssmkit.ops.utils import inverse_permutation, pairwise_sum
 
 _CACHE_SIZE = 64  # distinct (shape, device) pairs kept per strategy; a model uses a handful
-
-
-def _shape(t: torch.Tensor) -> str:
-    return "[" + ", ".join(str(s) for s in t.shape) + "]"
 
 
 def _dims_name(n: int) -> str:
@@ -129,11 +127,9 @@ class ScanStrategy:
 
         ``reduce="sum"`` adds the paths pairwise (exact for equal terms, K <= 6); ``"mean"`` divides by K.
         """
-        if reduce not in ("sum", "mean"):
-            raise ValueError(f"reduce must be 'sum' or 'mean'; got {reduce!r}")
+        one_of(reduce, ("sum", "mean"), "reduce", f"{self.name} merge")
         if not isinstance(y, torch.Tensor) or y.dim() != 4:
-            got = _shape(y) if isinstance(y, torch.Tensor) else type(y).__name__
-            raise ValueError(f"merge expects y of shape [B, K, C, L]; got {got}")
+            raise ValueError(f"merge expects y of shape [B, K, C, L]; got {_shape(y)}")
         shape = tuple(int(s) for s in shape)
         index_inv = self.inverse(shape, y.device)
         K, L = index_inv.shape

@@ -158,14 +158,14 @@ def test_validation_errors():
         gla(q, q, v[:, :, :4], q)
     with pytest.raises(ValueError, match=r"initial_state must be \[N, H, K, V\]"):
         gla(q, q, v, -q.abs(), initial_state=torch.zeros(1, 2, 3, 3))
-    with pytest.raises(ValueError, match="batch must be 1"):
+    with pytest.raises(ValueError, match=r"needs batch 1; got q of shape \[2, 2, 5, 4\]"):
         gla(q.expand(2, -1, -1, -1), q.expand(2, -1, -1, -1), v.expand(2, -1, -1, -1), q.expand(2, -1, -1, -1),
             cu_seqlens=torch.tensor([0, 5]))
-    with pytest.raises(ValueError, match="non-decreasing"):
+    with pytest.raises(ValueError, match=r"from 0 to T=5 without decreasing; got \[0, 3, 2, 5\]"):
         gla(q, q, v, -q.abs(), cu_seqlens=torch.tensor([0, 3, 2, 5]))
     with pytest.raises(ValueError, match="must be <= 0"):
         gla(q, q, v, q.abs() + 0.1, check_finite=True)
-    with pytest.raises(ValueError, match="unknown GLA backend"):
+    with pytest.raises(ValueError, match=r"gla backend must be one of .*; got 'cuda'"):
         gla(q, q, v, -q.abs(), backend="cuda")
     with pytest.raises(TypeError, match="integer"):
         gla(q, q, v, -q.abs(), cu_seqlens=torch.tensor([0.0, 5.0]))

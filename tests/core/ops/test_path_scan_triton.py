@@ -158,7 +158,7 @@ def test_int32_index_cache_follows_identity_and_in_place_edits():
 
 
 def test_channels_last_map_detects_only_the_transposed_layout():
-    from ssmkit.ops.path_scan.indexing import channels_last_map
+    from ssmkit.ops.utils import channels_last_map
 
     cl = torch.randn(2, 6, 5).transpose(1, 2)  # [B, D=5, L=6] view of [B, L, D]
     assert channels_last_map(cl)

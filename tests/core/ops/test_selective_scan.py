@@ -278,7 +278,7 @@ def _args(batch=1, dim=6, L=8, groups=2, nstate=3):
         ({"D": [1.0] * 6}, TypeError, r"D must be a torch.Tensor"),
         ({"delta": None}, TypeError, r"delta must be a torch.Tensor of shape \[B, D, L\]"),
         ({"C": None}, TypeError, r"C must be a torch.Tensor of shape \[B, G, N, L\]"),
-        ({"backend": "cuda"}, ValueError, r"unknown backend 'cuda'"),
+        ({"backend": "cuda"}, ValueError, r"selective_scan backend must be one of .*; got 'cuda'"),
     ],
 )
 def test_bad_inputs_raise(change, error, match):

@@ -13,6 +13,7 @@ import os
 
 import torch
 
+from ssmkit._checks import one_of
 from ssmkit.ops.ema.fft import ema_fft, ema_kernel
 from ssmkit.ops.ema.reference import ema_reference, ema_step
 
@@ -20,8 +21,8 @@ BACKENDS = ("auto", "reference", "fft")
 
 
 def resolve_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown EMA backend {backend!r}; expected one of {list(BACKENDS)}")
+    """Map ``"auto"`` (or an SSMKIT_BACKEND naming one of this op's backends) to a backend."""
+    one_of(backend, BACKENDS, "backend", "ema")
     if backend == "auto":
         env = os.environ.get("SSMKIT_BACKEND", "auto") or "auto"
         backend = env if env in BACKENDS else "auto"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ssmkit.ops.ema.reference import _compute_dtype
+from ssmkit.ops.utils import compute_dtype
 
 
 def _powers(q: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
@@ -47,7 +47,7 @@ def ema_fft(
     Returns:
         y [B, D, L] in x's dtype, or (y, final state [B, D, N] in the compute dtype).
     """
-    cdt = _compute_dtype(x, alpha, delta, beta, eta, initial_state)
+    cdt = compute_dtype(x, alpha, delta, beta, eta, initial_state)
     a, d, b, e = (p.to(cdt) for p in (alpha, delta, beta, eta))
     xc = x.to(cdt)
     L = x.shape[-1]

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import torch
 
-
-def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
-    present = [t for t in tensors if t is not None]
-    return torch.float64 if all(t.dtype == torch.float64 for t in present) else torch.float32
+from ssmkit.ops.utils import compute_dtype
 
 
 def ema_step(
@@ -37,7 +34,7 @@ def ema_step(
     Returns:
         (y_t [B, D] in x_t's dtype, new state [B, D, N] in the compute dtype).
     """
-    cdt = _compute_dtype(x_t, state, alpha, delta, beta, eta)
+    cdt = compute_dtype(x_t, state, alpha, delta, beta, eta)
     a, d, b, e = (p.to(cdt) for p in (alpha, delta, beta, eta))
     state = (1 - a * d) * state.to(cdt) + (a * b) * x_t.to(cdt)[..., None]
     y = (state * e).sum(-1)
@@ -61,7 +58,7 @@ def ema_reference(
     Returns:
         y [B, D, L] in x's dtype, or (y, final state [B, D, N] in the compute dtype).
     """
-    cdt = _compute_dtype(x, alpha, delta, beta, eta, initial_state)
+    cdt = compute_dtype(x, alpha, delta, beta, eta, initial_state)
     B, D, L = x.shape
     N = alpha.shape[-1]
     state = initial_state.to(cdt) if initial_state is not None else x.new_zeros(B, D, N, dtype=cdt)

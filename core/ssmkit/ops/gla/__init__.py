@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-import itertools
 import os
 
 import torch
 
+from ssmkit._checks import one_of
 from ssmkit.ops.gla.chunked import gla_chunked
 from ssmkit.ops.gla.reference import gla_reference
+from ssmkit.ops.utils import check_cu_seqlens
 
 BACKENDS = ("auto", "reference", "chunked", "fla")
 
@@ -78,8 +79,7 @@ def fla_status() -> tuple[bool, str]:
 
 def resolve_backend(backend: str, device: torch.device) -> str:
     """Map ``"auto"`` (or the SSMKIT_BACKEND override) to a concrete backend for ``device``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown GLA backend {backend!r}; expected one of {list(BACKENDS)}")
+    one_of(backend, BACKENDS, "backend", "gla")
     if backend == "auto":
         env = os.environ.get("SSMKIT_BACKEND", "auto") or "auto"
         backend = env if env in BACKENDS else "auto"
@@ -118,15 +118,8 @@ def _validate(q, k, v, gk, scale, initial_state, cu_seqlens, head_first, check_f
     K, V = q.shape[-1], v.shape[-1]
     n_states = B
     if cu_seqlens is not None:
-        if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.is_floating_point():
-            raise TypeError(f"cu_seqlens must be a 1-D integer tensor [N+1], got {cu_seqlens!r}")
-        if B != 1:
-            raise ValueError(f"with cu_seqlens the batch must be 1 (sequences packed along T), got B={B}")
         T = q.shape[2] if head_first else q.shape[1]
-        cs = cu_seqlens.tolist()
-        if len(cs) < 2 or cs[0] != 0 or cs[-1] != T or any(b < a for a, b in itertools.pairwise(cs)):
-            raise ValueError(f"cu_seqlens must be non-decreasing from 0 to T={T}, got {cs}")
-        n_states = len(cs) - 1
+        n_states = check_cu_seqlens(cu_seqlens, T, B, shape=f"q of shape {list(q.shape)}", axis="T")
     if initial_state is not None:
         if not isinstance(initial_state, torch.Tensor):
             raise TypeError(f"initial_state must be a tensor, got {type(initial_state).__name__}")

@@ -21,11 +21,10 @@ Two intra-chunk forms, picked per call (``intra="auto"``):
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 
-from ssmkit.ops.gla.reference import _compute_dtype
+from ssmkit._checks import one_of
+from ssmkit.ops.gla.reference import per_sequence
 
 INTRA_MODES = ("auto", "factorised", "secondary")
 # largest in-chunk log-decay span for which exp(span) is safe to factor out, per compute dtype
@@ -144,23 +143,6 @@ def gla_chunked(
     Returns:
         (o [B, H, T, V] in v's dtype, final state [N, H, K, V] in the compute dtype or None).
     """
-    if intra not in INTRA_MODES:
-        raise ValueError(f"intra must be one of {list(INTRA_MODES)}; got {intra!r}")
-    cdt = _compute_dtype(q, k, v, gk, initial_state)
-    qc, kc, vc, gc = (t.to(cdt) for t in (q, k, v, gk))
-    B, H, _, K = q.shape
-    V = v.shape[-1]
-    if cu_seqlens is None:
-        h0 = initial_state.to(cdt) if initial_state is not None else qc.new_zeros(B, H, K, V)
-        o, ht = _chunked_one(qc, kc, vc, gc, scale, h0, chunk_size, subchunk_size, intra)
-        return o.to(v.dtype), (ht if output_final_state else None)
-    bounds = [int(x) for x in cu_seqlens.tolist()]
-    outs, finals = [], []
-    for n, (s, e) in enumerate(itertools.pairwise(bounds)):
-        h0 = initial_state[n : n + 1].to(cdt) if initial_state is not None else qc.new_zeros(1, H, K, V)
-        o, ht = _chunked_one(qc[:, :, s:e], kc[:, :, s:e], vc[:, :, s:e], gc[:, :, s:e], scale, h0,
-                             chunk_size, subchunk_size, intra)
-        outs.append(o)
-        finals.append(ht)
-    o = torch.cat(outs, dim=2)
-    return o.to(v.dtype), (torch.cat(finals, dim=0) if output_final_state else None)
+    one_of(intra, INTRA_MODES, "intra", "gla_chunked")
+    return per_sequence(lambda q, k, v, g, h0: _chunked_one(q, k, v, g, scale, h0, chunk_size, subchunk_size, intra),
+                        q, k, v, gk, initial_state, output_final_state, cu_seqlens)

@@ -9,14 +9,11 @@ reference doubles as a float64 oracle for gradcheck.
 
 from __future__ import annotations
 
-import itertools
+from collections.abc import Callable
 
 import torch
 
-
-def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
-    present = [t for t in tensors if t is not None]
-    return torch.float64 if all(t.dtype == torch.float64 for t in present) else torch.float32
+from ssmkit.ops.utils import compute_dtype, sequence_spans
 
 
 def _recurrent_one(
@@ -56,19 +53,35 @@ def gla_reference(
     Returns:
         (o [B, H, T, V] in v's dtype, final state [N, H, K, V] in the compute dtype or None).
     """
-    cdt = _compute_dtype(q, k, v, gk, initial_state)
+    return per_sequence(lambda q, k, v, g, h0: _recurrent_one(q, k, v, g, scale, h0), q, k, v, gk, initial_state,
+                        output_final_state, cu_seqlens)
+
+
+def per_sequence(
+    one: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    gk: torch.Tensor,
+    initial_state: torch.Tensor | None,
+    output_final_state: bool,
+    cu_seqlens: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run ``one(q, k, v, gk, h0) -> (o, final state)`` in the compute dtype over the batch, or over
+    each packed sequence with ``cu_seqlens`` (the state restarts from ``initial_state[n]`` or zero).
+    Shapes as in :func:`gla_reference`; every backend written in PyTorch shares this driver."""
+    cdt = compute_dtype(q, k, v, gk, initial_state)
     qc, kc, vc, gc = (t.to(cdt) for t in (q, k, v, gk))
-    B, H, _, K = q.shape
+    B, H, T, K = q.shape
     V = v.shape[-1]
     if cu_seqlens is None:
         h0 = initial_state.to(cdt) if initial_state is not None else qc.new_zeros(B, H, K, V)
-        o, ht = _recurrent_one(qc, kc, vc, gc, scale, h0)
+        o, ht = one(qc, kc, vc, gc, h0)
         return o.to(v.dtype), (ht if output_final_state else None)
-    bounds = [int(b) for b in cu_seqlens.tolist()]
     outs, finals = [], []
-    for n, (s, e) in enumerate(itertools.pairwise(bounds)):
+    for n, (s, e) in enumerate(sequence_spans(T, cu_seqlens)):
         h0 = initial_state[n : n + 1].to(cdt) if initial_state is not None else qc.new_zeros(1, H, K, V)
-        o, ht = _recurrent_one(qc[:, :, s:e], kc[:, :, s:e], vc[:, :, s:e], gc[:, :, s:e], scale, h0)
+        o, ht = one(qc[:, :, s:e], kc[:, :, s:e], vc[:, :, s:e], gc[:, :, s:e], h0)
         outs.append(o)
         finals.append(ht)
     o = torch.cat(outs, dim=2)

@@ -18,11 +18,11 @@ the gather / scatter itself:
   (bf16, B=8, D=384, cross, 64x64 and 128x128) it ran 1.32-1.52x faster than the materialising
   pipeline with 0.4-0.5x its peak memory. Otherwise the batched path below: with a channels-first map the
   in-kernel gathers touch one 32-byte sector per element along column paths, and the mode was
-  1.2-2.4x slower than the batched path (docs/benchmarks.md, session 4).
+  1.2-2.4x slower than the batched path (docs/kernels.md, "Path-index mode").
 - ``"chunked"`` and the other 1-D backends: the batched path (on CUDA its 1-D scan is the
   Triton selective scan).
-- the batched path in detail: One gather builds all K paths at once,
-  ONE selective-scan call runs over K*D channels with the paths as groups, and the outputs
+- the batched path in detail: one gather builds all K paths at once,
+  one selective-scan call runs over K*D channels with the paths as groups, and the outputs
   are merged by their exact inverse permutations.
 
 The per-path inputs ``delta``, ``B`` and ``C`` are taken already in visit order: SS2D builds
@@ -33,22 +33,18 @@ from __future__ import annotations
 
 import torch
 
-from ssmkit.ops.path_scan.indexing import channels_last_map, inverse_permutation, pairwise_sum
+from ssmkit._checks import one_of
 from ssmkit.ops.path_scan.reference import path_scan_reference
 from ssmkit.ops.selective_scan import BACKENDS, resolve_backend, selective_scan
+from ssmkit.ops.utils import channels_last_map, inverse_permutation, pairwise_sum
+from ssmkit.ops.utils import format_shape as _shape
 
 REDUCTIONS = ("sum", "mean", "none")
 
 
-def _shape(t) -> str:
-    return "[" + ", ".join(str(s) for s in t.shape) + "]" if isinstance(t, torch.Tensor) else type(t).__name__
-
-
 def _validate(u, delta, A, B, C, D, delta_bias, path_index, path_inverse, reduce, backend) -> None:
-    if reduce not in REDUCTIONS:
-        raise ValueError(f"reduce must be one of {list(REDUCTIONS)}; got {reduce!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
+    one_of(reduce, REDUCTIONS, "reduce", "fused_path_scan")
+    one_of(backend, BACKENDS, "backend", "fused_path_scan")
     if not isinstance(u, torch.Tensor) or u.dim() != 3:
         raise ValueError(f"u must be [B, D, L] (batch, channels, raster length); got {_shape(u)}")
     if not isinstance(path_index, torch.Tensor) or path_index.dim() != 2:
@@ -64,7 +60,8 @@ def _validate(u, delta, A, B, C, D, delta_bias, path_index, path_inverse, reduce
     if path_inverse is not None and (path_inverse.shape != path_index.shape or path_inverse.dtype != torch.int64):
         raise ValueError(f"path_inverse must be int64 {_shape(path_index)} like path_index; got {_shape(path_inverse)}")
     if not isinstance(delta, torch.Tensor) or tuple(delta.shape) != (batch, K * dim, L):
-        raise ValueError(f"delta must be [B, K*D, L] = [{batch}, {K * dim}, {L}] (path-major channels); got {_shape(delta)}")
+        raise ValueError(f"delta must be [B, K*D, L] = [{batch}, {K * dim}, {L}] (path-major channels); "
+                         f"got {_shape(delta)}")
     if not isinstance(A, torch.Tensor) or A.dim() != 2 or A.shape[0] != K * dim:
         raise ValueError(f"A must be [K*D, N] with K*D={K * dim}; got {_shape(A)}")
     if not isinstance(B, torch.Tensor) or B.dim() != 4 or B.shape[1] % K != 0:

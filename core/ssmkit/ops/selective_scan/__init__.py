@@ -16,6 +16,7 @@ import os
 
 import torch
 
+from ssmkit._checks import one_of
 from ssmkit.ops.selective_scan._validate import validate_selective_scan
 from ssmkit.ops.selective_scan.reference import selective_scan_reference
 from ssmkit.ops.selective_scan.state_update import selective_state_update
@@ -43,12 +44,9 @@ def triton_status(device: torch.device | None = None) -> tuple[bool, str]:
 
 def resolve_backend(backend: str, device: torch.device) -> str:
     """Map ``"auto"`` (or the SSMKIT_BACKEND override) to a concrete backend for ``device``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
+    one_of(backend, BACKENDS, "backend", "selective_scan")
     if backend == "auto":
-        backend = os.environ.get("SSMKIT_BACKEND", "auto") or "auto"
-        if backend not in BACKENDS:
-            raise ValueError(f"SSMKIT_BACKEND={backend!r} is not one of {list(BACKENDS)}")
+        backend = one_of(os.environ.get("SSMKIT_BACKEND", "auto") or "auto", BACKENDS, "SSMKIT_BACKEND")
     if backend == "auto":
         ok, _ = triton_status(device) if device.type == "cuda" else (False, "")
         return "triton" if ok else "chunked"

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from ssmkit.ops.utils import check_cu_seqlens
+from ssmkit.ops.utils import format_shape as _shape
+
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-
-
-def _shape(t: object) -> str:
-    if isinstance(t, torch.Tensor):
-        return "[" + ", ".join(str(s) for s in t.shape) + "]"
-    return type(t).__name__
 
 
 def _expect(name: str, t: object, shape: tuple[int, ...], form: str, optional: bool = False) -> None:
@@ -29,7 +26,7 @@ def _expect(name: str, t: object, shape: tuple[int, ...], form: str, optional: b
 def validate_selective_scan(
     u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, check_finite: bool
 ) -> None:
-    """Raise ValueError/TypeError naming the offending argument; see DESIGN.md §2 for the contract."""
+    """Raise ValueError/TypeError naming the offending argument; the contract is in docs/design.md ("Ops")."""
     if not isinstance(u, torch.Tensor) or u.dim() != 3:
         got = _shape(u) if isinstance(u, torch.Tensor) else type(u).__name__
         raise ValueError(f"u must be [B, D, L] (batch, channels, length); got {got}")
@@ -60,17 +57,9 @@ def validate_selective_scan(
         raise ValueError(f"all inputs must be on one device; got {devices}")
 
     if cu_seqlens is not None:
-        if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
-            raise ValueError("cu_seqlens must be a 1-D integer tensor [S+1] of sequence boundaries, e.g. [0, 5, 12]")
-        if cu_seqlens.dtype not in (torch.int32, torch.int64):
-            raise TypeError(f"cu_seqlens has dtype {cu_seqlens.dtype}; expected int32 or int64")
-        if batch != 1:
-            raise ValueError(f"cu_seqlens packs sequences along L and needs batch 1; got u of shape {_shape(u)}")
-        bounds = cu_seqlens.tolist()
-        if bounds[0] != 0 or bounds[-1] != L or any(b > a for a, b in zip(bounds[1:], bounds[:-1])):
-            raise ValueError(f"cu_seqlens must rise from 0 to L={L} without decreasing; got {bounds}")
-        nseq = len(bounds) - 1
-        _expect("initial_state", initial_state, (nseq, dim, nstate), "[S, D, N] (one state per packed sequence)", optional=True)
+        nseq = check_cu_seqlens(cu_seqlens, L, batch, shape=f"u of shape {_shape(u)}")
+        _expect("initial_state", initial_state, (nseq, dim, nstate), "[S, D, N] (one state per packed sequence)",
+                optional=True)
     else:
         _expect("initial_state", initial_state, (batch, dim, nstate), "[B, D, N]", optional=True)
 

@@ -33,11 +33,13 @@ number in the thousands, and below that size fork-join costs more than it saves.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 
 import torch
 import torch.nn.functional as F
+
+from ssmkit._checks import positive_int
+from ssmkit.ops.utils import compute_dtype, sequence_spans
 
 # A [T, B, N, D] buffer of about this many entries (2 MB in float32) stays in cache.
 _TARGET_CHUNK_ELEMS = 1 << 19
@@ -52,9 +54,8 @@ def default_chunk_size(batch: int, dim: int, nstate: int) -> int:
 
 def _plan(L: int, cu_seqlens: torch.Tensor | None, chunk: int, reverse: bool) -> list[list[tuple[int, int]]]:
     """Per segment (one, or one per packed sequence), its chunks (t0, t1) in scan order."""
-    bounds = [0, L] if cu_seqlens is None else [int(v) for v in cu_seqlens.tolist()]
     plan = []
-    for start, end in itertools.pairwise(bounds):
+    for start, end in sequence_spans(L, cu_seqlens):
         if reverse:
             plan.append([(max(start, t1 - chunk), t1) for t1 in range(end, start, -chunk)])
         else:
@@ -212,10 +213,6 @@ def _backward_core(ws: _Workspace, plan, states, g_finals, gyT: torch.Tensor, ne
     return g_dtuT, g_dtT, g_A, g_BT, g_CT, g_inits
 
 
-def _compute_dtype(u: torch.Tensor) -> torch.dtype:
-    return torch.float64 if u.dtype == torch.float64 else torch.float32
-
-
 def _time_major(x: torch.Tensor, cd: torch.dtype) -> torch.Tensor:
     """[B, D, L] -> [L, B, D] or [B, G, N, L] -> [L, B, G, N], contiguous, in dtype ``cd``."""
     L = x.shape[-1]
@@ -299,7 +296,7 @@ class _ChunkedScan(torch.autograd.Function):
     @staticmethod
     def _forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, reverse, plan, chunk,
                  packed):
-        cd = _compute_dtype(u)
+        cd = compute_dtype(u)
         batch, dim, L = u.shape
         nstate = A.shape[1]
         dtT, dtuT = _discretise(u, delta, delta_bias, delta_softplus, cd)
@@ -326,7 +323,7 @@ class _ChunkedScan(torch.autograd.Function):
     @staticmethod
     def _backward(ctx, g_out, g_final):
         u, delta, A, B, C, D, z, delta_bias, initial_state, states, pre = ctx.saved_tensors
-        cd = _compute_dtype(u)
+        cd = compute_dtype(u)
         batch, dim, L = u.shape
         dtT, dtuT = _discretise(u, delta, delta_bias, ctx.delta_softplus, cd)
         g_z = g_D = None
@@ -418,8 +415,7 @@ def selective_scan_chunked(
     batch, dim, L = u.shape
     if chunk_size is None:
         chunk_size = default_chunk_size(batch, dim, A.shape[1])
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int; got {chunk_size!r}")
+    positive_int(chunk_size, "chunk_size")
     if cu_seqlens is not None and batch != 1:
         raise ValueError(f"cu_seqlens packs sequences along L and needs batch 1; got u of shape {list(u.shape)}")
     chunk = max(1, min(chunk_size, L))

@@ -16,12 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def _segments(L: int, cu_seqlens: torch.Tensor | None) -> list[tuple[int, int]]:
-    if cu_seqlens is None:
-        return [(0, L)]
-    bounds = [int(v) for v in cu_seqlens.tolist()]
-    return list(zip(bounds[:-1], bounds[1:]))
+from ssmkit.ops.utils import compute_dtype, sequence_spans
 
 
 def selective_scan_reference(
@@ -47,7 +42,7 @@ def selective_scan_reference(
     compute dtype when ``return_final_state``.
     """
     out_dtype = u.dtype
-    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(u)  # float64 only for float64 inputs; u stands for all of them
     batch, dim, L = u.shape
     groups, nstate = B.shape[1], B.shape[2]
     u_, dt = u.to(compute), delta.to(compute)
@@ -60,7 +55,7 @@ def selective_scan_reference(
     Bx = B.to(compute).repeat_interleave(dim // groups, dim=1)
     Cx = C.to(compute).repeat_interleave(dim // groups, dim=1)
 
-    segments = _segments(L, cu_seqlens)
+    segments = sequence_spans(L, cu_seqlens)
     ys = [None] * L
     finals = []
     for s, (start, end) in enumerate(segments):

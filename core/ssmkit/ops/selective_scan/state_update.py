@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ssmkit.ops.selective_scan._validate import _expect, _shape
+from ssmkit.ops.selective_scan._validate import _expect
+from ssmkit.ops.utils import format_shape as _shape
 
 _STATE_DTYPES = (torch.float32, torch.float64)
 

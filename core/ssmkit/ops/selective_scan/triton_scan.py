@@ -15,13 +15,13 @@ import torch
 import triton
 import triton.language as tl
 
-from ssmkit.ops.path_scan.indexing import channels_last_map
 from ssmkit.ops.selective_scan.triton_scan_kernels import (
     _part_carry_kernel,
     _scan_bwd_kernel,
     _scan_bwd_part_kernel,
     _scan_fwd_kernel,
 )
+from ssmkit.ops.utils import channels_last_map
 
 # Every buffer a kernel fills is allocated through these two names, so a test can swap in
 # NaN-filled allocations and catch elements the kernels fail to write.
