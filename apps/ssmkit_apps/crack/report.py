@@ -1,0 +1,75 @@
+"""Figures of the crack app: the image | truth | prediction grid and the precision-recall plot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ssmkit.engine.files import atomic_path
+from ssmkit.engine.report import pyplot
+
+
+def figure_grid(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], probs: Sequence[np.ndarray],
+                threshold: float, path: Path, title: str = "", baseline: Sequence[np.ndarray] | None = None,
+                baseline_threshold: float | None = None) -> Path:
+    """One row per image: photo | truth | predicted mask at ``threshold`` | probability map
+    (| the darkness baseline's mask, when given). images uint8 [H, W, 3]; truths, probs [H, W]."""
+    plt = pyplot()
+    n = len(images)
+    cols = 4 + (baseline is not None)
+    fig, axes = plt.subplots(n, cols, figsize=(2.1 * cols, 2.1 * n + 0.4), dpi=100, squeeze=False)
+    heads = ["image", "truth", f"prediction (> {threshold:.2f})", "probability"]
+    if baseline is not None:
+        heads.append(f"darkness > {baseline_threshold:.2f}")
+    for i in range(n):
+        panels = [images[i], truths[i], probs[i] > threshold, probs[i]]
+        if baseline is not None:
+            panels.append(baseline[i] > baseline_threshold)
+        for j, panel in enumerate(panels):
+            ax = axes[i, j]
+            if panel.ndim == 3:
+                ax.imshow(panel)
+            else:
+                ax.imshow(panel.astype(np.float32), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(heads[j], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+    return path
+
+
+def pr_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], points: dict[str, tuple[float, float]],
+            path: Path, title: str = "") -> Path:
+    """Pooled precision-recall curves over the threshold sweep, one per method; ``points`` marks
+    each method's (recall, precision) at its validation threshold."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 4.0), dpi=100)
+    for name, (prec, rec) in curves.items():
+        line, = ax.plot(rec, prec, label=name)
+        if name in points:
+            r, p = points[name]
+            ax.plot([r], [p], "o", color=line.get_color())
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["figure_grid", "pr_plot"]
