@@ -20,11 +20,12 @@ from torch import nn
 
 from ssmkit._checks import positive_int
 from ssmkit.layers.s4d import INITS, S4DKernel, fft_causal_conv
+from ssmkit.layers.weight_decay import NoWeightDecay
 from ssmkit.registry import register_block
 
 
 @register_block("bigs")
-class BiGS(nn.Module):
+class BiGS(NoWeightDecay, nn.Module):
     """Bidirectional gated SSM mixer: [B, L, d_model] -> [B, L, d_model].
 
     Args:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ssmkit.layers.ss2d import SS2D
+from ssmkit.layers.weight_decay import NoWeightDecay
 from ssmkit.registry import register_block
 
 
@@ -44,7 +45,7 @@ class RegisterAttention2d(nn.Module):
     """
 
     def __init__(self, channels: int, n_heads: int | None = None, num_registers: int = 1,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         n_heads = _auto_heads(channels) if n_heads is None else n_heads
         if not isinstance(n_heads, int) or n_heads < 1 or channels % n_heads:
@@ -52,10 +53,12 @@ class RegisterAttention2d(nn.Module):
         if not isinstance(num_registers, int) or num_registers < 0:
             raise ValueError(f"num_registers must be a non-negative int, got {num_registers!r}")
         self.channels, self.num_registers = channels, num_registers
-        self.pos = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
-        self.registers = nn.Parameter(torch.randn(1, num_registers, channels) * 0.02)
-        self.norm = nn.LayerNorm(channels)
-        self.attn = nn.MultiheadAttention(channels, n_heads, dropout=dropout, batch_first=True)
+        kw = {"device": device, "dtype": dtype}
+        self.pos = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, **kw)
+        self.registers = nn.Parameter(torch.randn(1, num_registers, channels, **kw) * 0.02)
+        self.registers._no_weight_decay = True  # a learned token, like timm's cls_token
+        self.norm = nn.LayerNorm(channels, **kw)
+        self.attn = nn.MultiheadAttention(channels, n_heads, dropout=dropout, batch_first=True, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, C, H, W] -> [B, C, H, W]."""
@@ -69,7 +72,7 @@ class RegisterAttention2d(nn.Module):
 
 
 @register_block("gamba_cell")
-class GambaCell(nn.Module):
+class GambaCell(NoWeightDecay, nn.Module):
     """Gamba cell: half the channels through a gated 2D SSM, half through MHSA, gated fusion.
 
     ``s = SS2D(x_s) * sigmoid(conv(x_s))``, ``t = RegisterAttention(x_t)`` for
@@ -90,7 +93,8 @@ class GambaCell(nn.Module):
 
     def __init__(self, d_model: int = 16, d_state: int = 8, expand: float = 2.0, strategy: str = "cross",
                  n_heads: int | None = None, num_registers: int = 1, gate_kernel: int = 3,
-                 backend: str = "auto") -> None:
+                 backend: str = "auto", device: torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         if not isinstance(d_model, int) or d_model < 2:
             raise ValueError(f"GambaCell d_model must be an int >= 2 (it is split in two), got {d_model!r}")
@@ -99,12 +103,13 @@ class GambaCell(nn.Module):
         self.d_model = d_model
         self.d_ssm = d_model // 2
         self.d_attn = d_model - self.d_ssm
+        kw = {"device": device, "dtype": dtype}
         self.ssm = SS2D(self.d_ssm, d_state=d_state, expand=expand, strategy=strategy, spatial_dims=2,
-                        backend=backend)
-        self.ssm_gate = nn.Conv2d(self.d_ssm, self.d_ssm, gate_kernel, padding=gate_kernel // 2)
-        self.attn = RegisterAttention2d(self.d_attn, n_heads, num_registers)
-        self.fuse_gate = nn.Conv2d(d_model, d_model, 1)
-        self.fuse_out = nn.Conv2d(d_model, d_model, 1)
+                        backend=backend, **kw)
+        self.ssm_gate = nn.Conv2d(self.d_ssm, self.d_ssm, gate_kernel, padding=gate_kernel // 2, **kw)
+        self.attn = RegisterAttention2d(self.d_attn, n_heads, num_registers, **kw)
+        self.fuse_gate = nn.Conv2d(d_model, d_model, 1, **kw)
+        self.fuse_out = nn.Conv2d(d_model, d_model, 1, **kw)
 
     def branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two halves' outputs before fusion: s [B, C//2, H, W], t [B, C - C//2, H, W]."""
@@ -126,7 +131,7 @@ class GambaCell(nn.Module):
 
 
 @register_block("gamba_block")
-class GambaBlock(nn.Module):
+class GambaBlock(NoWeightDecay, nn.Module):
     """Gamba bottleneck block: ``x + N3(W3(act(N2(Cell(act(N1(W1 x)))))))``.
 
     W1 reduces C to the cell width, the :class:`GambaCell` mixes globally, W3 expands back; the
@@ -134,7 +139,7 @@ class GambaBlock(nn.Module):
 
     Args:
         d_model: channels C. reduction: the cell works on max(C // reduction, 2) channels.
-        **cell_kwargs: passed to :class:`GambaCell` (d_state, strategy, n_heads, ...).
+        **cell_kwargs: passed to :class:`GambaCell` (d_state, strategy, n_heads, device, dtype...).
 
     Shapes: input [B, C, H, W] -> output [B, C, H, W].
     """
@@ -149,10 +154,12 @@ class GambaBlock(nn.Module):
             raise ValueError(f"GambaBlock reduction must be a positive int, got {reduction!r}")
         self.d_model = d_model
         hidden = max(d_model // reduction, 2)
-        self.reduce = nn.Sequential(nn.Conv2d(d_model, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU())
+        kw = {"device": cell_kwargs.get("device"), "dtype": cell_kwargs.get("dtype")}
+        self.reduce = nn.Sequential(nn.Conv2d(d_model, hidden, 1, bias=False, **kw), nn.BatchNorm2d(hidden, **kw),
+                                    nn.ReLU())
         self.cell = GambaCell(hidden, **cell_kwargs)
-        self.post = nn.Sequential(nn.BatchNorm2d(hidden), nn.ReLU())
-        self.expand = nn.Sequential(nn.Conv2d(hidden, d_model, 1, bias=False), nn.BatchNorm2d(d_model))
+        self.post = nn.Sequential(nn.BatchNorm2d(hidden, **kw), nn.ReLU())
+        self.expand = nn.Sequential(nn.Conv2d(hidden, d_model, 1, bias=False, **kw), nn.BatchNorm2d(d_model, **kw))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, C, H, W] -> [B, C, H, W]."""

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssmkit._checks import positive_int
+from ssmkit.layers.weight_decay import NoWeightDecay
 from ssmkit.registry import register_block
 
 GATES = ("headwise", "elementwise", "none")
@@ -82,7 +83,7 @@ def merge_attention_masks(
 
 
 @register_block("gated_attention")
-class GatedAttention(nn.Module):
+class GatedAttention(NoWeightDecay, nn.Module):
     """Multi-head attention with a sigmoid output gate: [B, L, d_model] -> [B, L, d_model].
 
     Args:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssmkit.layers.weight_decay import NoWeightDecay
 from ssmkit.registry import register_block
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
@@ -42,6 +43,11 @@ def _check_input(x: torch.Tensor, channels: int, spatial_dims: int, who: str) ->
         raise ValueError(f"{who} expects input {layout} with C={channels}, got shape {tuple(x.shape)}")
 
 
+# torch.fx.symbolic_trace records the check as one call instead of evaluating it on a Proxy
+# (bool(proxy) raises), so GBC, GnConv and HGConv trace with their input checks kept.
+torch.fx.wrap("_check_input")
+
+
 def _check_kernel(kernel_size: int) -> None:
     if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd positive int (same padding), got {kernel_size!r}")
@@ -54,10 +60,11 @@ class ChannelLayerNorm(nn.Module):
     free of global statistics, so a local block stays local and batch size never matters.
     """
 
-    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+    def __init__(self, channels: int, eps: float = 1e-6, device: torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
+        self.weight = nn.Parameter(torch.ones(channels, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(channels, device=device, dtype=dtype))
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,21 +80,23 @@ class BottleneckConv(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, mid_channels: int, kernel_size: int,
-                 spatial_dims: int = 2, bias: bool = True) -> None:
+                 spatial_dims: int = 2, bias: bool = True, device: torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         _check_kernel(kernel_size)
         conv = _CONV[_check_spatial_dims(spatial_dims)]
-        self.reduce = conv(in_channels, mid_channels, 1, bias=bias)
+        kw = {"device": device, "dtype": dtype}
+        self.reduce = conv(in_channels, mid_channels, 1, bias=bias, **kw)
         self.depthwise = conv(mid_channels, mid_channels, kernel_size, padding=kernel_size // 2,
-                              groups=mid_channels, bias=False)
-        self.expand = conv(mid_channels, out_channels, 1, bias=False)
+                              groups=mid_channels, bias=False, **kw)
+        self.expand = conv(mid_channels, out_channels, 1, bias=False, **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.expand(self.depthwise(self.reduce(x)))
 
 
 @register_block("gbc")
-class GBC(nn.Module):
+class GBC(NoWeightDecay, nn.Module):
     """Gated bottleneck convolution (SCSegamba), 2D.
 
     ``y = x + act(norm(P(m(x) * g(x))))`` where the main branch ``m`` is two k x k bottleneck
@@ -111,7 +120,8 @@ class GBC(nn.Module):
     input_kind = "image2d"
 
     def __init__(self, d_model: int = 16, bottleneck_ratio: int = 8, min_mid_channels: int = 4,
-                 kernel_size: int = 3, norm: str = "batch") -> None:
+                 kernel_size: int = 3, norm: str = "batch", device: torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         if not isinstance(d_model, int) or d_model < 1:
             raise ValueError(f"d_model must be a positive int, got {d_model!r}")
@@ -123,15 +133,17 @@ class GBC(nn.Module):
         if norm not in ("batch", "group", "layer"):
             raise ValueError(f"norm must be 'batch', 'group' or 'layer', got {norm!r}")
 
+        kw = {"device": device, "dtype": dtype}
+
         def make_norm() -> nn.Module:
             if norm == "batch":
-                return nn.BatchNorm2d(d_model)
+                return nn.BatchNorm2d(d_model, **kw)
             if norm == "group":
-                return nn.GroupNorm(math.gcd(d_model, 4), d_model)
-            return ChannelLayerNorm(d_model)
+                return nn.GroupNorm(math.gcd(d_model, 4), d_model, **kw)
+            return ChannelLayerNorm(d_model, **kw)
 
         def stage(k: int) -> nn.Sequential:
-            return nn.Sequential(BottleneckConv(d_model, d_model, mid, k), make_norm(), nn.ReLU())
+            return nn.Sequential(BottleneckConv(d_model, d_model, mid, k, **kw), make_norm(), nn.ReLU())
 
         self.main = nn.Sequential(stage(kernel_size), stage(kernel_size))
         self.gate = stage(1)
@@ -163,7 +175,8 @@ class GnConv(nn.Module):
     """
 
     def __init__(self, d_model: int = 16, order: int = 3, kernel_size: int = 7, spatial_dims: int = 2,
-                 scale: float = 1.0 / 3.0) -> None:
+                 scale: float = 1.0 / 3.0, device: torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         _check_spatial_dims(spatial_dims)
         _check_kernel(kernel_size)
@@ -176,11 +189,12 @@ class GnConv(nn.Module):
         self.d_model, self.order, self.spatial_dims, self.scale = d_model, order, spatial_dims, scale
         # Channel widths grow geometrically so the cheap early steps are narrow (HorNet §3.1).
         self.dims = [d_model // 2 ** i for i in range(order)][::-1]
-        self.proj_in = conv(d_model, self.dims[0] + sum(self.dims), 1)
+        kw = {"device": device, "dtype": dtype}
+        self.proj_in = conv(d_model, self.dims[0] + sum(self.dims), 1, **kw)
         self.dwconv = conv(sum(self.dims), sum(self.dims), kernel_size, padding=kernel_size // 2,
-                           groups=sum(self.dims))
-        self.pws = nn.ModuleList(conv(self.dims[i], self.dims[i + 1], 1) for i in range(order - 1))
-        self.proj_out = conv(d_model, d_model, 1)
+                           groups=sum(self.dims), **kw)
+        self.pws = nn.ModuleList(conv(self.dims[i], self.dims[i + 1], 1, **kw) for i in range(order - 1))
+        self.proj_out = conv(d_model, d_model, 1, **kw)
 
     def interaction(self, x: torch.Tensor) -> torch.Tensor:
         """The gated product p_n before the output projection, [B, C, *spatial]."""
@@ -198,7 +212,7 @@ class GnConv(nn.Module):
 
 
 @register_block("hgconv")
-class HGConv(nn.Module):
+class HGConv(NoWeightDecay, nn.Module):
     """Hierarchical gated convolution block (HorNet block, as MambaClinix's HGCN stage uses it).
 
     ``x = x + gamma_1 * GnConv(norm(x))``; then, if ``mlp_ratio > 0``,
@@ -218,21 +232,23 @@ class HGConv(nn.Module):
     input_kind = "image2d"  # the default; an instance built with spatial_dims=3 says "volume3d"
 
     def __init__(self, d_model: int = 16, order: int = 3, kernel_size: int = 7, spatial_dims: int = 2,
-                 mlp_ratio: float = 2.0, layer_scale_init: float = 1.0, scale: float = 1.0 / 3.0) -> None:
+                 mlp_ratio: float = 2.0, layer_scale_init: float = 1.0, scale: float = 1.0 / 3.0,
+                 device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         if mlp_ratio < 0:
             raise ValueError(f"mlp_ratio must be >= 0, got {mlp_ratio!r}")
-        self.gnconv = GnConv(d_model, order, kernel_size, spatial_dims, scale)
+        kw = {"device": device, "dtype": dtype}
+        self.gnconv = GnConv(d_model, order, kernel_size, spatial_dims, scale, **kw)
         self.d_model, self.spatial_dims = d_model, spatial_dims
         self.input_kind = "image2d" if spatial_dims == 2 else "volume3d"
-        self.norm1 = ChannelLayerNorm(d_model)
-        self.gamma1 = nn.Parameter(torch.full((d_model,), float(layer_scale_init)))
+        self.norm1 = ChannelLayerNorm(d_model, **kw)
+        self.gamma1 = nn.Parameter(torch.full((d_model,), float(layer_scale_init), **kw))
         self.mlp: nn.Module | None = None
         if mlp_ratio > 0:
             conv, hidden = _CONV[spatial_dims], max(1, int(round(d_model * mlp_ratio)))
-            self.norm2 = ChannelLayerNorm(d_model)
-            self.mlp = nn.Sequential(conv(d_model, hidden, 1), nn.GELU(), conv(hidden, d_model, 1))
-            self.gamma2 = nn.Parameter(torch.full((d_model,), float(layer_scale_init)))
+            self.norm2 = ChannelLayerNorm(d_model, **kw)
+            self.mlp = nn.Sequential(conv(d_model, hidden, 1, **kw), nn.GELU(), conv(hidden, d_model, 1, **kw))
+            self.gamma2 = nn.Parameter(torch.full((d_model,), float(layer_scale_init), **kw))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, C, *spatial] -> [B, C, *spatial]."""

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ssmkit.layers.mamba import Mamba
+from ssmkit.layers.weight_decay import NoWeightDecay
 from ssmkit.registry import register_block
 
 PAIRINGS = ("auto", "interleave", "concat")
@@ -31,7 +32,7 @@ def _check_stream(name: str, x: object, d_model: int) -> torch.Tensor:
 
 
 @register_block("gated_fusion")
-class GatedFusion(nn.Module):
+class GatedFusion(NoWeightDecay, nn.Module):
     """Adaptive gated selection fusion of two token streams: (a, b) -> (a', b').
 
     ``x = pair(a, b) + stream_embedding``;
@@ -56,7 +57,8 @@ class GatedFusion(nn.Module):
 
     def __init__(self, d_model: int = 16, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  n_heads: int | None = None, dim_feedforward: int | None = None, dropout: float = 0.0,
-                 pairing: str = "auto", backend: str = "auto") -> None:
+                 pairing: str = "auto", backend: str = "auto", device: torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__()
         if not isinstance(d_model, int) or d_model < 1:
             raise ValueError(f"GatedFusion d_model must be a positive int, got {d_model!r}")
@@ -67,15 +69,17 @@ class GatedFusion(nn.Module):
         if not isinstance(n_heads, int) or n_heads < 1 or d_model % n_heads:
             raise ValueError(f"GatedFusion n_heads must be a positive divisor of d_model={d_model}, got {n_heads!r}")
         self.d_model, self.pairing = d_model, pairing
-        self.stream_embed = nn.Parameter(torch.zeros(2, d_model))
+        kw = {"device": device, "dtype": dtype}
+        self.stream_embed = nn.Parameter(torch.zeros(2, d_model, **kw))
         nn.init.normal_(self.stream_embed, std=0.02)
-        self.ssm_norm = nn.LayerNorm(d_model)
-        self.ssm_fwd = Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand, backend=backend)
-        self.ssm_bwd = Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand, backend=backend)
+        self.stream_embed._no_weight_decay = True  # an embedding, like timm's pos_embed
+        self.ssm_norm = nn.LayerNorm(d_model, **kw)
+        self.ssm_fwd = Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand, backend=backend, **kw)
+        self.ssm_bwd = Mamba(d_model, d_state=d_state, d_conv=d_conv, expand=expand, backend=backend, **kw)
         self.transformer = nn.TransformerEncoderLayer(
             d_model, n_heads, dim_feedforward or 2 * d_model, dropout, activation="gelu",
-            batch_first=True, norm_first=True)
-        self.gate = nn.Linear(2 * d_model, d_model)
+            batch_first=True, norm_first=True, **kw)
+        self.gate = nn.Linear(2 * d_model, d_model, **kw)
         # Start the gate at 0.5 (zero weights, zero bias): both branches contribute from step 0
         # and the selection is learned, not inherited from a random init.
         nn.init.zeros_(self.gate.weight)
@@ -107,7 +111,7 @@ class GatedFusion(nn.Module):
         if a.shape[0] != b.shape[0]:
             raise ValueError("GatedFusion streams need the same batch size, "
                              f"got a {tuple(a.shape)}, b {tuple(b.shape)}")
-        La, Lb = a.shape[1], b.shape[1]
+        La = a.shape[1]
         a = a + self.stream_embed[0]
         b = b + self.stream_embed[1]
         interleave = self._interleave(a, b)

@@ -18,12 +18,13 @@ from torch import nn
 
 from ssmkit._checks import positive_int
 from ssmkit.layers.norm import rms_norm
+from ssmkit.layers.weight_decay import NoWeightDecay
 from ssmkit.ops.gla import BACKENDS, gla
 from ssmkit.registry import register_block
 
 
 @register_block("gla")
-class GLA(nn.Module):
+class GLA(NoWeightDecay, nn.Module):
     """Gated linear attention mixer: [B, L, d_model] -> [B, L, d_model].
 
     Args:

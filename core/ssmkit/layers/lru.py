@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssmkit._checks import positive_int
+from ssmkit.layers.weight_decay import NoWeightDecay
 from ssmkit.registry import register_block
 
 
@@ -69,7 +70,7 @@ def lru_recurrence(lam: torch.Tensor, b: torch.Tensor, initial_state: torch.Tens
 
 
 @register_block("lru")
-class LRU(nn.Module):
+class LRU(NoWeightDecay, nn.Module):
     """Linear Recurrent Unit layer: [B, L, d_model] -> [B, L, d_model].
 
     ``y = GLU(W (GELU(Re(C x) + D u)))`` with the LRU recurrence for x, followed (as in the

@@ -24,6 +24,7 @@ from torch import nn
 
 from ssmkit._checks import positive_int
 from ssmkit.layers.norm import RMSNorm
+from ssmkit.layers.weight_decay import NoWeightDecay
 from ssmkit.ops.selective_scan import BACKENDS, selective_scan, selective_state_update
 from ssmkit.registry import register_block
 
@@ -57,7 +58,7 @@ def _seq_index(cu_seqlens: torch.Tensor, L: int) -> torch.Tensor:
 
 
 @register_block("mamba")
-class Mamba(nn.Module):
+class Mamba(NoWeightDecay, nn.Module):
     """Mamba-1 selective-SSM mixer: [B, L, d_model] -> [B, L, d_model].
 
     Args:
@@ -315,7 +316,7 @@ class Mamba(nn.Module):
 
 
 @register_block("bimamba")
-class BiMamba(nn.Module):
+class BiMamba(NoWeightDecay, nn.Module):
     """Bidirectional Mamba: a left-to-right and a right-to-left mixer, combined. [B, L, d_model] -> same.
 
     The backward direction runs with ``reverse=True`` (anti-causal conv, reverse scan): no
@@ -366,7 +367,7 @@ class BiMamba(nn.Module):
 
 
 @register_block("mamba_block")
-class MambaBlock(nn.Module):
+class MambaBlock(NoWeightDecay, nn.Module):
     """Pre-norm residual block ``x + mixer(RMSNorm(x))``: [B, L, d_model] -> [B, L, d_model].
 
     Args:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssmkit._checks import positive_int
+from ssmkit.layers.weight_decay import NoWeightDecay
 from ssmkit.ops.ema import ema
 from ssmkit.registry import register_block
 
@@ -75,7 +76,7 @@ class T5RelativeBias(nn.Module):
 
 
 @register_block("mega")
-class MegaLayer(nn.Module):
+class MegaLayer(NoWeightDecay, nn.Module):
     """Mega layer (EMA + single-head gated attention): [B, L, d_model] -> [B, L, d_model].
 
     Args:
@@ -108,7 +109,8 @@ class MegaLayer(nn.Module):
             raise ValueError("MegaLayer: causal=True cannot use a bidirectional EMA; pass bidirectional=False")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"MegaLayer dropout must be in [0, 1); got {dropout!r}")
-        self.causal, self.bidirectional, self.dropout, self.prenorm = bool(causal), bool(bidirectional), dropout, prenorm
+        self.causal, self.bidirectional = bool(causal), bool(bidirectional)
+        self.dropout, self.prenorm = dropout, prenorm
         kw = {"device": device, "dtype": dtype}
         D, N = self.d_model, self.ema_dim
         n_dirs = 2 if bidirectional else 1
@@ -125,6 +127,9 @@ class MegaLayer(nn.Module):
         self.qk_gamma = nn.Parameter(torch.empty(2, self.z_dim, **kw))
         self.qk_beta = nn.Parameter(torch.empty(2, self.z_dim, **kw))
         self.rel_bias = T5RelativeBias(num_buckets, max_distance, bidirectional=not causal, **kw)
+        # EMA rates set the dynamics and the q/k gains and offsets act as norm affines: no decay
+        for p in (self.ema_alpha, self.ema_delta, self.qk_gamma, self.qk_beta):
+            p._no_weight_decay = True
         self.reset_parameters()
 
     @torch.no_grad()

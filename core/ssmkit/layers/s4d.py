@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssmkit._checks import positive_int
+from ssmkit.layers.weight_decay import NoWeightDecay
 from ssmkit.registry import register_block
 
 INITS = ("lin", "real")
@@ -122,7 +123,7 @@ class S4DKernel(nn.Module):
 
 
 @register_block("s4d")
-class S4D(nn.Module):
+class S4D(NoWeightDecay, nn.Module):
     """S4D layer: [B, L, d_model] -> [B, L, d_model].
 
     ``y = GLU(W (GELU(K * u + D u)))``: the SSM convolution per channel, a skip, GELU, then a

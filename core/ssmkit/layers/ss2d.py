@@ -36,6 +36,7 @@ from torch import nn
 
 from ssmkit._checks import positive_int
 from ssmkit.layers.norm import RMSNorm
+from ssmkit.layers.weight_decay import NoWeightDecay
 from ssmkit.ops.path_scan import fused_path_scan
 from ssmkit.ops.selective_scan import BACKENDS, selective_scan
 from ssmkit.registry import get, register_block
@@ -67,7 +68,7 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 
 @register_block("ss2d")
-class SS2D(nn.Module):
+class SS2D(NoWeightDecay, nn.Module):
     """2-D/3-D selective-scan mixer: [B, C, *S] -> [B, C, *S] (or channels-last [B, *S, C]).
 
     Args:
@@ -162,8 +163,10 @@ class SS2D(nn.Module):
         self.dt_proj_bias = nn.Parameter(torch.empty(Kp, Di, **kw))
         self.A_log = nn.Parameter(torch.empty(K * Di, N, device=device, dtype=torch.float32))
         self.D = nn.Parameter(torch.empty(K * Di, device=device, dtype=torch.float32))
-        self.A_log._no_weight_decay = True
-        self.D._no_weight_decay = True
+        # The step-size bias sets each channel's initial memory length (softplus^-1 of dt):
+        # decaying it towards 0 would move every step to softplus(0), like decaying A_log or D.
+        for p in (self.A_log, self.D, self.dt_proj_bias):
+            p._no_weight_decay = True
         self.out_norm = nn.LayerNorm(Di, **kw) if norm == "layer" else RMSNorm(Di, **kw)
         self.out_proj = nn.Linear(Di, d_model, bias=bias, **kw)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -279,7 +282,7 @@ class SS3D(SS2D):
 
 
 @register_block("vss_block")
-class VSSBlock(nn.Module):
+class VSSBlock(NoWeightDecay, nn.Module):
     """Visual state-space block: ``x + SS2D(LN(x))`` then ``x + MLP(LN(x))``.
 
     Input and output [B, C, *S] (or [B, *S, C] with ``channels_last``); the block works
