@@ -41,15 +41,26 @@ def _time(fn, device, steps: int, warmup: int = 2) -> float:
 def _models(args, device):
     from ssmkit_apps.anomaly.model import MAAT
 
-    kw = dict(n_channels=args.channels, window=args.window, d_model=args.d_model, n_heads=4, n_layers=2,
-              d_ff=2 * args.d_model)
+    kw = dict(
+        n_channels=args.channels, window=args.window, d_model=args.d_model, n_heads=4, n_layers=2, d_ff=2 * args.d_model
+    )
     torch.manual_seed(0)
-    return {"anomaly_transformer": MAAT(mamba_layers=0, **kw).to(device),
-            "maat": MAAT(mamba_layers=args.mamba_layers, **kw).to(device),
-            "maat_sparse": MAAT(mamba_layers=args.mamba_layers, sparse_block=args.window // 4, **kw).to(device),
-            # configs/default.yaml's MAAT: forecasting head on the Mamba path, the dev-chosen score
-            "maat_forecast": MAAT(mamba_layers=args.mamba_layers, forecast=True, score_assoc=False, score_channels="max",
-                                  score_normalize=True, score_smooth=5, score_forecast=1.0, **kw).to(device)}
+    return {
+        "anomaly_transformer": MAAT(mamba_layers=0, **kw).to(device),
+        "maat": MAAT(mamba_layers=args.mamba_layers, **kw).to(device),
+        "maat_sparse": MAAT(mamba_layers=args.mamba_layers, sparse_block=args.window // 4, **kw).to(device),
+        # configs/default.yaml's MAAT: forecasting head on the Mamba path, the dev-chosen score
+        "maat_forecast": MAAT(
+            mamba_layers=args.mamba_layers,
+            forecast=True,
+            score_assoc=False,
+            score_channels="max",
+            score_normalize=True,
+            score_smooth=5,
+            score_forecast=1.0,
+            **kw,
+        ).to(device),
+    }
 
 
 def throughput(args, device: torch.device) -> list[tuple[str, str, float]]:
@@ -61,7 +72,7 @@ def throughput(args, device: torch.device) -> list[tuple[str, str, float]]:
     for name, model in _models(args, device).items():
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-        def train_step():
+        def train_step(model=model, opt=opt):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = model(x)
             a, b, _ = minimax_losses(out, x, 3.0)
@@ -71,7 +82,7 @@ def throughput(args, device: torch.device) -> list[tuple[str, str, float]]:
             opt.step()
 
         @torch.no_grad()
-        def score():
+        def score(model=model):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 model.score(x)
 
@@ -90,8 +101,15 @@ def stream_latency(args) -> tuple[float, float]:
     from ssmkit_apps.anomaly.scoring import StreamScorer
 
     torch.manual_seed(0)
-    model = MAAT(n_channels=args.channels, window=args.window, d_model=args.d_model, n_heads=4, n_layers=2,
-                 d_ff=2 * args.d_model, mamba_layers=args.mamba_layers).eval()
+    model = MAAT(
+        n_channels=args.channels,
+        window=args.window,
+        d_model=args.d_model,
+        n_heads=4,
+        n_layers=2,
+        d_ff=2 * args.d_model,
+        mamba_layers=args.mamba_layers,
+    ).eval()
     scorer = StreamScorer(model, hop=args.window)
     rows = np.random.default_rng(0).normal(size=(args.stream_rows, args.channels)).astype(np.float32)
     per = []
@@ -120,8 +138,10 @@ def bench_anomaly(argv: list[str]) -> int:
         if not torch.cuda.is_available():
             raise RuntimeError("--gpu given but no CUDA device is visible")
         devices.append(torch.device("cuda"))
-    print(f"B={args.batch} L={args.window} C={args.channels} d_model={args.d_model} layers=2 "
-          f"mamba_layers={args.mamba_layers}; torch threads={torch.get_num_threads()}")
+    print(
+        f"B={args.batch} L={args.window} C={args.channels} d_model={args.d_model} layers=2 "
+        f"mamba_layers={args.mamba_layers}; torch threads={torch.get_num_threads()}"
+    )
     print("| device | model | train windows/s | score windows/s | train ratio vs AT | score ratio vs AT |")
     print("|---|---|---:|---:|---:|---:|")
     for dev in devices:
@@ -129,9 +149,13 @@ def bench_anomaly(argv: list[str]) -> int:
         tab = {(m, k): v for m, k, v in rows}
         for m in ("anomaly_transformer", "maat", "maat_sparse", "maat_forecast"):
             tr, sc = tab[(m, "train")], tab[(m, "score")]
-            print(f"| {dev.type} | {m} | {tr:.0f} | {sc:.0f} | {tr / tab[('anomaly_transformer', 'train')]:.2f} | "
-                  f"{sc / tab[('anomaly_transformer', 'score')]:.2f} |")
+            print(
+                f"| {dev.type} | {m} | {tr:.0f} | {sc:.0f} | {tr / tab[('anomaly_transformer', 'train')]:.2f} | "
+                f"{sc / tab[('anomaly_transformer', 'score')]:.2f} |"
+            )
     mean_ms, max_ms = stream_latency(args)
-    print(f"\nstreaming (CPU, MAAT, hop = window = {args.window}, {args.stream_rows} rows): "
-          f"{mean_ms:.3f} ms/row mean, {max_ms:.1f} ms max (the row that completes a window)")
+    print(
+        f"\nstreaming (CPU, MAAT, hop = window = {args.window}, {args.stream_rows} rows): "
+        f"{mean_ms:.3f} ms/row mean, {max_ms:.1f} ms max (the row that completes a window)"
+    )
     return 0

@@ -3,7 +3,10 @@
 Every loader returns a :class:`SeriesSplit` of float32 arrays shaped [T, C] (time, channel)
 with int8 labels shaped [T]. Train data is treated as normal; a validation part is carved
 from the end of train when a benchmark ships none, so thresholds never see test data
-(DESIGN.md §6). The on-disk layouts are documented in ``data/anomaly.md``.
+(the evaluation protocol of docs/design.md). The on-disk layouts are in ``data/anomaly.md``.
+
+Every problem with a user's file raises :class:`ssmkit.errors.DataError` naming the file (the
+CLI exits 2); finiteness is checked in float32, the dtype the models compute in.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ssmkit.engine.inputs import finite_values
+from ssmkit.errors import DataError
 from ssmkit.registry import register_dataset
 
 NAN_POLICIES = ("interpolate", "reject")
@@ -34,6 +39,9 @@ class SeriesSplit:
     val_labels: np.ndarray | None = None
     channels: list[str] = field(default_factory=list)
     source: str = ""
+    #: The test rows' own integer timestamps [T] where the file has them (UCR/TimeEval files
+    #: count from 0 over the whole series); None: row positions.
+    test_index: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for part in ("train", "val", "test"):
@@ -43,14 +51,18 @@ class SeriesSplit:
         c = self.train.shape[1]
         for part in ("val", "test"):
             if getattr(self, part).shape[1] != c:
-                raise ValueError(
-                    f"{self.name}: {part} has {getattr(self, part).shape[1]} channels, train has {c}"
-                )
+                raise DataError(f"{self.name}: {part} has {getattr(self, part).shape[1]} channels, train has {c}")
         _check_label_length(self.test_labels, self.test, f"{self.name} test labels")
         if self.val_labels is not None:
             _check_label_length(self.val_labels, self.val, f"{self.name} validation labels")
         if not self.channels:
             self.channels = [f"value-{i}" for i in range(c)]
+        if self.test_index is not None and len(self.test_index) != len(self.test):
+            raise ValueError(f"{self.name}: {len(self.test_index)} test timestamps for {len(self.test)} test rows")
+
+    def test_position(self, row: int) -> int:
+        """Row ``row`` of the test part in the file's own timestamps (integers), else the row."""
+        return int(self.test_index[row]) if self.test_index is not None else int(row)
 
     @property
     def n_channels(self) -> int:
@@ -59,7 +71,7 @@ class SeriesSplit:
 
 def _check_label_length(labels: np.ndarray, series: np.ndarray, what: str) -> None:
     if labels.ndim != 1 or labels.shape[0] != series.shape[0]:
-        raise ValueError(
+        raise DataError(
             f"{what}: {labels.shape[0] if labels.ndim else 0} labels for a series of "
             f"{series.shape[0]} rows; expected one label per row"
         )
@@ -73,7 +85,9 @@ def _check_label_length(labels: np.ndarray, series: np.ndarray, what: str) -> No
 def clean_array(
     values: np.ndarray, *, source: str, columns: list[str] | None = None, nan_policy: str = "interpolate"
 ) -> np.ndarray:
-    """Return ``values`` as finite float32 [T, C], interpolating or rejecting NaN/inf.
+    """Return ``values`` as finite float32 [T, C], interpolating (with a warning naming the
+    cells) or rejecting NaN/inf. The cast to float32 comes first, so a value such as 1e308
+    that only float64 can hold is caught as the inf it becomes.
 
     ``source`` and ``columns`` only make the messages point at the right file and column.
     """
@@ -83,49 +97,53 @@ def clean_array(
     if arr.ndim == 1:
         arr = arr[:, None]
     if arr.ndim != 2:
-        raise ValueError(f"{source}: expected a [T, C] table, got an array of shape {arr.shape}")
+        raise DataError(f"{source}: expected a [T, C] table, got an array of shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise TypeError(f"{source}: expected real numeric values, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64, copy=True)
-    names = columns or [f"column {i}" for i in range(arr.shape[1])]
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        col = int(np.argmax(bad.any(axis=0)))
-        row = int(np.argmax(bad[:, col]))
-        n_bad = int(bad.sum())
-        if nan_policy == "reject":
-            raise ValueError(
-                f"{source}: column {names[col]!r} has a non-finite value ({arr[row, col]}) at row {row} "
-                f"({n_bad} non-finite values in total); clean the file or use nan_policy='interpolate'"
-            )
-        for j in np.flatnonzero(bad.any(axis=0)):
-            good = ~bad[:, j]
-            if not good.any():
-                raise ValueError(f"{source}: column {names[j]!r} has no finite value to interpolate from")
-            idx = np.arange(arr.shape[0])
-            # np.interp holds the edge values flat, which is the least surprising fill at the ends.
-            arr[:, j] = np.interp(idx, idx[good], arr[good, j])
-        warnings.warn(
-            f"{source}: interpolated {n_bad} non-finite values (first in column {names[col]!r}, row {row})",
-            stacklevel=2,
-        )
-    return arr.astype(np.float32)
+        raise DataError(f"{source}: expected real numeric values, got dtype {arr.dtype}")
+    if arr.shape[0] == 0:
+        raise DataError(f"{source}: no rows")
+    out = finite_values(arr, source, nan_policy, columns=columns, dtype=np.float32)
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _read_csv(path: str | os.PathLike):
+def read_csv(path: str | os.PathLike):
+    """A CSV as a pandas frame with stripped column names. A file without a header line (its
+    first row is all numbers) gets columns ``value-1..k``. Raises DataError naming the file when
+    it is missing, empty or not CSV."""
     import pandas as pd
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    frame = pd.read_csv(path, skipinitialspace=True)
-    frame.columns = [str(c).strip() for c in frame.columns]
+        raise DataError(f"no such file: {path}" + (" (it is a folder; expected a CSV file)" if path.is_dir() else ""))
+    try:
+        frame = pd.read_csv(path, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise DataError(
+            f"{path}: the file is empty; expected a CSV with a header line and one row per time step"
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+    names = [str(c).strip() for c in frame.columns]
+    if names and all(_is_number(c) for c in names):
+        frame = pd.read_csv(path, skipinitialspace=True, header=None)
+        names = [f"value-{i + 1}" for i in range(frame.shape[1])]
+    frame.columns = names
     if frame.shape[0] == 0:
-        raise ValueError(f"{path}: the file has a header but no rows")
+        raise DataError(f"{path}: the file has a header but no rows")
     return frame
 
 
-def _numeric_columns(frame, path, columns: list[str], nan_policy: str) -> np.ndarray:
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def numeric_columns(frame, path, columns: list[str], nan_policy: str) -> np.ndarray:
+    """The named columns of ``frame`` as finite float32 [T, C] (see :func:`clean_array`); text
+    in a value column is an error naming the file, column and row, never a silent NaN."""
     import pandas as pd
 
     for name in columns:
@@ -136,9 +154,9 @@ def _numeric_columns(frame, path, columns: list[str], nan_policy: str) -> np.nda
             bad = converted.isna() & col.notna() & (col.astype(str).str.strip() != "")
             if bad.any():
                 row = int(np.flatnonzero(bad.to_numpy())[0])
-                raise ValueError(
+                raise DataError(
                     f"{path}: column {name!r} is not numeric (row {row} holds {col.iloc[row]!r}); "
-                    "drop it or name it as the timestamp/label column"
+                    "fix the value, drop the column, or name it as the timestamp/label column"
                 )
             frame[name] = converted
     return clean_array(frame[columns].to_numpy(), source=str(path), columns=columns, nan_policy=nan_policy)
@@ -154,22 +172,25 @@ def _labels_from(values, path, column: str) -> np.ndarray:
         mapping = {"normal": 0, "attack": 1, "anomaly": 1, "true": 1, "false": 0, "0": 0, "1": 1}
         unknown = sorted(set(text) - set(mapping))
         if unknown:
-            raise ValueError(f"{path}: label column {column!r} holds {unknown[:3]!r}; expected 0/1 or Normal/Attack")
+            raise DataError(f"{path}: label column {column!r} holds {unknown[:3]!r}; expected 0/1 or Normal/Attack")
         return text.map(mapping).to_numpy().astype(np.int8)
     arr = col.to_numpy(dtype=np.float64)
     if not np.isfinite(arr).all() or not np.isin(arr, (0.0, 1.0)).all():
         bad = arr[~np.isin(arr, (0.0, 1.0))][:3]
-        raise ValueError(f"{path}: label column {column!r} must hold only 0 and 1, found {bad.tolist()}")
+        raise DataError(f"{path}: label column {column!r} must hold only 0 and 1, found {bad.tolist()}")
     return arr.astype(np.int8)
 
 
 def split_validation(train: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Split the last ``fraction`` of train off as validation (time order kept, never shuffled)."""
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {fraction}")
+        raise ValueError(f"data.val_fraction must be in (0, 1), got {fraction}")
     cut = int(round(train.shape[0] * (1.0 - fraction)))
     if cut < 1 or cut >= train.shape[0]:
-        raise ValueError(f"train has {train.shape[0]} rows, too few to carve a {fraction:.0%} validation part")
+        raise DataError(
+            f"the training data has {train.shape[0]} rows, too few to carve a {fraction:.0%} validation "
+            "part (data.val_fraction)"
+        )
     return train[:cut], train[cut:]
 
 
@@ -180,8 +201,13 @@ def split_validation(train: np.ndarray, fraction: float) -> tuple[np.ndarray, np
 
 def _load_npy(path: Path, what: str) -> np.ndarray:
     if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path} ({what})")
-    return np.load(path, allow_pickle=False)
+        raise DataError(f"no such file: {path} ({what})")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as err:  # object arrays need pickle, which is never loaded
+        raise DataError(f"{path}: cannot be read without pickle ({err}); save it as a plain numeric array") from None
+    except (OSError, EOFError) as err:
+        raise DataError(f"{path}: not a readable .npy file ({err or type(err).__name__})") from None
 
 
 def load_npy_benchmark(
@@ -199,12 +225,12 @@ def load_npy_benchmark(
     if raw_labels.ndim == 2 and raw_labels.shape[1] == 1:
         raw_labels = raw_labels[:, 0]
     if raw_labels.ndim != 1:
-        raise ValueError(f"{label_p}: expected labels shaped [T], got {raw_labels.shape}")
+        raise DataError(f"{label_p}: expected labels shaped [T], got {raw_labels.shape}")
     if raw_labels.shape[0] != test.shape[0]:
-        raise ValueError(f"{label_p}: {raw_labels.shape[0]} labels but {test_p} has {test.shape[0]} rows")
+        raise DataError(f"{label_p}: {raw_labels.shape[0]} labels but {test_p} has {test.shape[0]} rows")
     labels = _labels_from(raw_labels, label_p, "labels")
     if train.shape[1] != test.shape[1]:
-        raise ValueError(f"{test_p}: {test.shape[1]} channels but {train_p} has {train.shape[1]}")
+        raise DataError(f"{test_p}: {test.shape[1]} channels but {train_p} has {train.shape[1]}")
     tr, va = split_validation(train, val_fraction)
     return SeriesSplit(stem, tr, va, test, labels, source=str(root))
 
@@ -213,32 +239,38 @@ def load_psm(root: str | os.PathLike, *, val_fraction: float = 0.2, nan_policy: 
     """PSM: ``train.csv`` and ``test.csv`` (first column ``timestamp_(min)``, then feature_0..24) and
     ``test_label.csv`` (``timestamp_(min),label``)."""
     root = Path(root)
-    train_f, test_f, label_f = (_read_csv(root / n) for n in ("train.csv", "test.csv", "test_label.csv"))
+    train_f, test_f, label_f = (read_csv(root / n) for n in ("train.csv", "test.csv", "test_label.csv"))
     feats = list(train_f.columns[1:])
     if list(test_f.columns[1:]) != feats:
-        raise ValueError(f"{root / 'test.csv'}: columns {list(test_f.columns[1:])} differ from train.csv {feats}")
-    train = _numeric_columns(train_f, root / "train.csv", feats, nan_policy)
-    test = _numeric_columns(test_f, root / "test.csv", feats, nan_policy)
+        raise DataError(f"{root / 'test.csv'}: columns {list(test_f.columns[1:])} differ from train.csv {feats}")
+    train = numeric_columns(train_f, root / "train.csv", feats, nan_policy)
+    test = numeric_columns(test_f, root / "test.csv", feats, nan_policy)
     label_col = "label" if "label" in label_f.columns else label_f.columns[-1]
     if len(label_f) != len(test):
-        raise ValueError(f"{root / 'test_label.csv'}: {len(label_f)} labels but test.csv has {len(test)} rows")
+        raise DataError(f"{root / 'test_label.csv'}: {len(label_f)} labels but test.csv has {len(test)} rows")
     labels = _labels_from(label_f[label_col].to_numpy(), root / "test_label.csv", label_col)
     tr, va = split_validation(train, val_fraction)
     return SeriesSplit("PSM", tr, va, test, labels, channels=feats, source=str(root))
 
 
-def _feature_columns(frame, path, exclude: set[str]) -> list[str]:
+def feature_columns(frame, path, exclude: set[str]) -> list[str]:
+    """The value columns of ``frame``: all but ``exclude`` and a textual time column."""
     import pandas as pd
 
     cols = []
     for c in frame.columns:
         if c in exclude:
             continue
-        if not pd.api.types.is_numeric_dtype(frame[c]) and c.lower().strip() in ("timestamp", "time", "date", "datetime"):
+        if not pd.api.types.is_numeric_dtype(frame[c]) and c.lower().strip() in (
+            "timestamp",
+            "time",
+            "date",
+            "datetime",
+        ):
             continue  # a textual time column is an index, not a channel
         cols.append(c)
     if not cols:
-        raise ValueError(f"{path}: no value columns left after removing {sorted(exclude)}")
+        raise DataError(f"{path}: no value columns left after removing {sorted(exclude)}")
     return cols
 
 
@@ -253,16 +285,16 @@ def load_labelled_csv(
 
     ``label_column`` may be a name or ``"@last"`` (SWaT's convention: the last column)."""
     path = Path(path)
-    frame = _read_csv(path)
+    frame = read_csv(path)
     if label_column == "@last":
         label_column = frame.columns[-1]
     if label_column is not None and label_column not in frame.columns:
-        raise ValueError(f"{path}: no label column {label_column!r}; columns are {list(frame.columns)}")
+        raise DataError(f"{path}: no label column {label_column!r}; columns are {list(frame.columns)}")
     if timestamp_column is not None and timestamp_column not in frame.columns:
-        raise ValueError(f"{path}: no timestamp column {timestamp_column!r}; columns are {list(frame.columns)}")
+        raise DataError(f"{path}: no timestamp column {timestamp_column!r}; columns are {list(frame.columns)}")
     exclude = {c for c in (label_column, timestamp_column) if c is not None}
-    cols = _feature_columns(frame, path, exclude)
-    values = _numeric_columns(frame, path, cols, nan_policy)
+    cols = feature_columns(frame, path, exclude)
+    values = numeric_columns(frame, path, cols, nan_policy)
     labels = _labels_from(frame[label_column].to_numpy(), path, label_column) if label_column else None
     return values, labels, cols
 
@@ -279,7 +311,7 @@ def load_swat(
     train, _, cols = load_labelled_csv(train_csv, label_column="@last", nan_policy=nan_policy)
     test, labels, test_cols = load_labelled_csv(test_csv, label_column="@last", nan_policy=nan_policy)
     if test_cols != cols:
-        raise ValueError(f"{test_csv}: value columns {test_cols} differ from {train_csv} {cols}")
+        raise DataError(f"{test_csv}: value columns {test_cols} differ from {train_csv} {cols}")
     tr, va = split_validation(train, val_fraction)
     return SeriesSplit("SWaT", tr, va, test, labels, channels=cols, source=str(test_csv))
 
@@ -305,17 +337,42 @@ def load_timeeval(
             train_csv, label_column="is_anomaly", timestamp_column="timestamp", nan_policy=nan_policy
         )
         if train_cols != cols:
-            raise ValueError(f"{train_csv}: value columns {train_cols} differ from {test_csv} {cols}")
+            raise DataError(f"{train_csv}: value columns {train_cols} differ from {test_csv} {cols}")
         if train_labels is not None and train_labels.any():
             warnings.warn(f"{train_csv}: {int(train_labels.sum())} training rows are labelled anomalous", stacklevel=2)
     elif train_rows is not None:
         if not 0 < train_rows < len(test):
-            raise ValueError(f"train_rows={train_rows} must lie in (0, {len(test)}) for {test_csv}")
+            raise DataError(f"data.train_rows={train_rows} must lie in (0, {len(test)}) for {test_csv}")
         train = test[:train_rows]
     else:
-        raise ValueError(f"{test_csv}: give train_csv or train_rows to say which rows are training data")
+        raise DataError(
+            f"{test_csv}: say which rows are training data: data.train_file=FILE.csv (normal data in the "
+            "same layout) or data.train_rows=N (the first N rows of the test file, as UCR file names encode)"
+        )
     tr, va = split_validation(train, val_fraction)
-    return SeriesSplit(Path(test_csv).stem, tr, va, test, labels, channels=cols, source=str(test_csv))
+    return SeriesSplit(
+        Path(test_csv).stem,
+        tr,
+        va,
+        test,
+        labels,
+        channels=cols,
+        source=str(test_csv),
+        test_index=integer_timestamps(test_csv),
+    )
+
+
+def integer_timestamps(path: str | os.PathLike, column: str = "timestamp") -> np.ndarray | None:
+    """The file's ``column`` as integers when it holds whole numbers (UCR/TimeEval), else None."""
+    import pandas as pd
+
+    frame = read_csv(path)
+    if column not in frame.columns or not pd.api.types.is_numeric_dtype(frame[column]):
+        return None
+    ts = frame[column].to_numpy(dtype=np.float64)
+    if not np.isfinite(ts).all() or not np.array_equal(ts, np.round(ts)):
+        return None
+    return ts.astype(np.int64)
 
 
 def ucr_internal_bleeding16_paths() -> tuple[Path, Path]:
@@ -324,13 +381,16 @@ def ucr_internal_bleeding16_paths() -> tuple[Path, Path]:
 
     spec = importlib.util.find_spec("aeon")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the 'aeon' package is not installed; it ships the InternalBleeding16 series")
+        raise DataError(
+            "the 'aeon' package is not installed; it ships the InternalBleeding16 series "
+            "(pip install 'ssmkit[anomaly]')"
+        )
     base = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "KDD-TSAD_135"
     stem = "135_UCR_Anomaly_InternalBleeding16"
     train, test = base / f"{stem}_TRAIN.csv", base / f"{stem}_TEST.csv"
     for p in (train, test):
         if not p.is_file():
-            raise FileNotFoundError(f"expected {p} in the aeon wheel; is aeon >= 1.0 installed?")
+            raise DataError(f"expected {p} in the aeon wheel; is aeon >= 1.0 installed?")
     return train, test
 
 
@@ -390,7 +450,9 @@ def make_synthetic(
     own_period = rng.choice([12.0, 36.0, 72.0], size=n_channels)
     own_phase = rng.uniform(0, 2 * math.pi, size=n_channels)
     own_amp = rng.uniform(0.1, 0.5, size=n_channels)
-    seasonal = mix @ sources + own_amp[:, None] * np.sin(2 * math.pi * t[None] / own_period[:, None] + own_phase[:, None])
+    seasonal = mix @ sources + own_amp[:, None] * np.sin(
+        2 * math.pi * t[None] / own_period[:, None] + own_phase[:, None]
+    )
     trend = rng.uniform(-1.0, 1.0, size=(n_channels, 1)) * t[None] / total
     level = rng.normal(scale=2.0, size=(n_channels, 1))
     # AR(1) noise: real sensors drift a little, white noise alone would be too easy to model.
@@ -408,7 +470,13 @@ def make_synthetic(
     labels = np.zeros(n_test, dtype=np.int8)
     # A positive rate places at least one event of each type; rate 0 gives the clean series.
     n_events = max(len(types), int(round(n_test * anomaly_rate))) if anomaly_rate > 0 else 0
-    lengths = {"point_global": (1, 1), "point_contextual": (1, 1), "shapelet": (15, 40), "seasonal": (30, 80), "trend": (30, 80)}
+    lengths = {
+        "point_global": (1, 1),
+        "point_contextual": (1, 1),
+        "shapelet": (15, 40),
+        "seasonal": (30, 80),
+        "trend": (30, 80),
+    }
     offset = n_train + n_val
     kinds = [types[i % len(types)] for i in range(n_events)]
     rng.shuffle(kinds)
@@ -461,6 +529,57 @@ def make_synthetic(
     )
 
 
+def make_seasonal_trend(
+    n_train: int = 2000,
+    n_val: int = 500,
+    n_test: int = 2000,
+    *,
+    seed: int = 0,
+    outlier_rate: float = 0.01,
+    trend: float = 3.0,
+    noise: float = 0.1,
+) -> SeriesSplit:
+    """A univariate seasonal series with a linear trend and single-point outliers in test only.
+
+    Two seasonalities (periods 50 and 12, amplitudes 1 and 0.3), AR(1) noise of scale
+    ``noise`` and a trend of ``trend`` units over the whole series, so the test part drifts above
+    the training range the way web traffic grows. Each outlier is one step shifted by 3 to 5 (up
+    or down): beyond the local seasonal swing (+-1.3), but inside the range the trend reaches, so
+    a detector must compare a step with its neighbours, not with the training range.
+    ``outlier_rate`` 0 gives the clean series.
+    """
+    if min(n_train, n_val, n_test) < 64:
+        raise ValueError(f"each split needs >= 64 rows, got train={n_train} val={n_val} test={n_test}")
+    rng = np.random.default_rng(seed)
+    total = n_train + n_val + n_test
+    t = np.arange(total, dtype=np.float64)
+    seasonal = np.sin(2 * math.pi * t / 50 + rng.uniform(0, 2 * math.pi)) + 0.3 * np.sin(
+        2 * math.pi * t / 12 + rng.uniform(0, 2 * math.pi)
+    )
+    eps = rng.normal(scale=noise, size=total)
+    ar = np.empty_like(eps)
+    ar[0] = eps[0]
+    for i in range(1, total):
+        ar[i] = 0.5 * ar[i - 1] + eps[i]
+    x = 5.0 + trend * t / total + seasonal + ar
+    test = x[n_train + n_val :].copy()
+    labels = np.zeros(n_test, dtype=np.int8)
+    n_out = int(round(n_test * outlier_rate))
+    if n_out:
+        spots = rng.choice(np.arange(5, n_test - 5, 10), size=n_out, replace=False)  # >= 10 steps apart
+        test[spots] += rng.choice([-1.0, 1.0], size=n_out) * rng.uniform(3.0, 5.0, size=n_out)
+        labels[spots] = 1
+    return SeriesSplit(
+        "seasonal_trend",
+        x[:n_train, None].astype(np.float32),
+        x[n_train : n_train + n_val, None].astype(np.float32),
+        test[:, None].astype(np.float32),
+        labels,
+        channels=["value"],
+        source=f"generator(seasonal_trend, seed={seed})",
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # registry entries and windows
 # --------------------------------------------------------------------------------------------
@@ -470,6 +589,12 @@ def make_synthetic(
 def synthetic_dataset(**kw) -> SeriesSplit:
     """Embedded generator: correlated multichannel series, five anomaly types in test only."""
     return make_synthetic(**kw)
+
+
+@register_dataset("anomaly/seasonal_trend")
+def seasonal_trend_dataset(**kw) -> SeriesSplit:
+    """Embedded generator: one seasonal channel with a trend, single-point outliers in test."""
+    return make_seasonal_trend(**kw)
 
 
 @register_dataset("anomaly/internal_bleeding16")
@@ -493,7 +618,7 @@ class Scaler:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if x.shape[-1] != self.mean.shape[0]:
-            raise ValueError(f"series has {x.shape[-1]} channels, the model was fitted on {self.mean.shape[0]}")
+            raise DataError(f"series has {x.shape[-1]} channels, the model was fitted on {self.mean.shape[0]}")
         return ((x - self.mean) / self.std).astype(np.float32)
 
 
@@ -510,7 +635,7 @@ class WindowDataset(torch.utils.data.Dataset):
         if series.ndim != 2:
             raise ValueError(f"{source}: expected [T, C], got shape {series.shape}")
         if series.shape[0] < window:
-            raise ValueError(f"{source}: {series.shape[0]} rows is fewer than one window of {window} rows")
+            raise DataError(f"{source}: {series.shape[0]} rows is fewer than one window of {window} rows")
         self.series = torch.from_numpy(np.ascontiguousarray(series, dtype=np.float32))
         self.window = window
         starts = list(range(0, series.shape[0] - window + 1, stride))

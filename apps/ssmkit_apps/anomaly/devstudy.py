@@ -45,8 +45,17 @@ TRAININGS: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "e5f": (["train.epochs=5", "model.forecast=true"], ("maat",)),
     "e15f": (["train.epochs=15", "model.forecast=true"], ("maat",)),
 }
-QUICK = ["data.n_train=600", "data.n_val=200", "data.n_test=600", "data.channels=4", "model.d_model=16",
-         "model.d_ff=16", "model.d_state=4", "train.max_steps=6", "train.log_every=3"]
+QUICK = [
+    "data.n_train=600",
+    "data.n_val=200",
+    "data.n_test=600",
+    "data.channels=4",
+    "model.d_model=16",
+    "model.d_ff=16",
+    "model.d_state=4",
+    "train.max_steps=6",
+    "train.log_every=3",
+]
 
 # Score definitions compared on the dev seeds: keyword arguments of combine_scores.
 VARIANTS: dict[str, dict] = {
@@ -82,8 +91,14 @@ def train_run(root: Path, seed: int, model: str, training: str, extra: list[str]
     if (run_dir / "model.safetensors").is_file():
         return run_dir
     cfg = AnomalyApp.package_dir() / "configs" / f"{model}.yaml"
-    ov = [f"run.root={root}", f"run.id={run_id}", f"data.data_seed={seed}", "score.plots=false",
-          *TRAININGS[training][0], *extra]
+    ov = [
+        f"run.root={root}",
+        f"run.id={run_id}",
+        f"data.data_seed={seed}",
+        "score.plots=false",
+        *TRAININGS[training][0],
+        *extra,
+    ]
     run_dir, _ = commands.train(AnomalyApp, cfg if cfg.is_file() else None, ov, verbose=verbose)
     return run_dir
 
@@ -110,12 +125,20 @@ def raw_outputs(run_dir: Path, split: str) -> dict[str, np.ndarray]:
         out = model(wins[i : i + 64])
         recs.append(out["recon"].float())
         fcs.append(out["forecast"].float() if "forecast" in out else torch.zeros_like(out["recon"]))
-        diss.append(model.discrepancy(out["series"], out["prior"]) if out["series"]
-                    else torch.zeros(out["recon"].shape[:2]))
+        diss.append(
+            model.discrepancy(out["series"], out["prior"]) if out["series"] else torch.zeros(out["recon"].shape[:2])
+        )
     labels = ds.labels if ds.labels is not None else np.zeros(len(x), dtype=np.int8)
-    raw = {"x": wins.numpy(), "recon": torch.cat(recs).numpy(), "dis": torch.cat(diss).numpy(),
-            "plan": np.array(plan, dtype=np.int64), "labels": labels, "temperature": np.float32(model.temperature),
-           "forecast": torch.cat(fcs).numpy(), "has_forecast": np.bool_(getattr(model, "forecast_head", None) is not None)}
+    raw = {
+        "x": wins.numpy(),
+        "recon": torch.cat(recs).numpy(),
+        "dis": torch.cat(diss).numpy(),
+        "plan": np.array(plan, dtype=np.int64),
+        "labels": labels,
+        "temperature": np.float32(model.temperature),
+        "forecast": torch.cat(fcs).numpy(),
+        "has_forecast": np.bool_(getattr(model, "forecast_head", None) is not None),
+    }
     np.savez(cache, **raw)
     return raw
 
@@ -139,9 +162,16 @@ def channel_scale(val: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def variant_scores(raw: dict[str, np.ndarray], scales: tuple[np.ndarray, np.ndarray], kw: dict) -> np.ndarray:
-    s = combine_scores(torch.from_numpy(raw["x"]), torch.from_numpy(raw["recon"]), torch.from_numpy(raw["dis"]),
-                       torch.from_numpy(scales[0]), temperature=float(raw["temperature"]),
-                       forecast=torch.from_numpy(raw["forecast"]), fc_scale=torch.from_numpy(scales[1]), **kw)
+    s = combine_scores(
+        torch.from_numpy(raw["x"]),
+        torch.from_numpy(raw["recon"]),
+        torch.from_numpy(raw["dis"]),
+        torch.from_numpy(scales[0]),
+        temperature=float(raw["temperature"]),
+        forecast=torch.from_numpy(raw["forecast"]),
+        fc_scale=torch.from_numpy(scales[1]),
+        **kw,
+    )
     return assemble(s.numpy(), raw["plan"], len(raw["labels"]))
 
 
@@ -151,8 +181,13 @@ def evaluate_variant(val: dict, test: dict, kw: dict, percentile: float = 99.0) 
     t = variant_scores(test, scale, kw)
     thr = M.fit_threshold(v, percentile=percentile)
     p, r, f = M.precision_recall_f1((t > thr).astype(np.int8), test["labels"])
-    return {"f1": f, "precision": p, "recall": r, "auc_pr": M.auc_pr(t, test["labels"]),
-            "auc_roc": M.auc_roc(t, test["labels"])}
+    return {
+        "f1": f,
+        "precision": p,
+        "recall": r,
+        "auc_pr": M.auc_pr(t, test["labels"]),
+        "auc_roc": M.auc_roc(t, test["labels"]),
+    }
 
 
 def forest_run(root: Path, seed: int, extra: list[str], verbose: bool) -> dict[str, float]:
@@ -167,8 +202,9 @@ def forest_run(root: Path, seed: int, extra: list[str], verbose: bool) -> dict[s
     return json.loads((run_dir / "eval_test.json").read_text())
 
 
-def study(out: Path, seeds: tuple[int, ...], trainings: tuple[str, ...], quick: bool, verbose: bool,
-          name: str = "devstudy") -> dict:
+def study(
+    out: Path, seeds: tuple[int, ...], trainings: tuple[str, ...], quick: bool, verbose: bool, name: str = "devstudy"
+) -> dict:
     extra = QUICK if quick else []
     rows: dict[str, dict[str, list[dict]]] = {}
     seconds: dict[str, float] = {}
@@ -185,11 +221,13 @@ def study(out: Path, seeds: tuple[int, ...], trainings: tuple[str, ...], quick: 
                     if kw.get("forecast_weight", 0.0) > 0 and not bool(val["has_forecast"]):
                         continue
                     rows.setdefault(f"{model} {training}", {}).setdefault(variant, []).append(
-                        {"seed": seed, **evaluate_variant(val, test, kw)})
+                        {"seed": seed, **evaluate_variant(val, test, kw)}
+                    )
     for seed in seeds:
         f = forest_run(out, seed, extra, verbose)
         rows.setdefault("isolation_forest", {}).setdefault("window 16, hop 1", []).append(
-            {"seed": seed, **{k: f[k] for k in ("f1", "precision", "recall", "auc_pr", "auc_roc")}})
+            {"seed": seed, **{k: f[k] for k in ("f1", "precision", "recall", "auc_pr", "auc_roc")}}
+        )
     result = {"seeds": list(seeds), "trainings": list(trainings), "quick": quick, "rows": rows, "seconds": seconds}
     try:
         result["choice"] = select(result)
@@ -239,30 +277,43 @@ def select(result: dict) -> dict:
             if v in rows[head]:
                 maat[(training + "f", v)] = criterion(rows[head][v])
     best = max(maat, key=maat.get)
-    return {"shared": {"training": training, "score": variant, "criterion": shared[(training, variant)]},
-            "maat": {"training": best[0], "score": best[1], "criterion": maat[best]},
-            "maat_candidates": {f"{t} | {v}": c for (t, v), c in maat.items()},
-            "shared_top5": {f"{t} | {v}": c for (t, v), c in sorted(shared.items(), key=lambda kv: -kv[1])[:5]}}
+    return {
+        "shared": {"training": training, "score": variant, "criterion": shared[(training, variant)]},
+        "maat": {"training": best[0], "score": best[1], "criterion": maat[best]},
+        "maat_candidates": {f"{t} | {v}": c for (t, v), c in maat.items()},
+        "shared_top5": {f"{t} | {v}": c for (t, v), c in sorted(shared.items(), key=lambda kv: -kv[1])[:5]},
+    }
 
 
 def render(result: dict) -> str:
     seeds = ", ".join(str(s) for s in result["seeds"])
-    lines = [f"Dev seeds {seeds} (mean over seeds; threshold = 99th percentile of each seed's validation scores)", "",
-             "| run | score | F1 | P | R | AUC-PR | AUC-ROC | F1 per seed |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Dev seeds {seeds} (mean over seeds; threshold = 99th percentile of each seed's validation scores)",
+        "",
+        "| run | score | F1 | P | R | AUC-PR | AUC-ROC | F1 per seed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for run, variants in result["rows"].items():
         for name, items in variants.items():
             per = " / ".join(f"{r['f1']:.3f}" for r in items)
-            lines.append(f"| {run} | {name} | {_mean(items, 'f1'):.3f} | {_mean(items, 'precision'):.3f} | "
-                         f"{_mean(items, 'recall'):.3f} | {_mean(items, 'auc_pr'):.3f} | {_mean(items, 'auc_roc'):.3f} | {per} |")
+            lines.append(
+                f"| {run} | {name} | {_mean(items, 'f1'):.3f} | {_mean(items, 'precision'):.3f} | "
+                f"{_mean(items, 'recall'):.3f} | {_mean(items, 'auc_pr'):.3f} | {_mean(items, 'auc_roc'):.3f} | {per} |"
+            )
     choice = result.get("choice", {})
     if "shared" in choice:
-        lines += ["", "Criterion: mean over dev seeds of (F1 + AUC-PR) / 2.",
-                  f"Shared choice (both models): training {choice['shared']['training']}, score "
-                  f"'{choice['shared']['score']}' (criterion {choice['shared']['criterion']:.3f}; top five: "
-                  + "; ".join(f"{k} {v:.3f}" for k, v in choice["shared_top5"].items()) + ").",
-                  f"MAAT choice: training {choice['maat']['training']}, score '{choice['maat']['score']}' "
-                  f"(criterion {choice['maat']['criterion']:.3f}; candidates: "
-                  + "; ".join(f"{k} {v:.3f}" for k, v in choice["maat_candidates"].items()) + ")."]
+        lines += [
+            "",
+            "Criterion: mean over dev seeds of (F1 + AUC-PR) / 2.",
+            f"Shared choice (both models): training {choice['shared']['training']}, score "
+            f"'{choice['shared']['score']}' (criterion {choice['shared']['criterion']:.3f}; top five: "
+            + "; ".join(f"{k} {v:.3f}" for k, v in choice["shared_top5"].items())
+            + ").",
+            f"MAAT choice: training {choice['maat']['training']}, score '{choice['maat']['score']}' "
+            f"(criterion {choice['maat']['criterion']:.3f}; candidates: "
+            + "; ".join(f"{k} {v:.3f}" for k, v in choice["maat_candidates"].items())
+            + ").",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -38,9 +38,11 @@ class WindowIsolationForest(DetectorBase):
     """
 
     score_kind = "isolation"
+    trainable = False
 
-    def __init__(self, n_channels: int = 8, window: int = 16, n_estimators: int = 100, max_samples: int = 256,
-                 seed: int = 0, **_unused_kw) -> None:
+    def __init__(
+        self, n_channels: int = 8, window: int = 16, n_estimators: int = 100, max_samples: int = 256, seed: int = 0
+    ) -> None:
         super().__init__(n_channels, window)
         self.n_estimators, self.max_samples, self.seed = n_estimators, max_samples, seed
         # Fixed shapes, so a checkpoint loads into a freshly built model: a tree grown on at
@@ -60,13 +62,20 @@ class WindowIsolationForest(DetectorBase):
     def fitted(self) -> bool:
         return bool(self.norm_depth > 0)
 
+    def fit_series(self, series: np.ndarray, stride: int = 1) -> WindowIsolationForest:
+        """Fit on every ``stride``-th window of a standardised training series [T, C]."""
+        T = len(series)
+        starts = list(range(0, T - self.window + 1, stride))
+        return self.fit(np.stack([series[s : s + self.window] for s in starts]))
+
     def fit(self, windows: np.ndarray) -> WindowIsolationForest:
         """windows: standardised [N, L, C]."""
         from sklearn.ensemble import IsolationForest
 
         flat = np.asarray(windows, dtype=np.float32).reshape(len(windows), -1)
-        forest = IsolationForest(n_estimators=self.n_estimators, max_samples=min(self.max_samples, len(flat)),
-                                 random_state=self.seed).fit(flat)
+        forest = IsolationForest(
+            n_estimators=self.n_estimators, max_samples=min(self.max_samples, len(flat)), random_state=self.seed
+        ).fit(flat)
         self.load_sklearn(forest)
         return self
 
@@ -74,8 +83,10 @@ class WindowIsolationForest(DetectorBase):
         trees = [est.tree_ for est in forest.estimators_]
         T, n_nodes = self.feature.shape
         if len(trees) != T or max(t.node_count for t in trees) > n_nodes:
-            raise ValueError(f"forest has {len(trees)} trees of up to {max(t.node_count for t in trees)} nodes; "
-                             f"this model holds {T} trees of up to {n_nodes}")
+            raise ValueError(
+                f"forest has {len(trees)} trees of up to {max(t.node_count for t in trees)} nodes; "
+                f"this model holds {T} trees of up to {n_nodes}"
+            )
         feat = np.zeros((T, n_nodes), dtype=np.int64)
         left = np.full((T, n_nodes), -1, dtype=np.int64)
         right = np.full((T, n_nodes), -1, dtype=np.int64)
@@ -101,7 +112,10 @@ class WindowIsolationForest(DetectorBase):
     def score_flat(self, flat: torch.Tensor) -> torch.Tensor:
         """[N, F] -> [N] in (0, 1]: 2 ** (-mean path length / c(max_samples))."""
         if not self.fitted:
-            raise ValueError("the isolation forest is not fitted; train it first (ssmkit anomaly train --set model.name=isolation_forest)")
+            raise ValueError(
+                "the isolation forest is not fitted; train it first "
+                "(ssmkit anomaly train --config isolation_forest)"
+            )
         # sklearn compares float32 inputs against float64 thresholds; match that cast exactly.
         x = flat.to(torch.float32).to(torch.float64)
         T, N = self.feature.shape[0], x.shape[0]

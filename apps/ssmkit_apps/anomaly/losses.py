@@ -25,11 +25,19 @@ def minimax_losses(out: dict, x: torch.Tensor, k: float) -> tuple[torch.Tensor, 
     if not out["series"]:
         return rec / 2, rec / 2, {"rec_loss": rec.detach()}
     n = len(out["series"])
-    series_term = sum(
-        (association_kl(s, p.detach()) + association_kl(p.detach(), s)).mean() for s, p in zip(out["series"], out["prior"])
-    ) / n
-    prior_term = sum(
-        (association_kl(p, s.detach()) + association_kl(s.detach(), p)).mean() for s, p in zip(out["series"], out["prior"])
-    ) / n
+    series_term = (
+        sum(
+            (association_kl(s, p.detach()) + association_kl(p.detach(), s)).mean()
+            for s, p in zip(out["series"], out["prior"])
+        )
+        / n
+    )
+    prior_term = (
+        sum(
+            (association_kl(p, s.detach()) + association_kl(s.detach(), p)).mean()
+            for s, p in zip(out["series"], out["prior"])
+        )
+        / n
+    )
     logs = {"rec_loss": rec.detach(), "discrepancy": series_term.detach()}
     return rec - k * series_term, rec + k * prior_term, logs

@@ -136,8 +136,9 @@ def _threshold_ranks(scores: np.ndarray, n_thresholds: int) -> tuple[np.ndarray,
     return first, n_pred
 
 
-def range_curves(scores: np.ndarray, labels: np.ndarray, buffer: int, n_thresholds: int = 250
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def range_curves(
+    scores: np.ndarray, labels: np.ndarray, buffer: int, n_thresholds: int = 250
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Range-based TPR, FPR and precision at each of ``n_thresholds`` thresholds for soft labels
     of width ``buffer``: (tpr [K], fpr [K], precision [K]).
 
@@ -154,8 +155,9 @@ def range_curves(scores: np.ndarray, labels: np.ndarray, buffer: int, n_threshol
     return _curves_at(first, n_pred, y, ranges, buffer, n_thresholds)
 
 
-def _curves_at(first: np.ndarray, n_pred: np.ndarray, y: np.ndarray, ranges: list[tuple[int, int]], buffer: int,
-               K: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _curves_at(
+    first: np.ndarray, n_pred: np.ndarray, y: np.ndarray, ranges: list[tuple[int, int]], buffer: int, K: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = len(y)
     P = float(y.sum())
     soft = soft_labels(y, buffer)
@@ -341,3 +343,12 @@ def evaluate_scores(scores: np.ndarray, labels: np.ndarray, threshold: float, *,
         "threshold": float(threshold),
         "flagged": float(pred.mean()),
     }
+
+
+def require_finite_scores(scores: np.ndarray, source: str) -> None:
+    """Stop (a DataError, exit 2) before a non-finite score reaches a threshold or a metric."""
+    from ssmkit.engine.inputs import require_finite
+
+    require_finite(
+        scores, "scores", source, hint="the input may lie far outside the training range, or the weights are damaged"
+    )

@@ -15,6 +15,14 @@ weighting, per-channel normalisation, channel reduction, smoothing, forecast err
 setting). Every torch model holds its input standardisation (``scale_mean``/``scale_std`` [C]),
 its validation error scales (``err_scale``, and ``fc_scale`` with a forecasting head) and its
 fitted threshold as buffers, so a checkpoint alone can score a new file.
+
+Non-stationary series (trend, level shifts): with ``instance_norm="mean"`` (the default config)
+or ``"meanstd"``, the deep models see each window minus its own per-channel mean (and divided
+by its standard deviation) and their outputs are mapped back before the errors are taken
+(reversible instance normalisation), so a level the training data never reached does not
+become a reconstruction error on every row.
+
+The simple detectors (``ssmkit_apps.anomaly.detectors``) share :class:`DetectorBase`.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssmkit.layers.mamba import MambaBlock
-from ssmkit.registry import register_model
+from ssmkit.registry import register_model, select_kwargs
 
 KL_EPS = 1e-4  # keeps log() finite where an association is exactly zero (masked blocks)
 
@@ -35,6 +43,9 @@ class DetectorBase(nn.Module):
     """Buffers shared by every detector: standardisation and the validation-fitted threshold."""
 
     score_kind = "reconstruction"
+    #: False for detectors fitted from the training series in one step (no gradients): the app
+    #: then calls ``fit_series(normalized train [T, C])`` once instead of optimising.
+    trainable = True
 
     def __init__(self, n_channels: int, window: int) -> None:
         super().__init__()
@@ -80,6 +91,41 @@ class DetectorBase(nn.Module):
         if x.shape[-1] != self.n_channels:
             raise ValueError(f"input has {x.shape[-1]} channels, the model was built for {self.n_channels}")
 
+    def check_buffers(self, source: str) -> None:
+        """Refuse weights whose standardisation would turn every score into NaN or inf (a zero
+        or non-finite ``scale_std``, a non-finite ``scale_mean``); ``source`` names the file."""
+        from ssmkit.errors import DataError
+
+        std, mean = self.scale_std.detach().cpu(), self.scale_mean.detach().cpu()
+        bad = ~torch.isfinite(std) | (std <= 0)
+        if bool(bad.any()) or not bool(torch.isfinite(mean).all()):
+            chans = torch.nonzero(bad).flatten().tolist()[:5]
+            raise DataError(
+                f"{source}: the weights' scale_std must be positive and finite (channels {chans} hold "
+                f"{std[bad][:5].tolist()}) and scale_mean finite; the file is damaged or was not "
+                "written by training"
+            )
+
+
+INSTANCE_NORMS = ("off", "mean", "meanstd")
+
+
+class InstanceNorm:
+    """Reversible per-window normalisation of [B, L, C] windows over time (RevIN without the
+    affine part): ``x`` minus its window mean (and over its window std), and back again."""
+
+    def __init__(self, mode: str) -> None:
+        if mode not in INSTANCE_NORMS:
+            raise ValueError(f"instance_norm={mode!r}; expected one of {INSTANCE_NORMS}")
+        self.mode = mode
+
+    def stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mode == "off":
+            return torch.zeros_like(x[:, :1]), torch.ones_like(x[:, :1])
+        mu = x.mean(1, keepdim=True).detach()
+        sd = x.std(1, keepdim=True).detach().clamp_min(1e-3) if self.mode == "meanstd" else torch.ones_like(mu)
+        return mu, sd
+
 
 class DataEmbedding(nn.Module):
     """Token embedding (circular conv over time, as in Anomaly Transformer) + fixed sinusoids."""
@@ -93,7 +139,9 @@ class DataEmbedding(nn.Module):
 
     def positional(self, L: int, device, dtype) -> torch.Tensor:
         pos = torch.arange(L, device=device, dtype=torch.float32)[:, None]
-        div = torch.exp(torch.arange(0, self.d_model, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / self.d_model))
+        div = torch.exp(
+            torch.arange(0, self.d_model, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / self.d_model)
+        )
         pe = torch.zeros(L, self.d_model, device=device)
         pe[:, 0::2] = torch.sin(pos * div)
         pe[:, 1::2] = torch.cos(pos * div[: self.d_model // 2])
@@ -130,8 +178,15 @@ class AnomalyAttention(nn.Module):
     discrepancy compares like with like.
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, sparse_block: int = 0,
-                 sparse_reach: int = 1, n_global: int = 0) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        dropout: float = 0.0,
+        sparse_block: int = 0,
+        sparse_reach: int = 1,
+        n_global: int = 0,
+    ) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
@@ -193,10 +248,21 @@ def association_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 SCORE_CHANNELS = ("mean", "max", "top4")
 
 
-def combine_scores(x: torch.Tensor, recon: torch.Tensor, dis: torch.Tensor | None, err_scale: torch.Tensor | None, *,
-                   temperature: float = 1.0, assoc: bool = True, channels: str = "mean", normalize: bool = False,
-                   smooth: int = 1, forecast: torch.Tensor | None = None, fc_scale: torch.Tensor | None = None,
-                   forecast_weight: float = 0.0) -> torch.Tensor:
+def combine_scores(
+    x: torch.Tensor,
+    recon: torch.Tensor,
+    dis: torch.Tensor | None,
+    err_scale: torch.Tensor | None,
+    *,
+    temperature: float = 1.0,
+    assoc: bool = True,
+    channels: str = "mean",
+    normalize: bool = False,
+    smooth: int = 1,
+    forecast: torch.Tensor | None = None,
+    fc_scale: torch.Tensor | None = None,
+    forecast_weight: float = 0.0,
+) -> torch.Tensor:
     """Per-step anomaly scores of windows from a detector's raw outputs.
 
     Args:
@@ -264,8 +330,13 @@ def _score_kw(assoc: bool, channels: str, normalize: bool, smooth: int, forecast
         raise ValueError(f"score channels={channels!r}; expected one of {SCORE_CHANNELS}")
     if int(smooth) != smooth or smooth < 1 or smooth % 2 == 0:
         raise ValueError(f"score smooth={smooth} must be an odd width >= 1")
-    return dict(assoc=bool(assoc), channels=channels, normalize=bool(normalize), smooth=int(smooth),
-                forecast_weight=float(forecast_weight))
+    return dict(
+        assoc=bool(assoc),
+        channels=channels,
+        normalize=bool(normalize),
+        smooth=int(smooth),
+        forecast_weight=float(forecast_weight),
+    )
 
 
 class GatedFusion(nn.Module):
@@ -304,19 +375,41 @@ class MAAT(DetectorBase):
         forecast: give the Mamba path a causal input embedding and a head that predicts the next
             row from its state (trained with the reconstruction); the attention branch has no
             such causal state, so this is what the Mamba path adds beyond reconstruction.
+        instance_norm: "off" | "mean" | "meanstd": reversible per-window normalisation (see the
+            module docstring); reconstructions and forecasts come back in the input's scale.
         score_assoc, score_channels, score_normalize, score_smooth, score_forecast: the score
             definition, see :func:`combine_scores` (score_forecast is its forecast_weight).
     """
 
     score_kind = "association"
 
-    def __init__(self, n_channels: int = 8, window: int = 64, d_model: int = 64, n_heads: int = 4,
-                 n_layers: int = 2, d_ff: int = 128, dropout: float = 0.0, sparse_block: int = 0,
-                 sparse_reach: int = 1, n_global: int = 0, mamba_layers: int = 2, d_state: int = 16,
-                 backend: str = "auto", bidirectional: bool = False, temperature: float = 50.0,
-                 forecast: bool = False, score_assoc: bool = True, score_channels: str = "mean",
-                 score_normalize: bool = False, score_smooth: int = 1, score_forecast: float = 0.0) -> None:
+    def __init__(
+        self,
+        n_channels: int = 8,
+        window: int = 64,
+        d_model: int = 64,
+        n_heads: int = 4,
+        n_layers: int = 2,
+        d_ff: int = 128,
+        dropout: float = 0.0,
+        sparse_block: int = 0,
+        sparse_reach: int = 1,
+        n_global: int = 0,
+        mamba_layers: int = 2,
+        d_state: int = 16,
+        backend: str = "auto",
+        bidirectional: bool = False,
+        temperature: float = 50.0,
+        forecast: bool = False,
+        instance_norm: str = "off",
+        score_assoc: bool = True,
+        score_channels: str = "mean",
+        score_normalize: bool = False,
+        score_smooth: int = 1,
+        score_forecast: float = 0.0,
+    ) -> None:
         super().__init__(n_channels, window)
+        self.inorm = InstanceNorm(instance_norm)
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
         if forecast and not mamba_layers:
@@ -330,7 +423,8 @@ class MAAT(DetectorBase):
         self.layers = nn.ModuleList(EncoderLayer(d_model, n_heads, d_ff, dropout, **attn_kw) for _ in range(n_layers))
         self.norm = nn.LayerNorm(d_model)
         self.mamba = nn.ModuleList(
-            MambaBlock(d_model, d_state=d_state, backend=backend, bidirectional=bidirectional) for _ in range(mamba_layers)
+            MambaBlock(d_model, d_state=d_state, backend=backend, bidirectional=bidirectional)
+            for _ in range(mamba_layers)
         )
         self.fusion = GatedFusion(d_model, n_heads) if mamba_layers else None
         self.proj = nn.Linear(d_model, n_channels)
@@ -347,6 +441,8 @@ class MAAT(DetectorBase):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         """x: standardised windows [B, L, C]."""
         self.check_input(x)
+        mu, sd = self.inorm.stats(x)
+        x = (x - mu) / sd
         e = self.embed(x)
         h, series, prior = e, [], []
         for layer in self.layers:
@@ -364,9 +460,9 @@ class MAAT(DetectorBase):
             for blk in self.mamba:
                 m = blk(m)  # pre-norm residual blocks: the skip path keeps the raw embedding
             if self.forecast_head is not None:
-                out["forecast"] = self.forecast_head(m)  # row t predicts row t + 1
+                out["forecast"] = self.forecast_head(m) * sd + mu  # row t predicts row t + 1
             h = self.fusion(h, m + e)
-        out["recon"] = self.proj(h)
+        out["recon"] = self.proj(h) * sd + mu
         return out
 
     def discrepancy(self, series: list[torch.Tensor], prior: list[torch.Tensor]) -> torch.Tensor:
@@ -379,44 +475,65 @@ class MAAT(DetectorBase):
         the mean squared reconstruction error."""
         out = self.forward(x)
         dis = self.discrepancy(out["series"], out["prior"]) if self.score_kw["assoc"] else None
-        return combine_scores(x, out["recon"], dis, self.err_scale, temperature=self.temperature,
-                              forecast=out.get("forecast"), fc_scale=getattr(self, "fc_scale", None), **self.score_kw)
+        return combine_scores(
+            x,
+            out["recon"],
+            dis,
+            self.err_scale,
+            temperature=self.temperature,
+            forecast=out.get("forecast"),
+            fc_scale=getattr(self, "fc_scale", None),
+            **self.score_kw,
+        )
 
 
 @register_model("anomaly_transformer")
 def anomaly_transformer(**kw) -> MAAT:
-    """Plain Anomaly Transformer: MAAT with the Mamba path (and so its forecasting head) switched off."""
-    kw["mamba_layers"] = 0
-    kw["forecast"] = False
-    kw["score_forecast"] = 0.0
-    return MAAT(**kw)
+    """Plain Anomaly Transformer: MAAT with the Mamba path (and so its forecasting head) switched
+    off; the Mamba-path arguments of a shared config section are accepted and ignored."""
+    kw.update(mamba_layers=0, forecast=False, score_forecast=0.0)
+    return MAAT(**select_kwargs("model", "maat", kw))
 
 
 @register_model("mamba_recon")
 class MambaRecon(DetectorBase):
     """Mamba-only reconstruction baseline: [B, L, C] -> reconstruction [B, L, C]; score = MSE per step."""
 
-    def __init__(self, n_channels: int = 8, window: int = 64, d_model: int = 64, mamba_layers: int = 2,
-                 d_state: int = 16, dropout: float = 0.0, backend: str = "auto", bidirectional: bool = False,
-                 score_channels: str = "mean", score_normalize: bool = False, score_smooth: int = 1,
-                 **_unused_attention_kw) -> None:
+    def __init__(
+        self,
+        n_channels: int = 8,
+        window: int = 64,
+        d_model: int = 64,
+        mamba_layers: int = 2,
+        d_state: int = 16,
+        dropout: float = 0.0,
+        backend: str = "auto",
+        bidirectional: bool = False,
+        instance_norm: str = "off",
+        score_channels: str = "mean",
+        score_normalize: bool = False,
+        score_smooth: int = 1,
+    ) -> None:
         super().__init__(n_channels, window)
+        self.inorm = InstanceNorm(instance_norm)
         self.score_kw = _score_kw(False, score_channels, score_normalize, score_smooth)
         if mamba_layers < 1:
             raise ValueError(f"mamba_recon needs mamba_layers >= 1, got {mamba_layers}")
         self.embed = DataEmbedding(n_channels, d_model, dropout)
         self.blocks = nn.ModuleList(
-            MambaBlock(d_model, d_state=d_state, backend=backend, bidirectional=bidirectional) for _ in range(mamba_layers)
+            MambaBlock(d_model, d_state=d_state, backend=backend, bidirectional=bidirectional)
+            for _ in range(mamba_layers)
         )
         self.norm = nn.LayerNorm(d_model)
         self.proj = nn.Linear(d_model, n_channels)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         self.check_input(x)
-        h = self.embed(x)
+        mu, sd = self.inorm.stats(x)
+        h = self.embed((x - mu) / sd)
         for blk in self.blocks:
             h = blk(h)
-        return {"recon": self.proj(self.norm(h)), "series": [], "prior": []}
+        return {"recon": self.proj(self.norm(h)) * sd + mu, "series": [], "prior": []}
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction error per step [B, L] (channels, normalisation, smoothing as configured)."""

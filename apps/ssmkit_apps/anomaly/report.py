@@ -10,20 +10,31 @@ import numpy as np
 from ssmkit_apps.anomaly.metrics import segments
 
 TABLE_KEYS = (
-    ("pa_f1", "PA-F1"),
-    ("precision", "P"),
-    ("recall", "R"),
     ("f1", "F1"),
-    ("auc_roc", "AUC-ROC"),
     ("auc_pr", "AUC-PR"),
     ("vus_pr", "VUS-PR"),
+    ("precision", "P"),
+    ("recall", "R"),
+    ("auc_roc", "AUC-ROC"),
+    ("vus_roc", "VUS-ROC"),
+    ("pa_f1", "PA-F1"),
     ("aff_precision", "Aff-P"),
     ("aff_recall", "Aff-R"),
+    ("flagged", "flagged"),
+    ("out_of_range", "out-of-range"),
 )
 
 
-def plot_series(raw: np.ndarray, scores: np.ndarray, labels: np.ndarray | None, threshold: float, path: str | Path,
-                *, title: str = "", max_channels: int = 4) -> Path:
+def plot_series(
+    raw: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray | None,
+    threshold: float,
+    path: str | Path,
+    *,
+    title: str = "",
+    max_channels: int = 4,
+) -> Path:
     """Signal (up to ``max_channels`` channels) above the score with its threshold; true
     anomalies shaded on both panels. raw: [T, C]; scores, labels: [T]."""
     os.environ.setdefault("MPLBACKEND", "Agg")

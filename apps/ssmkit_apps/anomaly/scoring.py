@@ -25,6 +25,8 @@ from typing import IO
 import numpy as np
 import torch
 
+from ssmkit.errors import DataError
+
 
 def window_plan(T: int, window: int, hop: int, lag: int = 0) -> list[tuple[int, int, int]]:
     """[(window start, first, stop)]: each window emits its positions [first, stop); together
@@ -60,8 +62,17 @@ def score_windows(model, windows: torch.Tensor, device: torch.device | None = No
 
 
 @torch.no_grad()
-def score_series(model, series: np.ndarray, hop: int, *, lag: int = 0, batch_size: int = 64, device=None,
-                 amp_dtype=None, normalized: bool = False) -> np.ndarray:
+def score_series(
+    model,
+    series: np.ndarray,
+    hop: int,
+    *,
+    lag: int = 0,
+    batch_size: int = 64,
+    device=None,
+    amp_dtype=None,
+    normalized: bool = False,
+) -> np.ndarray:
     """Raw (or ``normalized=True``: already standardised) series [T, C] -> per-step scores [T]."""
     x = torch.from_numpy(np.ascontiguousarray(series, dtype=np.float32))
     model.check_input(x[None, :1])
@@ -79,8 +90,9 @@ def score_series(model, series: np.ndarray, hop: int, *, lag: int = 0, batch_siz
 
 
 @torch.no_grad()
-def channel_error_scale(model, normalized: np.ndarray, hop: int, *, lag: int = 0, batch_size: int = 64,
-                        device=None) -> tuple[np.ndarray, np.ndarray | None]:
+def channel_error_scale(
+    model, normalized: np.ndarray, hop: int, *, lag: int = 0, batch_size: int = 64, device=None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Mean squared error per channel [C] over the steps that the window plan emits for a
     standardised series [T, C]: (reconstruction, one-step forecast or None for models without
     a forecasting head). The scales of normalised scores, fitted on validation. A window's
@@ -159,11 +171,43 @@ class StreamScorer:
         return self._score(self.emitted - (self.n - W), W)
 
 
-def parse_rows(lines: Iterable[str], n_channels: int, err: IO[str] | None = None,
-               drop: tuple[str, ...] = ("timestamp", "is_anomaly", "label")) -> Iterator[tuple[int, np.ndarray]]:
-    """CSV text rows -> (data-row index, values [C]). A header (non-numeric first line) is used
-    to drop ``drop`` columns by name. Malformed rows are reported on ``err`` and skipped, so one
-    bad line never stops a stream; their index is not reused."""
+def _header_columns(
+    fields: list[str], n_channels: int, columns: list[str] | None, drop: tuple[str, ...], source: str
+) -> list[int] | None:
+    """The value-field indices of a header line, or None when the line is not a usable header
+    (garbage: the caller reports and skips it). A header that names other columns than the
+    trained ones is a contract error (exit 2), never a silent re-mapping."""
+    names = [f.strip() for f in fields]
+    if columns:
+        if all(c in names for c in columns):
+            return [names.index(c) for c in columns]
+        values = [n for n in names if n.lower() not in drop]
+        if len(values) == len(columns) and all(n and not n[0].isdigit() for n in values):
+            raise DataError(
+                f"{source}: header columns {values[:8]} differ from the trained columns {columns[:8]}; "
+                "rename them to match"
+            )
+        return None
+    keep = [i for i, f in enumerate(names) if f.lower() not in drop]
+    return keep if len(keep) == n_channels else None
+
+
+def parse_rows(
+    lines: Iterable[str],
+    n_channels: int,
+    err: IO[str] | None = None,
+    drop: tuple[str, ...] = ("timestamp", "is_anomaly", "label"),
+    columns: list[str] | None = None,
+    source: str = "stream",
+) -> Iterator[tuple[int, np.ndarray]]:
+    """CSV text rows -> (data-row index, values [C] float32).
+
+    A non-numeric first line is a header when it names the trained ``columns`` (any order; or,
+    without stored names, when it has ``n_channels`` fields besides ``drop``); a first line that
+    is neither numbers nor such a header is reported and skipped like any malformed row, so one
+    bad line never stops a stream. Rows with the wrong field count, text, or values that are not
+    finite in float32 (NaN, inf, 1e308) are reported on ``err`` and skipped; their index is not
+    reused."""
     err = err or sys.stderr
     keep: list[int] | None = None
     width = n_channels  # fields per row: the header's width once a header is seen
@@ -179,40 +223,66 @@ def parse_rows(lines: Iterable[str], n_channels: int, err: IO[str] | None = None
             try:
                 [float(f) for f in fields]
             except ValueError:
-                keep = [i for i, f in enumerate(fields) if f.lower() not in drop]
-                if len(keep) != n_channels:
-                    raise ValueError(
-                        f"stream header has {len(keep)} value columns {[fields[i] for i in keep]}; "
-                        f"the model expects {n_channels} channels"
-                    ) from None
-                width = len(fields)
+                keep = _header_columns(fields, n_channels, columns, drop, source)
+                if keep is not None:
+                    width = len(fields)
+                    continue
+                print(
+                    f"{source} line 1 is neither a header naming the trained columns "
+                    f"{(columns or [])[:8]} nor {n_channels} numbers: {line[:80]!r}; skipped",
+                    file=err,
+                    flush=True,
+                )
                 continue
         idx += 1
         if len(fields) != width:
-            print(f"stream row {idx}: expected {width} fields, got {len(fields)} in {line[:80]!r}; skipped",
-                  file=err, flush=True)
+            print(
+                f"{source} row {idx}: expected {width} fields, got {len(fields)} in {line[:80]!r}; skipped",
+                file=err,
+                flush=True,
+            )
             continue
         vals = [fields[i] for i in keep] if keep is not None else fields
         try:
-            arr = np.array([float(v) for v in vals], dtype=np.float32)
+            with np.errstate(over="ignore"):
+                arr = np.array([float(v) for v in vals], dtype=np.float64).astype(np.float32)
         except ValueError:
-            print(f"stream row {idx}: non-numeric value in {line[:80]!r}; skipped", file=err, flush=True)
+            print(f"{source} row {idx}: non-numeric value in {line[:80]!r}; skipped", file=err, flush=True)
             continue
         if not np.isfinite(arr).all():
-            print(f"stream row {idx}: non-finite value in {line[:80]!r}; skipped", file=err, flush=True)
+            print(
+                f"{source} row {idx}: a value is not finite in float32 (NaN, inf or beyond 3.4e38) in "
+                f"{line[:80]!r}; skipped",
+                file=err,
+                flush=True,
+            )
             continue
         yield idx, arr
 
 
-def stream(model, lines: Iterable[str], out: IO[str], *, hop: int, lag: int = 0, threshold: float | None = None,
-           err: IO[str] | None = None, device=None) -> int:
+def stream(
+    model,
+    lines: Iterable[str],
+    out: IO[str],
+    *,
+    hop: int,
+    lag: int = 0,
+    threshold: float | None = None,
+    err: IO[str] | None = None,
+    device=None,
+    columns: list[str] | None = None,
+    source: str = "stream",
+) -> int:
     """Score CSV ``lines`` as they arrive; write ``index,score,flag`` per row, flushed per window.
 
-    Returns the number of rows scored. Memory holds one window and one window's index map."""
+    Returns the number of rows scored. Memory holds one window and one window's index map. A
+    non-finite score stops the stream with a DataError naming the rows (never written)."""
     err = err or sys.stderr
     thr = float(model.threshold) if threshold is None else float(threshold)
     if math.isnan(thr):
-        raise ValueError("the model has no fitted threshold; evaluate it on a validation split first or pass --threshold")
+        raise DataError(
+            "the model has no fitted threshold; evaluate it on a validation split first or pass --threshold"
+        )
     scorer = StreamScorer(model, hop, lag, device)
     # Input indices can skip (malformed rows), so remember the last window's worth of them.
     ids: collections.deque[int] = collections.deque(maxlen=model.window)
@@ -223,16 +293,24 @@ def stream(model, lines: Iterable[str], out: IO[str], *, hop: int, lag: int = 0,
         nonlocal done
         base = scorer.n - len(ids)
         for pos, s in pairs:
+            if not math.isfinite(s):
+                raise DataError(
+                    f"{source} row {ids[pos - base]}: the model produced a non-finite score; the values "
+                    "around it may lie far outside the training range"
+                )
             out.write(f"{ids[pos - base]},{s:.6g},{int(s > thr)}\n")
         done += len(pairs)
         if pairs:
             out.flush()
 
-    for idx, row in parse_rows(lines, model.n_channels, err):
+    for idx, row in parse_rows(lines, model.n_channels, err, columns=columns, source=source):
         ids.append(idx)
         emit(scorer.push(row))
     emit(scorer.flush())
     if scorer.n < model.window:
-        print(f"stream ended after {scorer.n} rows, fewer than one window of {model.window}; nothing scored",
-              file=err, flush=True)
+        print(
+            f"{source} ended after {scorer.n} rows, fewer than one window of {model.window}; nothing scored",
+            file=err,
+            flush=True,
+        )
     return done

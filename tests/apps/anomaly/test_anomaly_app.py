@@ -16,15 +16,41 @@ from ssmkit.engine.app import DataError
 from ssmkit.registry import list_apps
 from ssmkit_apps.anomaly.app import AnomalyApp
 
-TINY = ["data.channels=3", "data.n_train=300", "data.n_val=120", "data.n_test=300", "data.train_stride=8",
-        "model.window=16", "model.d_model=16", "model.n_heads=2", "model.n_layers=1", "model.d_ff=16",
-        "model.mamba_layers=1", "model.d_state=4", "train.max_steps=4", "train.batch_size=8", "train.log_every=2",
-        "score.hop=4", "score.lag=6"]
+TINY = [
+    "data.channels=3",
+    "data.n_train=300",
+    "data.n_val=120",
+    "data.n_test=300",
+    "data.train_stride=8",
+    "model.window=16",
+    "model.d_model=16",
+    "model.n_heads=2",
+    "model.n_layers=1",
+    "model.d_ff=16",
+    "model.mamba_layers=1",
+    "model.d_state=4",
+    "train.max_steps=4",
+    "train.batch_size=8",
+    "train.log_every=2",
+    "score.hop=4",
+    "score.lag=6",
+]
 
 
 def _infer_args(run, **kw):
-    base = dict(run=str(run), ckpt=None, config=None, set=[], file=None, out=None, stream=False, threshold=None,
-                label_column="is_anomaly", timestamp_column="timestamp")
+    base = dict(
+        run=str(run),
+        ckpt=None,
+        config=None,
+        set=[],
+        file=None,
+        out=None,
+        stream=False,
+        threshold=None,
+        label_column="is_anomaly",
+        timestamp_column="timestamp",
+        overwrite=False,
+    )
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -49,25 +75,28 @@ def test_tiny_train_evaluate_infer(tmp_path, monkeypatch, capsys):
     from ssmkit_apps.anomaly.data import make_synthetic
 
     s = make_synthetic(3, 300, 120, 300, seed=0)
-    frame = pd.DataFrame(s.test, columns=["a", "b", "c"])
+    frame = pd.DataFrame(s.test, columns=["ch00", "ch01", "ch02"])
     frame.insert(0, "timestamp", np.arange(300))
     frame["is_anomaly"] = s.test_labels
     frame.to_csv(tmp_path / "new.csv", index=False)
-    assert commands.infer(AnomalyApp, _infer_args(run, file=str(tmp_path / "new.csv"), out=str(tmp_path / "s.csv"))) == 0
+    args = _infer_args(run, file=str(tmp_path / "new.csv"), out=str(tmp_path / "s.csv"))
+    assert commands.infer(AnomalyApp, args) == 0
     got = pd.read_csv(tmp_path / "s.csv")
     np.testing.assert_allclose(got["score"], scores["score"], rtol=1e-4, atol=1e-6)
 
     # --stream: stdin rows in, one line per row out
-    text = "a,b,c\n" + "\n".join(",".join(f"{v:.6f}" for v in row) for row in s.test[:40]) + "\nbad,row\n"
+    text = "ch00,ch01,ch02\n" + "\n".join(",".join(f"{v:.6f}" for v in row) for row in s.test[:40]) + "\nbad,row\n"
     monkeypatch.setattr(sys, "stdin", io.StringIO(text))
     assert commands.infer(AnomalyApp, _infer_args(run, stream=True)) == 0
     out = capsys.readouterr()
     assert out.out.splitlines()[0] == "index,score,flag" and len(out.out.splitlines()) == 41
-    assert "stream row 40: expected 3 fields, got 2" in out.err
+    assert "stdin row 40: expected 3 fields, got 2" in out.err
 
     # a file with another channel count is refused, naming the file
-    frame.drop(columns=["c"]).to_csv(tmp_path / "two.csv", index=False)
-    with pytest.raises(DataError, match=r"two.csv: 2 value columns \['a', 'b'\]; the checkpoint was trained on 3"):
+    frame.drop(columns=["ch02"]).to_csv(tmp_path / "two.csv", index=False)
+    with pytest.raises(
+        DataError, match=r"two.csv: value columns \['ch00', 'ch01'\] do not include the trained columns \['ch02'\]"
+    ):
         commands.infer(AnomalyApp, _infer_args(run, file=str(tmp_path / "two.csv")))
     frame.iloc[:10].to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(DataError, match="short.csv: 10 rows is fewer than one window of 16 rows"):
@@ -79,7 +108,15 @@ def test_tiny_train_evaluate_infer(tmp_path, monkeypatch, capsys):
 
 def test_isolation_forest_through_the_same_commands(tmp_path):
     cfg = AnomalyApp.package_dir() / "configs" / "isolation_forest.yaml"
-    ov = [*TINY, "model.window=8", "score.hop=1", "score.lag=0", f"run.root={tmp_path}", "run.id=if", "train.max_steps=1"]
+    ov = [
+        *TINY,
+        "model.window=8",
+        "score.hop=1",
+        "score.lag=0",
+        f"run.root={tmp_path}",
+        "run.id=if",
+        "train.max_steps=1",
+    ]
     run, val = commands.train(AnomalyApp, cfg, ov, verbose=False)
     assert np.isfinite(val["threshold"]) and "rec_loss" not in val
     test = commands.evaluate(AnomalyApp, run=run, split="test", verbose=False)
@@ -107,8 +144,12 @@ def test_any_csv_source_through_the_config(tmp_path):
     test = pd.DataFrame(rng.normal(size=(30, 2)), columns=["p", "q"])
     test["fault"] = [0] * 25 + [1] * 5
     test.to_csv(tmp_path / "test.csv", index=False)
-    ov = ["data.source=csv", f"data.train_file={tmp_path / 'normal.csv'}", f"data.test_file={tmp_path / 'test.csv'}",
-          "data.label_column=fault"]
+    ov = [
+        "data.source=csv",
+        f"data.train_file={tmp_path / 'normal.csv'}",
+        f"data.test_file={tmp_path / 'test.csv'}",
+        "data.label_column=fault",
+    ]
     s = load_split(app_config(AnomalyApp, None, ov).data)
     assert s.channels == ["p", "q"] and s.train.shape == (40, 2) and s.test_labels.sum() == 5
     test.to_csv(tmp_path / "normal.csv", index=False)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ssmkit.errors import DataError
 from ssmkit_apps.anomaly import data as D
 
 
@@ -28,7 +29,9 @@ def test_generator_is_deterministic_and_injects_into_test_only():
 def test_generator_each_type_changes_the_series():
     for kind in D.ANOMALY_TYPES:
         s = D.make_synthetic(n_channels=4, n_train=300, n_val=100, n_test=600, seed=1, types=(kind,))
-        clean = D.make_synthetic(n_channels=4, n_train=300, n_val=100, n_test=600, seed=1, types=(kind,), anomaly_rate=0)
+        clean = D.make_synthetic(
+            n_channels=4, n_train=300, n_val=100, n_test=600, seed=1, types=(kind,), anomaly_rate=0
+        )
         assert clean.test_labels.sum() == 0
         np.testing.assert_array_equal(s.train, clean.train)
         changed = (s.test != clean.test).any(axis=1)
@@ -55,7 +58,7 @@ def test_npy_layout(tmp_path):
     np.save(tmp_path / "SMD_test_label.npy", lab[:39])
     with pytest.raises(ValueError, match="SMD_test_label.npy: 39 labels"):
         D.load_npy_benchmark(tmp_path, "SMD")
-    with pytest.raises(FileNotFoundError, match="MSL_train.npy"):
+    with pytest.raises(DataError, match="MSL_train.npy"):
         D.load_npy_benchmark(tmp_path, "MSL")
 
 
@@ -75,7 +78,9 @@ def _psm(tmp_path, n_test_labels=30):
     tr.iloc[5, 2] = np.nan  # PSM's train.csv really has gaps
     te = pd.DataFrame(rng.normal(size=(30, 4)), columns=cols)
     te.insert(0, "timestamp_(min)", np.arange(60.0, 90.0))
-    lab = pd.DataFrame({"timestamp_(min)": np.arange(n_test_labels), "label": (np.arange(n_test_labels) % 7 == 0).astype(int)})
+    lab = pd.DataFrame(
+        {"timestamp_(min)": np.arange(n_test_labels), "label": (np.arange(n_test_labels) % 7 == 0).astype(int)}
+    )
     tr.to_csv(tmp_path / "train.csv", index=False)
     te.to_csv(tmp_path / "test.csv", index=False)
     lab.to_csv(tmp_path / "test_label.csv", index=False)
@@ -87,7 +92,7 @@ def test_psm_layout_interpolates_with_warning(tmp_path):
         s = D.load_psm(tmp_path)
     assert s.channels == [f"feature_{i}" for i in range(4)] and s.test.shape == (30, 4)
     assert np.isfinite(s.train).all() and s.test_labels.sum() == 5
-    with pytest.raises(ValueError, match=r"train.csv: column 'feature_1' has a non-finite value.*row 5"):
+    with pytest.raises(DataError, match=r"train.csv: 1 non-finite value.*row 5 column feature_1"):
         D.load_psm(tmp_path, nan_policy="reject")
 
 
@@ -100,7 +105,10 @@ def test_psm_label_length_mismatch(tmp_path):
 
 def test_swat_layout_text_labels(tmp_path):
     rng = np.random.default_rng(1)
-    for name, n, lab in (("train.csv", 40, ["Normal"] * 40), ("test.csv", 20, ["Normal"] * 15 + ["Attack", "A ttack"] + ["Normal"] * 3)):
+    for name, n, lab in (
+        ("train.csv", 40, ["Normal"] * 40),
+        ("test.csv", 20, ["Normal"] * 15 + ["Attack", "A ttack"] + ["Normal"] * 3),
+    ):
         f = pd.DataFrame(rng.normal(size=(n, 3)), columns=["FIT101", "LIT101", "MV101"])
         f.insert(0, " Timestamp", [f"28/12/2015 10:00:{i:02d} AM" for i in range(n)])
         f["Normal/Attack"] = lab

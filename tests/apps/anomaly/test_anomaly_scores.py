@@ -18,10 +18,26 @@ from ssmkit_apps.anomaly.losses import minimax_losses
 from ssmkit_apps.anomaly.model import MAAT, anomaly_transformer, combine_scores
 from ssmkit_apps.anomaly.scoring import StreamScorer, channel_error_scale, score_series
 
-TINY = ["data.channels=3", "data.n_train=300", "data.n_val=120", "data.n_test=300", "data.train_stride=8",
-        "model.window=16", "model.d_model=16", "model.n_heads=2", "model.n_layers=1", "model.d_ff=16",
-        "model.mamba_layers=1", "model.d_state=4", "train.max_steps=4", "train.batch_size=8", "train.log_every=2",
-        "score.hop=4", "score.lag=6", "score.plots=false"]
+TINY = [
+    "data.channels=3",
+    "data.n_train=300",
+    "data.n_val=120",
+    "data.n_test=300",
+    "data.train_stride=8",
+    "model.window=16",
+    "model.d_model=16",
+    "model.n_heads=2",
+    "model.n_layers=1",
+    "model.d_ff=16",
+    "model.mamba_layers=1",
+    "model.d_state=4",
+    "train.max_steps=4",
+    "train.batch_size=8",
+    "train.log_every=2",
+    "score.hop=4",
+    "score.lag=6",
+    "score.plots=false",
+]
 
 
 def _windows():
@@ -57,12 +73,23 @@ def test_combine_scores_forecast_alignment_and_errors():
     x, recon = _windows()
     fc = torch.zeros(1, 5, 3)
     fc[0, 1, 2] = 2.0  # row 1 predicts row 2: a squared error of 4 on channel 2 at step 2
-    s = combine_scores(x, torch.zeros_like(x), None, None, assoc=False, channels="max", forecast=fc,
-                       forecast_weight=0.5)
+    s = combine_scores(
+        x, torch.zeros_like(x), None, None, assoc=False, channels="max", forecast=fc, forecast_weight=0.5
+    )
     torch.testing.assert_close(s, torch.tensor([[0.0, 0.0, 2.0, 0.0, 0.0]]))
     # fc_scale normalises the forecast error per channel
-    s = combine_scores(x, torch.zeros_like(x), None, torch.ones(3), assoc=False, channels="max", normalize=True,
-                       forecast=fc, fc_scale=torch.tensor([1.0, 1.0, 4.0]), forecast_weight=1.0)
+    s = combine_scores(
+        x,
+        torch.zeros_like(x),
+        None,
+        torch.ones(3),
+        assoc=False,
+        channels="max",
+        normalize=True,
+        forecast=fc,
+        fc_scale=torch.tensor([1.0, 1.0, 4.0]),
+        forecast_weight=1.0,
+    )
     torch.testing.assert_close(s, torch.tensor([[0.0, 0.0, 1.0, 0.0, 0.0]]))
     with pytest.raises(ValueError, match="channels='sum'"):
         combine_scores(x, recon, None, None, assoc=False, channels="sum")
@@ -78,8 +105,18 @@ def test_combine_scores_forecast_alignment_and_errors():
 
 def _forecaster(**kw):
     torch.manual_seed(0)
-    return MAAT(n_channels=3, window=12, d_model=16, n_heads=2, n_layers=1, d_ff=16, mamba_layers=1, d_state=4,
-                forecast=True, **kw)
+    return MAAT(
+        n_channels=3,
+        window=12,
+        d_model=16,
+        n_heads=2,
+        n_layers=1,
+        d_ff=16,
+        mamba_layers=1,
+        d_state=4,
+        forecast=True,
+        **kw,
+    )
 
 
 def test_forecast_head_is_causal_and_trained():
@@ -105,7 +142,9 @@ def test_forecast_head_is_causal_and_trained():
 
 
 def test_stream_equals_batch_with_every_score_option():
-    model = _forecaster(score_assoc=True, score_channels="max", score_normalize=True, score_smooth=5, score_forecast=0.7)
+    model = _forecaster(
+        score_assoc=True, score_channels="max", score_normalize=True, score_smooth=5, score_forecast=0.7
+    )
     model.set_scaler(np.zeros(3, np.float32), np.ones(3, np.float32))
     model.set_err_scale([0.5, 1.0, 2.0], [1.5, 0.3, 1.0])
     model.eval()
@@ -140,8 +179,18 @@ def test_channel_error_scale_by_hand():
 
 
 def test_dev_rescoring_equals_the_pipeline(tmp_path):
-    ov = [*TINY, "data.data_seed=101", "model.forecast=true", "score.assoc=true", "score.normalize=true", "score.channels=max",
-          "score.smooth=5", "score.forecast_weight=0.5", f"run.root={tmp_path}", "run.id=dev"]
+    ov = [
+        *TINY,
+        "data.data_seed=101",
+        "model.forecast=true",
+        "score.assoc=true",
+        "score.normalize=true",
+        "score.channels=max",
+        "score.smooth=5",
+        "score.forecast_weight=0.5",
+        f"run.root={tmp_path}",
+        "run.id=dev",
+    ]
     run, val = commands.train(AnomalyApp, None, ov, verbose=False)
     commands.evaluate(AnomalyApp, run=run, split="test", verbose=False)
     v, t = devstudy.raw_outputs(run, "val"), devstudy.raw_outputs(run, "test")
@@ -164,10 +213,13 @@ def test_dev_rescoring_equals_the_pipeline(tmp_path):
 
 
 def test_comparison_runs_do_not_nest_the_app_folder(tmp_path):
-    res = run_comparison(tmp_path / "anomaly", [*TINY], models=("maat",), ucr=False, verbose=False, run_root=tmp_path)
+    res = run_comparison(
+        tmp_path / "anomaly", [*TINY], models=("maat",), series=("synthetic",), verbose=False, run_root=tmp_path
+    )
     assert (tmp_path / "anomaly" / "synthetic-maat" / "config.yaml").is_file()
     assert not (tmp_path / "anomaly" / "anomaly").exists()
-    assert json.loads((tmp_path / "anomaly" / "results.json").read_text())["synthetic"]["maat"]["f1"] == res["synthetic"]["maat"]["f1"]
+    saved = json.loads((tmp_path / "anomaly" / "results.json").read_text())
+    assert saved["synthetic"]["maat"]["f1"] == res["synthetic"]["maat"]["f1"]
 
 
 def test_dev_selection_rule():
@@ -192,11 +244,11 @@ def test_dev_selection_rule():
 
 
 def test_forecast_weight_without_the_head_is_a_config_error():
-    from ssmkit.engine.app import DataError
     from ssmkit.engine.commands import app_config
+    from ssmkit.engine.config import ConfigError
 
     cfg = app_config(AnomalyApp, None, [*TINY, "model.forecast=false", "score.forecast_weight=1.0"])
-    with pytest.raises(DataError, match="score.forecast_weight=1.0 .* model.forecast=false; set score.forecast_weight=0"):
+    with pytest.raises(ConfigError, match="forecast_weight=1.0 .* model.forecast=false; set score.forecast_weight=0"):
         AnomalyApp(cfg).build_model()
     # the Anomaly Transformer config drops the head and its score term on its own
     at_cfg = AnomalyApp.package_dir() / "configs" / "anomaly_transformer.yaml"

@@ -23,8 +23,17 @@ def tiny_model(window=12, channels=3):
 
 
 def test_window_plan_covers_each_row_once():
-    for T, W, h, g in [(12, 12, 12, 0), (30, 12, 12, 0), (31, 12, 5, 0), (100, 7, 1, 0), (13, 12, 3, 0),
-                       (31, 12, 4, 4), (50, 12, 2, 10), (12, 12, 4, 8), (40, 8, 1, 3)]:
+    for T, W, h, g in [
+        (12, 12, 12, 0),
+        (30, 12, 12, 0),
+        (31, 12, 5, 0),
+        (100, 7, 1, 0),
+        (13, 12, 3, 0),
+        (31, 12, 4, 4),
+        (50, 12, 2, 10),
+        (12, 12, 4, 8),
+        (40, 8, 1, 3),
+    ]:
         cover = np.zeros(T, dtype=int)
         for s, a, b in window_plan(T, W, h, g):
             assert 0 <= s and s + W <= T and 0 <= a < b <= W
@@ -74,7 +83,9 @@ def test_rows_are_emitted_as_soon_as_their_window_completes():
 def test_stream_text_reports_malformed_rows_and_keeps_going():
     model = tiny_model(window=12)
     rng = np.random.default_rng(0)
-    lines = ["timestamp,a,b,c,is_anomaly"] + [f"{i},{','.join(f'{v:.4f}' for v in rng.normal(size=3))},0" for i in range(30)]
+    lines = ["timestamp,a,b,c,is_anomaly"] + [
+        f"{i},{','.join(f'{v:.4f}' for v in rng.normal(size=3))},0" for i in range(30)
+    ]
     lines.insert(5, "4,1.0,oops,2.0,0")
     lines.insert(9, "7,1.0,2.0")
     lines.insert(12, "9,1.0,nan,2.0,0")
@@ -85,16 +96,36 @@ def test_stream_text_reports_malformed_rows_and_keeps_going():
     idx = [int(r.split(",")[0]) for r in rows[1:]]
     assert idx == [i for i in range(33) if i not in (4, 8, 11)]
     msg = err.getvalue()
-    assert "row 4: non-numeric" in msg and "row 8: expected 5 fields, got 3" in msg and "row 11: non-finite" in msg
+    assert (
+        "row 4: non-numeric" in msg
+        and "row 8: expected 5 fields, got 3" in msg
+        and "row 11: a value is not finite" in msg
+    )
     # flags follow the model's validation threshold
     for r in rows[1:]:
         _, s, f = r.split(",")
         assert int(f) == int(float(s) > 0.05)
 
 
-def test_stream_header_channel_mismatch():
-    with pytest.raises(ValueError, match="header has 2 value columns"):
-        list(parse_rows(iter(["timestamp,a,b"]), 3))
+def test_stream_header_contract():
+    import io
+
+    from ssmkit.errors import DataError
+
+    # a header naming other columns than the trained ones is a contract error
+    with pytest.raises(DataError, match=r"header columns \['x', 'y', 'z'\] differ from the trained columns"):
+        list(parse_rows(iter(["timestamp,x,y,z"]), 3, columns=["a", "b", "c"]))
+    # the trained names in another order are mapped by name
+    got = list(parse_rows(iter(["c,timestamp,a,b", "3,0,1,2"]), 3, columns=["a", "b", "c"]))
+    assert got[0][0] == 0 and got[0][1].tolist() == [1.0, 2.0, 3.0]
+    # a first line that is neither numbers nor a usable header is skipped, and the stream goes on
+    err = io.StringIO()
+    got = list(parse_rows(iter(["timestamp,a,b", "1,2,3", "4,5,6"]), 3, err=err))
+    assert [i for i, _ in got] == [0, 1] and "line 1 is neither a header" in err.getvalue()
+    # 1e308 is finite in float64 but not in float32: skipped, never scored as inf
+    err = io.StringIO()
+    assert [i for i, _ in parse_rows(iter(["1,2,1e308", "1,2,3"]), 3, err=err)] == [1]
+    assert "row 0: a value is not finite in float32" in err.getvalue()
 
 
 def _rss_mb() -> float:
