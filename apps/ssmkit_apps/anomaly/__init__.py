@@ -1,8 +1,13 @@
-"""Time-series anomaly detection: MAAT (Mamba Adaptive Anomaly Transformer) and baselines.
+"""Time-series anomaly detection: MAAT (Mamba Adaptive Anomaly Transformer), deep baselines and
+strong simple detectors.
 
-The app's files follow the shape every ssmkit app has (DESIGN.md §1):
-``data.py`` (loaders, embedded generator, windows), ``model.py`` (+ ``forest.py``),
-``losses.py``, ``metrics.py``, ``app.py`` (the ``ssmkit anomaly`` commands), ``configs/``;
-plus ``scoring.py`` (batch and streaming scores), ``report.py`` (plots, tables),
-``compare.py`` (side-by-side evaluation) and ``bench.py`` (``ssmkit bench anomaly``).
+The app's files follow the shape every ssmkit app has (docs/architecture.md, "How to add an
+app"): ``data.py`` (loaders, embedded generators, windows), ``model.py`` (the deep detectors),
+``detectors.py`` (rolling median, first difference, z-score, POLY, matrix profile,
+sub-sequence PCA) and ``forest.py`` (IsolationForest), ``losses.py``, ``metrics.py`` (F1, AUC-PR,
+VUS as TSB-AD computes it, affiliation), ``app.py`` (the ``ssmkit anomaly`` commands),
+``configs/``; plus ``scoring.py`` (batch and streaming scores), ``inference.py`` (``infer``),
+``cli_helpers.py`` (``--config NAME``), ``report.py`` (plots, tables), ``compare.py``
+(side-by-side evaluation), ``devstudy.py`` (settings chosen on development seeds) and
+``bench.py`` (``ssmkit bench anomaly``).
 """
