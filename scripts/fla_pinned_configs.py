@@ -2,8 +2,8 @@
 
 Why: fla-core 0.6.0 autotunes every Triton kernel on its first call for each new key (head dims,
 head count, chunk size). On the GLA path that is about 260 configs to compile (for example 48
-for `chunk_fwd_kernel_h` alone), and a fresh device machine spent minutes in it: every
-chunk_gla call in session 3 ran past its time limit. fla's own escape hatch is a config
+for `chunk_fwd_kernel_h` alone): minutes on a fresh GPU machine, 155 s for the first small GLA
+call on an H100 (22 s with the pins). fla's own escape hatch is a config
 directory (FLA_CONFIG_DIR) holding `{kernel_name}.json` with a `default_config`, read when
 FLA_CACHE_MODE=default. This script writes that directory; the raw `chunk_gla` baseline and our
 GLA op then launch the very same kernels, so an overhead ratio between them stays fair (absolute
@@ -11,6 +11,9 @@ times may be slower than fla's autotuned ones; say so next to any number).
 
     python3 scripts/fla_pinned_configs.py /tmp/fla_configs
     export FLA_CONFIG_DIR=/tmp/fla_configs FLA_CACHE_MODE=default   # before importing fla
+
+In a Python process, ``pin_in_process()`` (after ``import fla.ops.gla``) also pins the two
+kernels fla tunes with plain ``triton.autotune``, which do not read FLA_CONFIG_DIR.
 
 The choices are mid-range members of each kernel's own autotune list on an H100 (where fla's
 BK_LIST is [32, 64] and BV_LIST [64, 128]). BK=32/BV=64 are the smallest tiles of the backward
@@ -21,6 +24,7 @@ triton 3.6-3.7 (a WGMMA miscompile it works around).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -83,6 +87,6 @@ def write(directory: str | Path) -> Path:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: fla_pinned_configs.py OUT_DIR")
-    print(write(sys.argv[1]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", help="directory for the {kernel}.json files (created); point FLA_CONFIG_DIR at it")
+    print(write(parser.parse_args().out_dir))

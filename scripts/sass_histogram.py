@@ -71,7 +71,7 @@ def env_flag(name: str, default: int = 0) -> int:
 
 def compile_kernel(fn, dt: str, N: int, BD: int, T: int, pf: bool, warps: int = 1, maxnreg: int | None = None):
     """As the JIT specializes a launch: pointers 16-byte aligned and, with DIV16=1 (default), the
-    integer arguments divisible by 16 (L, D, N, ... of the issue shapes; G is 1 there)."""
+    integer arguments divisible by 16 (L, D, N, ... of the GPU table's shapes; G is 1 there)."""
     path = bool(env_flag("PATH_MODE"))
     consts = dict(COMPUTE=tl.float32, BD=BD, NP=N, T=T, KSUB=32, HAS_D=True, HAS_Z=bool(env_flag("HZ", 1)),
                   HAS_BIAS=True, SOFTPLUS=True, HAS_DLAST=False, HAS_H0=False, SAVE=bool(env_flag("SAVE", 1)),
@@ -116,16 +116,17 @@ def histogram(kernel) -> tuple[collections.Counter, str, str]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog="Constexpr switches come from the environment; see the module docstring.")
     p.add_argument("kernels", nargs="?", default=DEFAULT_KERNELS, help="kernels file or module")
-    p.add_argument("--kernel", default="_scan_bwd_kernel")
-    p.add_argument("--dt", default="bf16")
-    p.add_argument("--N", type=int, default=16)
-    p.add_argument("--BD", type=int, default=8)
-    p.add_argument("--T", type=int, default=4)
-    p.add_argument("--pf", type=int, default=1)
-    p.add_argument("--warps", type=int, default=1)
-    p.add_argument("--maxnreg", type=int, default=None)
+    p.add_argument("--kernel", default="_scan_bwd_kernel", help="kernel name (default _scan_bwd_kernel)")
+    p.add_argument("--dt", default="bf16", help="input dtype: bf16, fp16 or fp32 (default bf16)")
+    p.add_argument("--N", type=int, default=16, help="state size (default 16)")
+    p.add_argument("--BD", type=int, default=8, help="channels per program (default 8)")
+    p.add_argument("--T", type=int, default=4, help="steps per chunk (default 4)")
+    p.add_argument("--pf", type=int, default=1, help="1: register prefetch of the next chunk (default 1)")
+    p.add_argument("--warps", type=int, default=1, help="warps per program (default 1)")
+    p.add_argument("--maxnreg", type=int, default=None, help="cap on registers per thread (ptxas .maxnreg)")
     p.add_argument("--dump", default=None, help="write the SASS here")
     p.add_argument("--ttgir", default=None, help="write the TTGIR here (layouts and their conversions)")
     a = p.parse_args()

@@ -1,53 +1,38 @@
 """``ssmkit bench blocks``: forward and forward+backward time of every registered block.
 
-Each block is built with ``create_block(name, d_model=d)`` and fed an input at the standard size
-of issue 6: B=8, d=256 and L=1024 tokens for sequence blocks, 64x64 for 2D blocks, 16x16x16 for
-3D blocks (``--quick`` shrinks all of these for a small CPU). The input layout is learned from
-the block itself: its ``example_input(batch)`` (if any) gives a small input, whose channel axis
+Each block is built with ``create_block(name, d_model=d)`` and fed an input at the standard size:
+B=8, d=256 and L=1024 tokens for sequence blocks, 64x64 for 2D blocks, 16x16x16 for 3D blocks
+(``--quick`` shrinks all of these for a small CPU). The input layout is learned from the block
+itself: its ``example_input(batch)`` (if any) gives a small input, whose channel axis
 (the one of size d) is kept and whose other non-batch axes are resized to the standard size, so
 channels-first, channels-last and two-stream blocks (GatedFusion: L/2 tokens per stream) all get
 the right input. Blocks without ``example_input`` use their ``input_kind`` ("seq" [B, L, d],
 "image2d" [B, d, H, W], "volume3d" [B, d, D, H, W]).
 
-The table also carries the fast-vs-reference comparisons of part A (GLA chunked vs recurrent,
-Mega's EMA FFT vs recurrence, and on a GPU with fla-core the overhead over raw ``chunk_gla``),
-taken from ``ssmkit.bench.blocks_a`` when that module is present.
+A second table compares the fast paths of the ops under the gated blocks with their references
+(GLA chunked vs recurrent, Mega's EMA FFT vs recurrence, and on a GPU with fla-core our GLA op
+against raw ``chunk_gla``): ``ssmkit.bench.gla_ema``.
 
 Forward is timed under ``no_grad``; fwd+bwd backpropagates the mean of every output into the
-inputs and all parameters. Times are medians (CUDA events synchronised on the GPU).
+inputs and all parameters. Times are medians (CUDA events on the GPU).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 import traceback
-from collections.abc import Callable
 
 import torch
 
+from ssmkit.bench import gla_ema
+from ssmkit.bench.measure import median_ms
+from ssmkit.bench.table import Column, format_table
 from ssmkit.registry import create_block, list_blocks, register_bench
 
 STANDARD = {"batch": 8, "d_model": 256, "length": 1024, "image": (64, 64), "volume": (16, 16, 16)}
 QUICK = {"batch": 2, "d_model": 64, "length": 256, "image": (16, 16), "volume": (8, 8, 8)}
 _KIND_SHAPE = {"seq": "length", "image2d": "image", "volume3d": "volume"}
-
-
-def time_ms(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in ms over ``reps`` calls."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def _spatial(n_axes: int, sizes: dict, n_streams: int = 1) -> tuple[int, ...]:
@@ -123,61 +108,43 @@ def bench_block(name: str, sizes: dict, device: torch.device, dtype: torch.dtype
             p.grad = None
 
     row = {"name": name, "shape": _describe(x), "params": sum(p.numel() for p in block.parameters())}
-    row["ms_fwd"] = time_ms(fwd, device, reps)
-    row["ms_fwd_bwd"] = time_ms(fwd_bwd, device, reps)
+    row["ms_fwd"] = median_ms(fwd, device, reps)
+    row["ms_fwd_bwd"] = median_ms(fwd_bwd, device, reps)
     return row
 
 
-def part_a_rows(device: torch.device, quick: bool, backward: bool, gpu_fla: bool) -> tuple[list[dict], list[str]]:
-    """GLA chunked vs recurrent and EMA FFT vs recurrence from ``bench/blocks_a.py``."""
-    try:
-        from ssmkit.bench import blocks_a
-    except ImportError as err:
-        return [], [f"note: part-A comparisons skipped, ssmkit.bench.blocks_a does not import ({err})"]
+def pair_rows(device: torch.device, quick: bool, backward: bool, gpu_fla: bool) -> tuple[list[dict], list[str]]:
+    """GLA chunked vs recurrent and EMA FFT vs recurrence (``bench/gla_ema.py``), plus GLA against
+    raw fla-core with ``gpu_fla``; the notes say what could not run."""
     rows, notes = [], []
     gla_shapes = [(2, 2, 256, 16, 32)] if quick else None
     ema_shapes = [(2, 64, 16, 256)] if quick else None
-    for name, fn, shapes in (("gla_vs_recurrent", "gla_vs_recurrent", gla_shapes),
-                             ("ema_fft_vs_recurrence", "ema_fft_vs_recurrence", ema_shapes)):
-        helper = getattr(blocks_a, fn, None)
-        if helper is None:
-            notes.append(f"note: ssmkit.bench.blocks_a has no {name}(); its rows are missing")
-            continue
-        for bwd in (False, True) if backward else (False,):
-            rows += helper(device, shapes=shapes, backward=bwd)
+    for bwd in (False, True) if backward else (False,):
+        rows += gla_ema.gla_vs_recurrent(device, shapes=gla_shapes, backward=bwd)
+        rows += gla_ema.ema_fft_vs_recurrence(device, shapes=ema_shapes, backward=bwd)
     if gpu_fla:
-        helper = getattr(blocks_a, "gla_fla_overhead", None)
         try:
-            rows += helper() if helper is not None else []
+            rows += gla_ema.gla_fla_overhead()
         except RuntimeError as err:
             notes.append(f"note: GLA vs raw fla-core rows skipped: {err}")
     return rows, notes
 
 
+BLOCK_COLUMNS = [
+    Column("block", "name"), Column("input", "shape"), Column("params", "params", "d"),
+    Column("fwd ms", "ms_fwd", ".2f"), Column("fwd+bwd ms", "ms_fwd_bwd", ".2f"),
+    Column("bwd/fwd", lambda r: r["ms_fwd_bwd"] / r["ms_fwd"] if r.get("ms_fwd") else None, ".2f"),
+    Column("error", "error", missing=""),
+]
+
+
 def format_blocks(rows: list[dict]) -> str:
-    head = f"{'block':<16} {'input':<34} {'params':>9} {'fwd ms':>10} {'fwd+bwd ms':>11} {'bwd/fwd':>8}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"{r['name']:<16} error: {r['error']}")
-            continue
-        ratio = r["ms_fwd_bwd"] / r["ms_fwd"] if r["ms_fwd"] > 0 else float("nan")
-        lines.append(f"{r['name']:<16} {r['shape']:<34} {r['params']:>9} {r['ms_fwd']:>10.2f} "
-                     f"{r['ms_fwd_bwd']:>11.2f} {ratio:>8.2f}")
-    return "\n".join(lines)
-
-
-def format_pairs(rows: list[dict]) -> str:
-    head = f"{'comparison':<62} {'shape':<30} {'ms_fast':>9} {'ms_ref':>9} {'ratio':>7}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(f"{r['name']:<62} {r['shape']:<30} {r['ms_fast']:>9.2f} {r['ms_ref']:>9.2f} {r['ratio']:>7.2f}")
-    return "\n".join(lines)
+    return format_table(rows, BLOCK_COLUMNS if any("error" in r for r in rows) else BLOCK_COLUMNS[:-1])
 
 
 @register_bench("blocks")
 def run(argv: list[str] | None = None) -> int:
-    """Time every registered block (fwd, fwd+bwd) and the part-A fast-vs-reference pairs."""
+    """Time every registered block (fwd, fwd+bwd) and the GLA / EMA fast-vs-reference pairs."""
     parser = argparse.ArgumentParser(prog="ssmkit bench blocks", description=__doc__.split("\n")[0])
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--cpu", action="store_true", help="run on the CPU (the default)")
@@ -188,6 +155,7 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None)
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions (median)")
     parser.add_argument("--no-pairs", action="store_true", help="skip the GLA / EMA comparisons")
+    parser.add_argument("--no-blocks", action="store_true", help="only the GLA / EMA comparisons")
     parser.add_argument("--json", default=None, help="also write all rows to this JSON file")
     args = parser.parse_args(argv)
 
@@ -197,7 +165,7 @@ def run(argv: list[str] | None = None) -> int:
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.gpu else "float32"))
     sizes = QUICK if args.quick else STANDARD
     reps = args.reps or (3 if device.type == "cpu" else 20)
-    names = [n for n in args.blocks.split(",") if n] or list_blocks()
+    names = [] if args.no_blocks else [n for n in args.blocks.split(",") if n] or list_blocks()
     unknown = sorted(set(names) - set(list_blocks()))
     if unknown:
         parser.error(f"unknown blocks {unknown}; registered: {', '.join(list_blocks())}")
@@ -215,17 +183,18 @@ def run(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         print(format_blocks(rows[-1:]).splitlines()[-1], flush=True)
-    print()
-    print(format_blocks(rows))
+    if rows:
+        print()
+        print(format_blocks(rows))
 
     pairs: list[dict] = []
     if not args.no_pairs:
-        pairs, notes = part_a_rows(device, args.quick, backward=True, gpu_fla=args.gpu)
+        pairs, notes = pair_rows(device, args.quick, backward=True, gpu_fla=args.gpu)
         print()
         for note in notes:
             print(note)
         if pairs:
-            print(format_pairs(pairs))
+            print(gla_ema.format_rows(pairs))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"device": str(device), "dtype": str(dtype), "sizes": sizes, "blocks": rows,
@@ -233,4 +202,4 @@ def run(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-__all__ = ["QUICK", "STANDARD", "bench_block", "make_input", "run", "time_ms"]
+__all__ = ["QUICK", "STANDARD", "bench_block", "make_input", "pair_rows", "run"]

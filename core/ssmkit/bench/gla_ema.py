@@ -1,25 +1,27 @@
-"""Timing helpers for the gated blocks of part A (GLA, Mega's EMA); no registration here.
+"""Fast paths against their references for the ops under the gated blocks: GLA (chunked vs the
+recurrence, and ours vs raw fla-core on a GPU) and Mega's EMA (FFT vs the recurrence).
 
-``ssmkit bench blocks`` (``bench/blocks.py``) imports these and prints their rows. Every helper
-returns a list of dicts ``{name, shape, ms_fast, ms_ref, ratio}`` with ``ratio = ms_ref /
-ms_fast``: for the fast-vs-reference comparisons it is the speed-up of the fast form; for the
-fla overhead rows ``ms_fast`` is the raw fla-core call and ``ms_ref`` ours, so the ratio is our
-cost relative to raw fla (the target is <= 1.10).
-
-Run directly for a quick table: ``python -m ssmkit.bench.blocks_a [--gpu]``.
+``ssmkit bench blocks`` prints these rows after the blocks (``--no-blocks`` for these alone).
+Every helper returns a list of dicts ``{name, shape, ms_fast, ms_ref, ratio}`` with
+``ratio = ms_ref / ms_fast``: for the fast-vs-reference comparisons it is the speed-up of the
+fast form; for the fla overhead rows ``ms_fast`` is the raw fla-core call and ``ms_ref`` ours, so
+the ratio is our cost relative to raw fla (the target is <= 1.10).
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from ssmkit.bench.blocks import time_ms
+from ssmkit.bench.measure import median_ms
+from ssmkit.bench.table import Column, format_table
 from ssmkit.ops.ema import ema
 from ssmkit.ops.gla import fla_status, gla
+
+COLUMNS = [Column("comparison", "name"), Column("shape", "shape"), Column("ms_fast", "ms_fast", ".3f"),
+           Column("ms_ref", "ms_ref", ".3f"), Column("ratio", "ratio", ".2f")]
 
 
 def _row(name: str, shape: str, ms_fast: float, ms_ref: float) -> dict:
@@ -51,8 +53,8 @@ def gla_vs_recurrent(device: str | torch.device = "cpu", dtype: torch.dtype = to
                      backward: bool = False, iters: int = 3) -> list[dict]:
     """GLA chunked form vs the recurrent reference, per (B, H, T, K, V) shape.
 
-    The default shape is what the GLA layer runs at the issue's standard size (B=8, L=1024,
-    d=256 with 4 heads: K = 32, V = 64).
+    The default shape is what the GLA layer runs at the blocks bench's standard size (B=8,
+    L=1024, d=256 with 4 heads: K = 32, V = 64).
     """
     device = torch.device(device)
     shapes = shapes or [(8, 4, 1024, 32, 64)]
@@ -64,7 +66,7 @@ def gla_vs_recurrent(device: str | torch.device = "cpu", dtype: torch.dtype = to
         tag = "fwd+bwd" if backward else "fwd"
         rows.append(_row(f"gla chunked vs recurrent ({tag}, {device.type}, {str(dtype)[6:]})",
                          f"B={B} H={H} T={T} K={K} V={V}",
-                         time_ms(fast, device, warmup=1, reps=iters), time_ms(ref, device, warmup=1, reps=iters)))
+                         median_ms(fast, device, reps=iters), median_ms(ref, device, reps=iters)))
     return rows
 
 
@@ -87,7 +89,7 @@ def ema_fft_vs_recurrence(device: str | torch.device = "cpu", dtype: torch.dtype
         tag = "fwd+bwd" if backward else "fwd"
         rows.append(_row(f"ema fft vs recurrence ({tag}, {device.type}, {str(dtype)[6:]})",
                          f"B={B} D={D} N={N} L={L}",
-                         time_ms(fast, device, warmup=1, reps=iters), time_ms(ref, device, warmup=1, reps=iters)))
+                         median_ms(fast, device, reps=iters), median_ms(ref, device, reps=iters)))
     return rows
 
 
@@ -119,50 +121,21 @@ def gla_fla_overhead(B: int = 8, T: int = 4096, H: int = 16, K: int = 128, V: in
         ours = _fwd_bwd(lambda ins=ins: gla(*ins, scale=K ** -0.5, head_first=False, backend="fla"), ins, backward)
         tag = "fwd+bwd" if backward else "fwd"
         rows.append(_row(f"gla op ssmkit(fla) / raw chunk_gla ({tag})", shape,
-                         time_ms(raw, dev, warmup=3, reps=iters), time_ms(ours, dev, warmup=3, reps=iters)))
+                         median_ms(raw, dev, reps=iters, warmup=3), median_ms(ours, dev, reps=iters, warmup=3)))
         layer = GLA(d_model=2 * H * K, num_heads=H, expand_k=0.5, expand_v=V * H / (2 * H * K),
                     backend="fla").to(dev, dtype)
         x = torch.randn(B, T, 2 * H * K, device=dev, dtype=dtype, requires_grad=backward)
         lay = _fwd_bwd(lambda layer=layer, x=x: layer(x), [x, *layer.parameters()] if backward else [x], backward)
         rows.append(_row(f"GLA layer d={2 * H * K} (with projections) / raw chunk_gla ({tag})", shape,
-                         time_ms(raw, dev, warmup=3, reps=iters), time_ms(lay, dev, warmup=3, reps=iters)))
+                         median_ms(raw, dev, reps=iters, warmup=3), median_ms(lay, dev, reps=iters, warmup=3)))
         del layer, x, ins
         torch.cuda.empty_cache()
     return rows
 
 
-def run_all(device: str = "cpu", gpu_fla: bool = False, backward: bool = True) -> list[dict]:
-    """Every comparison of this module for one device (plus the fla overhead rows on request)."""
-    rows = []
-    for bwd in (False, True) if backward else (False,):
-        rows += gla_vs_recurrent(device, backward=bwd)
-        rows += ema_fft_vs_recurrence(device, backward=bwd)
-    if device == "cuda":
-        rows += gla_vs_recurrent(device, torch.bfloat16)
-    if gpu_fla:
-        rows += gla_fla_overhead()
-    return rows
-
-
 def format_rows(rows: list[dict]) -> str:
-    """A plain-text table of the rows."""
-    head = f"{'name':<62} {'shape':<34} {'ms_fast':>9} {'ms_ref':>9} {'ratio':>7}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(f"{r['name']:<62} {r['shape']:<34} {r['ms_fast']:>9.3f} {r['ms_ref']:>9.3f} {r['ratio']:>7.2f}")
-    return "\n".join(lines)
+    """The comparisons as a plain-text table."""
+    return format_table(rows, COLUMNS)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ssmkit.bench.blocks_a",
-                                     description="GLA chunked vs recurrent, EMA FFT vs recurrence, fla overhead")
-    parser.add_argument("--gpu", action="store_true", help="run on CUDA and include the fla-core overhead rows")
-    parser.add_argument("--no-backward", action="store_true", help="forward timings only")
-    args = parser.parse_args(argv)
-    device = "cuda" if args.gpu else "cpu"
-    print(format_rows(run_all(device, gpu_fla=args.gpu, backward=not args.no_backward)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+__all__ = ["ema_fft_vs_recurrence", "format_rows", "gla_fla_overhead", "gla_vs_recurrent"]

@@ -2,9 +2,9 @@
 
 Two pipelines compute the same [B, Di, H, W] -> [B, Di, H, W] map, K paths of one strategy:
 
-- ``materialized``: the VMamba pipeline the issue anchors on: ``strategy.scan`` writes K
-  permuted copies, ONE 1-D selective-scan call over K*Di channels (G=K groups, no z), then
-  ``strategy.merge`` permutes the K outputs back and sums them.
+- ``materialized``: VMamba's pipeline: ``strategy.scan`` writes K permuted copies, one 1-D
+  selective-scan call over K*Di channels (G=K groups, no z), then ``strategy.merge`` permutes
+  the K outputs back and sums them.
 - ``fused``: :func:`ssmkit.ops.path_scan.fused_path_scan` on the raster-order map.
 - ``fused_cl`` (op level): the same on the map stored channels-last, the layout SS2D's in-proj
   produces; on CUDA the kernels then read each step's channels as one contiguous run, whatever
@@ -14,121 +14,36 @@ Two pipelines compute the same [B, Di, H, W] -> [B, Di, H, W] map, K paths of on
 ``--level layer`` times :meth:`SS2D.core` instead (the per-path x_proj/dt_proj included; the
 fused core projects in raster order and gathers only the R + 2N projected channels).
 
-Forward is timed under ``no_grad``; fwd+bwd backpropagates a random output gradient into the
-map and every scan input. Peak memory is the extra memory over what was live before the call:
-``torch.cuda.max_memory_allocated`` on the GPU; on the CPU the process's peak resident set
-(``VmHWM``, reset through ``/proc/self/clear_refs``) with glibc told to mmap large blocks so
-freed tensors leave the resident set.
+Forward is timed under ``no_grad``; fwd+bwd backpropagates an output gradient of ones into the
+map and every scan input. Peak memory is the extra memory over what was live before the call
+(:func:`ssmkit.bench.measure.peak_bytes`). On the GPU at the default sizes the table is followed
+by the quoted times of VMamba's pipeline on mamba-ssm 2.3.2's CUDA scan on an H100 80GB, for
+reference (not rerun here).
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
-import statistics
-import time
 
 import torch
 
+from ssmkit.bench.measure import median_ms, mmap_threshold, peak_bytes
+from ssmkit.bench.table import Column, format_table
 from ssmkit.registry import register_bench
 
-ISSUE_VMAMBA_H100 = {  # the issue's anchor (bf16, B=8, d_inner=384, N=16): fwd ms, fwd+bwd ms, peak GB
+# VMamba's pipeline (K copies, mamba-ssm 2.3.2's CUDA scan, merge) on an H100 80GB, bf16, B=8,
+# d_inner=384, N=16, cross: quoted times, not rerun here. {size: (fwd ms, fwd+bwd ms, peak GB)}.
+VMAMBA_H100 = {
     64: (1.31, 6.18, 0.85),
     128: (5.68, 24.2, 3.40),
 }
 
 
-# --------------------------------------------------------------------------------- memory
-def _proc_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
-
-
-def _mmap_threshold(nbytes: int) -> None:
-    # glibc keeps freed blocks below the mmap threshold in its heap, so RSS would not fall
-    # between calls and the peak delta would understate the working set. Memory is measured
-    # with a small threshold (every tensor mmapped, freed back at once); timing runs with a
-    # large one, because an mmap + page faults per tensor would dominate the CPU times.
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, nbytes)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, nbytes)  # M_TRIM_THRESHOLD
-        libc.malloc_trim(0)  # return what the heap holds now, so the baseline RSS is live memory
-    except (OSError, AttributeError):
-        pass
-
-
 def peak_mb(fn, device: torch.device) -> float:
-    """Extra memory (MB) at the peak of ``fn()`` over what was live just before it."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        fn()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    _mmap_threshold(1 << 16)
-    try:
-        gc.collect()
-        base = _proc_kb("VmRSS")
-        if base is None or not _reset_peak_rss():
-            return float("nan")
-        fn()
-        return (_proc_kb("VmHWM") - base) / 1024
-    finally:
-        _mmap_threshold(32 << 20)
-
-
-# ---------------------------------------------------------------------------------- timing
-def time_ms(fns: dict, device: torch.device, reps: int, warmup: int = 1,
-            device_only: bool = False) -> dict[str, float]:
-    """Median wall time (ms) of each ``fns[name]()`` over ``reps`` calls (CUDA events on the GPU).
-
-    The variants run interleaved, one call of each per round, so on a shared or throttling
-    machine they see the same conditions. On the GPU the events include the host work before a
-    call's first kernel (the GPU is idle at the start event) unless ``device_only``, which
-    queues a ~1 ms spin kernel first so that the host work overlaps it.
-    """
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    for _ in range(reps):
-        for name, fn in fns.items():
-            if device.type == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                if device_only:
-                    torch.cuda._sleep(2_000_000)  # cycles: about 1 ms at ~2 GHz
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times[name].append(start.elapsed_time(end))
-            else:
-                t0 = time.perf_counter()
-                fn()
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    """Extra memory (MB) at the peak of ``fn()`` over what was live just before it (NaN: unknown)."""
+    peak = peak_bytes(fn, device)
+    return float("nan") if peak is None else peak / 2**20
 
 
 # -------------------------------------------------------------------------------- variants
@@ -233,7 +148,7 @@ def bench_size(args, size: int, device: torch.device, dtype) -> list[dict]:
         for name, fn in VARIANTS[args.level].items():
             fwd, fwd_bwd = _closures(fn, layer, x, s, args.level)
             calls[name] = fwd if mode == "fwd" else fwd_bwd
-        for name, ms in time_ms(calls, device, args.reps, device_only=args.device_only).items():
+        for name, ms in median_ms(calls, device, args.reps, device_only=args.device_only).items():
             row[f"{name}_ms"] = ms
         for name, call in calls.items():
             row[f"{name}_peak_mb"] = peak_mb(call, device)
@@ -249,22 +164,20 @@ def bench_size(args, size: int, device: torch.device, dtype) -> list[dict]:
 
 
 def print_table(rows: list[dict]) -> None:
-    batched = any("batched_ms" in r for r in rows)
-    cl = any("fused_cl_ms" in r for r in rows)
-    head = (f"{'size':>8} {'mode':>7} {'materialized ms':>16} {'fused ms':>9} {'speedup':>8} "
-            + (f"{'fused CL ms':>12} {'speedup':>8} " if cl else "")
-            + (f"{'batched ms':>11} " if batched else "")
-            + f"{'mat. peak MB':>13} {'fused peak MB':>14} {'rel err':>8}")
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        speed = r["materialized_ms"] / r["fused_ms"] if r["fused_ms"] > 0 else float("nan")
-        extra = f"{r['batched_ms']:>11.2f} " if batched else ""
-        if cl:
-            extra = f"{r['fused_cl_ms']:>12.2f} {r['materialized_ms'] / r['fused_cl_ms']:>7.2f}x " + extra
-        print(f"{r['size']:>4}x{r['size']:<3} {r['mode']:>7} {r['materialized_ms']:>16.2f} {r['fused_ms']:>9.2f} "
-              f"{speed:>7.2f}x {extra}{r['materialized_peak_mb']:>13.1f} {r['fused_peak_mb']:>14.1f} "
-              f"{r['rel_err']:>8.1e}")
+    """Times, speed-ups over the materialised pipeline, peak memory and the pipelines' agreement."""
+    def speedup(name):
+        return lambda r: r["materialized_ms"] / r[f"{name}_ms"] if r.get(f"{name}_ms") else None
+
+    cols = [Column("size", lambda r: f"{r['size']}x{r['size']}"), Column("mode", "mode"),
+            Column("materialized ms", "materialized_ms", ".2f"), Column("fused ms", "fused_ms", ".2f"),
+            Column("speedup", speedup("fused"), ".2f")]
+    if any("fused_cl_ms" in r for r in rows):
+        cols += [Column("fused CL ms", "fused_cl_ms", ".2f"), Column("speedup", speedup("fused_cl"), ".2f")]
+    if any("batched_ms" in r for r in rows):
+        cols += [Column("batched ms", "batched_ms", ".2f")]
+    cols += [Column("mat. peak MB", "materialized_peak_mb", ".1f"), Column("fused peak MB", "fused_peak_mb", ".1f"),
+             Column("rel err", "rel_err", ".1e")]
+    print(format_table(rows, cols))
 
 
 @register_bench("scan2d")
@@ -282,7 +195,8 @@ def run(argv: list[str]) -> int:
     p.add_argument("--d-state", type=int, default=16, help="N (default 16)")
     p.add_argument("--strategy", default="cross", help="a registered scan strategy (default cross, K=4)")
     p.add_argument("--level", choices=["op", "layer"], default="op",
-                   help="op: copies + scan + merge (the issue's anchor); layer: SS2D.core with projections")
+                   help="op: copies + scan + merge (the scope of VMamba's quoted times); layer: SS2D.core with "
+                        "projections")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="default bf16 on GPU, fp32 on CPU")
     p.add_argument("--modes", default="fwd,fwdbwd", help="comma-separated: fwd, fwdbwd")
     p.add_argument("--backend", default="auto", help="selective-scan backend of both pipelines")
@@ -307,26 +221,26 @@ def run(argv: list[str]) -> int:
     args.reps = args.reps or (10 if use_gpu else 3)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype or ("bf16" if use_gpu else "fp32")]
     if not use_gpu:
-        _mmap_threshold(32 << 20)
+        mmap_threshold(32 << 20)
 
+    where = f"cuda: {torch.cuda.get_device_name()}" if use_gpu else f"cpu ({torch.get_num_threads()} threads)"
     print(f"ssmkit bench scan2d: {args.level} level, strategy={args.strategy}, B={args.batch}, "
-          f"d_inner={2 * args.d_model}, N={args.d_state}, {str(dtype).replace('torch.', '')}, "
-          f"device={'cuda: ' + torch.cuda.get_device_name() if use_gpu else f'cpu ({torch.get_num_threads()} threads)'}, "
+          f"d_inner={2 * args.d_model}, N={args.d_state}, {str(dtype).replace('torch.', '')}, device={where}, "
           f"median of {args.reps}" + (", device time only" if args.device_only else ""))
     rows = []
     for size in sizes:
         rows.extend(bench_size(args, size, device, dtype))
     print_table(rows)
     if use_gpu and args.level == "op" and args.batch == 8 and args.d_model == 192 and args.d_state == 16:
-        print("\nissue anchor (VMamba copies + mamba-ssm v2.3.2 CUDA scan + merge, H100 bf16):")
+        print("\nVMamba's pipeline on mamba-ssm 2.3.2's CUDA scan, H100 bf16 (quoted, not rerun):")
         for r in rows:
-            ref = ISSUE_VMAMBA_H100.get(r["size"])
+            ref = VMAMBA_H100.get(r["size"])
             if ref:
                 ms = ref[0] if r["mode"] == "fwd" else ref[1]
-                print(f"  {r['size']}x{r['size']} {r['mode']}: anchor {ms:.2f} ms, fused {r['fused_ms']:.2f} ms "
-                      f"({ms / r['fused_ms']:.2f}x), fused CL {r['fused_cl_ms']:.2f} ms ({ms / r['fused_cl_ms']:.2f}x); "
-                      f"anchor peak {ref[2]:.2f} GB, fused {r['fused_peak_mb'] / 1024:.2f} GB, "
-                      f"fused CL {r['fused_cl_peak_mb'] / 1024:.2f} GB")
+                print(f"  {r['size']}x{r['size']} {r['mode']}: VMamba {ms:.2f} ms, fused {r['fused_ms']:.2f} ms "
+                      f"({ms / r['fused_ms']:.2f}x), fused CL {r['fused_cl_ms']:.2f} ms "
+                      f"({ms / r['fused_cl_ms']:.2f}x); VMamba peak {ref[2]:.2f} GB, "
+                      f"fused {r['fused_peak_mb'] / 1024:.2f} GB, fused CL {r['fused_cl_peak_mb'] / 1024:.2f} GB")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

@@ -1,11 +1,11 @@
-"""GPU selective-scan benchmark: the Triton path and the chunked PyTorch path at the issue's shapes.
+"""GPU selective-scan benchmark: the Triton path and the chunked PyTorch path at three reference shapes.
 
 ``gpu_table(argv)`` times forward (no grad) and forward+backward, float32 and bfloat16, with
 CUDA events (median of ``--reps``), and reports each time against two floors measured in the
 same run: the memory floor (bytes that must cross HBM over the measured device-to-device copy
 bandwidth) and the exp floor (B·D·L·N exp2 over the measured exp2 throughput of a Triton
-kernel). It also prints the mamba-ssm v2.3.2 CUDA numbers the issue quotes (H100 80GB HBM3) and
-the ratio to them. Inputs follow the issue: variable B/C with G=1, z, D, delta_bias, softplus.
+kernel). It also prints mamba-ssm v2.3.2's CUDA times quoted for these shapes (H100 80GB HBM3) and
+the ratio to them. Inputs: variable B/C with G=1, z, D, delta_bias, softplus.
 
 `ssmkit bench scan --gpu` (core/ssmkit/bench/scan.py) calls ``gpu_table``. Nothing here
 imports Triton or touches CUDA until a function runs, so the registry can import this module on
@@ -20,8 +20,8 @@ import statistics
 
 import torch
 
-# (B, D, L, N) and the issue's mamba-ssm times in ms: {dtype: (fwd, fwd+bwd)}.
-ISSUE_SHAPES: list[tuple[int, int, int, int]] = [(8, 1536, 4096, 16), (4, 2048, 16384, 16), (8, 1536, 4096, 64)]
+# (B, D, L, N) and mamba-ssm's quoted times in ms: {dtype: (fwd, fwd+bwd)}.
+TABLE_SHAPES: list[tuple[int, int, int, int]] = [(8, 1536, 4096, 16), (4, 2048, 16384, 16), (8, 1536, 4096, 64)]
 MAMBA_MS: dict[tuple[tuple[int, int, int, int], str], tuple[float, float]] = {
     ((8, 1536, 4096, 16), "fp32"): (1.83, 5.97),
     ((8, 1536, 4096, 16), "bf16"): (0.894, 4.60),
@@ -34,7 +34,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def make_inputs(shape, dtype: torch.dtype, device, requires_grad: bool = False, groups: int = 1, seed: int = 0):
-    """Random issue-style inputs: u, delta [B, D, L]; A [D, N]; B, C [B, G, N, L]; D, delta_bias [D]; z."""
+    """Random table inputs: u, delta [B, D, L]; A [D, N]; B, C [B, G, N, L]; D, delta_bias [D]; z."""
     batch, dim, L, N = shape
     g = torch.Generator(device="cpu").manual_seed(seed)
 
@@ -68,8 +68,7 @@ def fwd_bwd_call(ins: dict, backend: str, gy: torch.Tensor):
     """A closure running the scan's forward and backward once, for timing. It goes through
     torch.autograd.grad, which hands the gradients back instead of adding them into .grad: from the
     second call on, y.backward() would also time one read-modify-write of every input-sized
-    gradient (0.2-0.5 ms at the issue shapes), which is not the op's work. Session 7 and later
-    tables use this; earlier ones timed y.backward() (docs/benchmarks.md)."""
+    gradient (0.2-0.5 ms at the table's shapes), which is not the op's work (docs/benchmarks.md)."""
     leaves = [t for t in ins.values() if t is not None and t.requires_grad]
     return lambda: torch.autograd.grad(run_scan(ins, backend), leaves, gy)
 
@@ -163,10 +162,10 @@ def measure(shape, dname: str, backend: str, reps: int, device, device_only: boo
 
 
 def gpu_table(argv: list[str] | None = None) -> list[dict]:
-    """Reproduce the issue's table on this GPU; returns one dict per (shape, dtype, backend)."""
+    """The reference table on this GPU; returns one dict per (shape, dtype, backend)."""
     p = argparse.ArgumentParser(prog="ssmkit bench scan --gpu",
-                                description="Triton vs chunked selective scan at the issue's shapes, with floors")
-    p.add_argument("--shapes", default="0,1,2", help="indices into the issue's shapes (default: all three)")
+                                description="Triton vs chunked selective scan at three reference shapes, with floors")
+    p.add_argument("--shapes", default="0,1,2", help="indices into TABLE_SHAPES (default: all three)")
     p.add_argument("--dtypes", default="fp32,bf16")
     p.add_argument("--backends", default="triton,chunked")
     p.add_argument("--reps", type=int, default=10, help="timed runs per cell (median)")
@@ -184,13 +183,13 @@ def gpu_table(argv: list[str] | None = None) -> list[dict]:
     print(f"# {name}: copy {bw / 1e12:.2f} TB/s (read+write), Triton exp2 {ex / 1e12:.2f} Texp2/s"
           + (", device time only" if args.device_only else ", isolated calls (host time included)"))
     if "H100" not in name:
-        print(f"# the mamba column is the issue's H100 80GB measurement, not this {name}: its ratios are cross-card")
+        print(f"# the mamba column was measured on an H100 80GB, not this {name}: its ratios are cross-card")
     rows = []
     head = (f"{'shape (B,D,L,N)':<22}{'dtype':<6}{'backend':<9}{'fwd ms':>8}{'mamba':>7}{'x':>6}"
             f"{'mem%':>6}{'exp%':>6}{'fwd+bwd':>9}{'mamba':>7}{'x':>6}{'mem%':>6}{'exp%':>6}")
     print(head)
     for si in (int(s) for s in args.shapes.split(",") if s):
-        shape = ISSUE_SHAPES[si]
+        shape = TABLE_SHAPES[si]
         for dname in (d for d in args.dtypes.split(",") if d):
             elem = torch.empty((), dtype=DTYPES[dname]).element_size()
             mf, mb = MAMBA_MS[(shape, dname)]
@@ -222,5 +221,5 @@ def gpu_table(argv: list[str] | None = None) -> list[dict]:
     return rows
 
 
-__all__ = ["ISSUE_SHAPES", "MAMBA_MS", "copy_bandwidth", "exp2_rate", "floor_bytes",
+__all__ = ["TABLE_SHAPES", "MAMBA_MS", "copy_bandwidth", "exp2_rate", "floor_bytes",
            "floor_exps", "gpu_table", "make_inputs"]

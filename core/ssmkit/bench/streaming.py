@@ -19,10 +19,14 @@ import time
 
 import torch
 
+from ssmkit.bench.table import Column, format_table
 from ssmkit.registry import register_bench
 
 WINDOW = 256
 WARMUP = 1024
+COLUMNS = [Column("variant", "variant", width=48), Column("L", "L", "d", width=7),
+           Column("us/token (median)", "median_us", ".1f"), Column("mean", "mean_us", ".1f", width=8),
+           Column("vs first L", "ratio", ".2f", width=10), Column("state bytes", "state_bytes", "d")]
 
 
 def _sync(device: torch.device) -> None:
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     where = torch.cuda.get_device_name(device) if args.gpu else f"{torch.get_num_threads()} threads"
     print(f"device: {device} ({where}), clock: {args.clock}")
-    print(f"{'variant':<48} {'L':>7} {'us/token (median)':>18} {'mean':>8} {'vs first L':>11} {'state bytes':>12}")
+    print(format_table([], COLUMNS))
     with torch.no_grad():
         for label, make in variants.items():
             base = None
@@ -119,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                     step(i)
                 median, mean = _time_stream(step, L, device, clock)
                 base = median if base is None else base
-                size = state.numel() * state.element_size()
-                print(f"{label:<48} {L:>7} {median:>18.1f} {mean:>8.1f} {median / base:>10.2f}x {size:>12}")
+                row = {"variant": label, "L": L, "median_us": median, "mean_us": mean, "ratio": median / base,
+                       "state_bytes": state.numel() * state.element_size()}
+                print(format_table([row], COLUMNS, header=False), flush=True)
     return 0
 
 

@@ -27,7 +27,9 @@ def _run(backend, x, params, h0):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("B,D,N,L,with_state", [(2, 5, 3, 63, True), (1, 3, 1, 1, True), (3, 7, 4, 130, False)])
+@pytest.mark.parametrize("B,D,N,L,with_state", [pytest.param(2, 5, 3, 63, True, id="L63_state"),
+                                                pytest.param(1, 3, 1, 1, True, id="L1_state"),
+                                                pytest.param(3, 7, 4, 130, False, id="L130")])
 def test_fft_matches_recurrence(B, D, N, L, with_state, dtype):
     x = torch.randn(B, D, L).to(dtype).requires_grad_()
     params = _params(D, N)  # parameters stay float32, as in a bf16 autocast model

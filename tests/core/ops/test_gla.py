@@ -37,7 +37,9 @@ def _run(backend, ins, h0, **kw):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("shape,chunk", [((2, 3, 63, 5, 7), 16), ((1, 2, 1, 4, 3), 64), ((2, 1, 130, 8, 6), 32)])
+@pytest.mark.parametrize("shape,chunk", [pytest.param((2, 3, 63, 5, 7), 16, id="T63_chunk16"),
+                                         pytest.param((1, 2, 1, 4, 3), 64, id="T1"),
+                                         pytest.param((2, 1, 130, 8, 6), 32, id="T130_chunk32")])
 def test_chunked_matches_reference(shape, chunk, dtype):
     ins, h0 = _inputs(*shape, dtype)
     o_r, h_r, g_r = _run("reference", ins, h0)

@@ -28,8 +28,11 @@ def _inputs(batch, dim, nstate, shape, strategy, groups_per_path=1, dtype=torch.
 
 @pytest.mark.parametrize(
     "strategy,shape,dim,gpp",
-    [("cross", (5, 7), 6, 1), ("sass", (4, 3), 4, 2), ("diagonal", (1, 9), 3, 1), ("tri_orient", (3, 2, 4), 5, 1),
-     ("multi_order", (2, 3, 2), 2, 1)],
+    [pytest.param("cross", (5, 7), 6, 1, id="cross_5x7"),
+     pytest.param("sass", (4, 3), 4, 2, id="sass_4x3_two_groups_per_path"),
+     pytest.param("diagonal", (1, 9), 3, 1, id="diagonal_1x9"),
+     pytest.param("tri_orient", (3, 2, 4), 5, 1, id="tri_orient_3x2x4"),
+     pytest.param("multi_order", (2, 3, 2), 2, 1, id="multi_order_2x3x2")],
 )
 @pytest.mark.parametrize("reduce", ["sum", "mean", "none"])
 def test_batched_matches_reference_with_gradients(strategy, shape, dim, gpp, reduce):

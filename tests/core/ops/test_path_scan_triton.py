@@ -80,8 +80,8 @@ CHECK = textwrap.dedent(
             gerr = [float((a - b).abs().max() / b.abs().max()) for a, b in zip(g_out, g_ref)]
         # a channels-last map gives channels-last merged outputs (the in-place layout was used)
         cl_out = reduce != "none" and out.stride() == (L * dim, 1, dim)
-        results.append({"case": strategy, "cl": cl, "cl_out": cl_out, "err": err, "grad_errs": gerr, "dtype": str(out.dtype),
-                        "shape": list(out.shape), "want_shape": list(ref.shape),
+        results.append({"case": strategy, "cl": cl, "cl_out": cl_out, "err": err, "grad_errs": gerr,
+                        "dtype": str(out.dtype), "shape": list(out.shape), "want_shape": list(ref.shape),
                         "finite": bool(torch.isfinite(out.float()).all())
                         and all(bool(torch.isfinite(g).all()) for g in (g_out if grads else []))})
     print("RESULT" + json.dumps(results))

@@ -14,29 +14,9 @@ import torch
 from conftest import rel_err
 from ssmkit.ops.selective_scan import selective_scan, selective_scan_reference
 from ssmkit.ops.selective_scan.chunked import default_chunk_size, selective_scan_chunked
+from ssmkit.ops.selective_scan.samples import call_scan, sample_inputs
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
-
-
-def make_inputs(batch=2, dim=60, L=65, groups=1, nstate=16, dtype=torch.float32, *, nseq=None,
-                skip=True, gate=True, bias=True, init=True, decay=(0.5, 2.0)):
-    """Fresh inputs in the contract's shapes; delta around softplus^-1(0.3), A in -[lo, hi]."""
-    lo, hi = decay
-    t = {
-        "u": torch.randn(batch, dim, L),
-        "delta": torch.randn(batch, dim, L) * 0.5 - 1.0,
-        "A": -(lo + (hi - lo) * torch.rand(dim, nstate)),
-        "B": torch.randn(batch, groups, nstate, L),
-        "C": torch.randn(batch, groups, nstate, L),
-        "D": torch.randn(dim) if skip else None,
-        "z": torch.randn(batch, dim, L) if gate else None,
-        "delta_bias": 0.1 * torch.randn(dim) if bias else None,
-        "initial_state": torch.randn(nseq or batch, dim, nstate) if init else None,
-    }
-    # Per the contract A, D and delta_bias stay float32 unless everything is float64.
-    low = {"u", "delta", "B", "C", "z"}
-    return {k: (None if v is None else v.to(dtype if (k in low or dtype == torch.float64) else torch.float32))
-            for k, v in t.items()}
 
 
 def leaf_copy(inputs: dict, dtype: torch.dtype | None = None) -> dict:
@@ -44,9 +24,7 @@ def leaf_copy(inputs: dict, dtype: torch.dtype | None = None) -> dict:
 
 
 def run_scan(fn, inputs: dict, **kw):
-    args = [inputs[k] for k in ("u", "delta", "A", "B", "C")]
-    rest = {k: inputs[k] for k in ("D", "z", "delta_bias", "initial_state")}
-    return fn(*args, **rest, return_final_state=True, **kw)
+    return call_scan(fn, inputs, return_final_state=True, **kw)
 
 
 def outputs_and_grads(fn, inputs: dict, gy: torch.Tensor, gf: torch.Tensor, **kw):
@@ -81,40 +59,49 @@ def assert_close_to_reference(inputs: dict, tol: float, ref_dtype: torch.dtype |
 
 
 # Every (G, N) pair at the short lengths, two pairs per length around a chunk of 16 steps and at
-# L=300 (the loop reference's backward costs O(L^2) there); features toggle across the cases.
+# L=300 (the loop reference's backward costs O(L^2) there); reverse and the optional inputs
+# (D, z, delta_bias, initial_state) toggle across the cases.
 _SIZES = [(L, gn) for L in (1, 7) for gn in ((1, 1), (1, 16), (2, 1), (2, 16))]
 _SIZES += [(63, (1, 16)), (63, (2, 1)), (64, (2, 16)), (64, (1, 1)), (65, (2, 16)), (65, (1, 1))]
 _SIZES += [(300, (2, 16)), (300, (1, 1))]
-CASES = [(L, G, N, i % 2 == 1, i % 3 != 2) for i, (L, (G, N)) in enumerate(_SIZES)]
+CASES = [
+    pytest.param(L, G, N, rev, extras, id=f"L{L}_G{G}_N{N}" + ("_rev" if rev else "") + ("" if extras else "_bare"))
+    for L, (G, N), rev, extras in ((L, gn, i % 2 == 1, i % 3 != 2) for i, (L, gn) in enumerate(_SIZES))
+]
 
 
 @pytest.mark.parametrize("L,G,N,reverse,extras", CASES)
 def test_chunked_matches_reference_float32(L, G, N, reverse, extras):
-    inputs = make_inputs(batch=1 if L == 300 else 2, L=L, groups=G, nstate=N,
-                         skip=extras, gate=extras, bias=extras, init=extras)
+    inputs = sample_inputs(batch=1 if L == 300 else 2, L=L, groups=G, nstate=N,
+                           skip=extras, gate=extras, bias=extras, init=extras)
     chunk = 16 if L >= 63 else None
     assert_close_to_reference(inputs, 1e-4, reverse=reverse, chunk_size=chunk)
 
 
-@pytest.mark.parametrize("L,G,N,reverse", [(7, 2, 16, False), (65, 1, 16, True), (150, 2, 1, False)])
+@pytest.mark.parametrize("L,G,N,reverse", [
+    pytest.param(7, 2, 16, False, id="L7_G2_N16"),
+    pytest.param(65, 1, 16, True, id="L65_G1_N16_rev"),
+    pytest.param(150, 2, 1, False, id="L150_G2_N1"),
+])
 def test_chunked_matches_reference_bfloat16(L, G, N, reverse):
-    inputs = make_inputs(L=L, groups=G, nstate=N, dtype=torch.bfloat16)
+    inputs = sample_inputs(L=L, groups=G, nstate=N, dtype=torch.bfloat16)
     assert_close_to_reference(inputs, 1e-2, reverse=reverse, chunk_size=32)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("bounds", [[0, 5, 5, 6, 40, 90], [0, 90]])
+@pytest.mark.parametrize("bounds", [pytest.param([0, 5, 5, 6, 40, 90], id="five_with_empty_and_single"),
+                                    pytest.param([0, 90], id="one")])
 def test_packed_sequences_match_reference(bounds, reverse):
     """cu_seqlens restarts the state per sequence, including an empty and a length-1 sequence."""
     cu = torch.tensor(bounds, dtype=torch.int32)
-    inputs = make_inputs(batch=1, L=bounds[-1], groups=2, nstate=16, nseq=len(bounds) - 1)
+    inputs = sample_inputs(batch=1, L=bounds[-1], groups=2, nstate=16, nseq=len(bounds) - 1)
     assert_close_to_reference(inputs, 1e-4, reverse=reverse, cu_seqlens=cu, chunk_size=16)
 
 
 def test_packed_equals_separate_calls():
     """A packed batch gives each sequence exactly what a call on that sequence alone gives."""
     bounds = [0, 9, 40, 41]
-    inputs = make_inputs(batch=1, L=41, groups=1, nstate=4, nseq=3, dtype=torch.float64)
+    inputs = sample_inputs(batch=1, L=41, groups=1, nstate=4, nseq=3, dtype=torch.float64)
     y, final = run_scan(selective_scan_chunked, inputs, cu_seqlens=torch.tensor(bounds), chunk_size=8)
     for s, (a, b) in enumerate(itertools.pairwise(bounds)):
         part = {k: v for k, v in inputs.items()}
@@ -129,7 +116,7 @@ def test_packed_equals_separate_calls():
 
 
 def test_reverse_equals_flipped_forward():
-    inputs = make_inputs(L=50, groups=2, nstate=4, dtype=torch.float64)
+    inputs = sample_inputs(L=50, groups=2, nstate=4, dtype=torch.float64)
     flipped = {k: (v.flip(-1) if k in ("u", "delta", "z", "B", "C") else v) for k, v in inputs.items()}
     y_rev, f_rev = run_scan(selective_scan_chunked, inputs, reverse=True, chunk_size=16)
     y_fwd, f_fwd = run_scan(selective_scan_chunked, flipped, chunk_size=16)
@@ -138,7 +125,7 @@ def test_reverse_equals_flipped_forward():
 
 
 def test_chunk_size_does_not_change_the_result():
-    inputs = make_inputs(L=70, groups=2, nstate=8, dtype=torch.float64)
+    inputs = sample_inputs(L=70, groups=2, nstate=8, dtype=torch.float64)
     gy = torch.randn(2, 60, 70, dtype=torch.float64)
     gf = torch.randn(2, 60, 8, dtype=torch.float64)
     results = [outputs_and_grads(selective_scan_chunked, leaf_copy(inputs), gy, gf, chunk_size=c)
@@ -152,7 +139,7 @@ def test_chunk_size_does_not_change_the_result():
 
 
 def test_gradient_through_only_the_output_or_only_the_final_state():
-    inputs = leaf_copy(make_inputs(L=20, groups=2, nstate=4, dtype=torch.float64))
+    inputs = leaf_copy(sample_inputs(L=20, groups=2, nstate=4, dtype=torch.float64))
     y, final = run_scan(selective_scan_chunked, inputs, chunk_size=8)
     y_ref, final_ref = run_scan(selective_scan_reference, inputs)
     for out, ref in ((final, final_ref), (y, y_ref)):
@@ -163,13 +150,13 @@ def test_gradient_through_only_the_output_or_only_the_final_state():
 
 
 def test_no_softplus_and_no_optional_inputs():
-    inputs = make_inputs(L=33, groups=1, nstate=4, skip=False, gate=False, bias=False, init=False)
+    inputs = sample_inputs(L=33, groups=1, nstate=4, skip=False, gate=False, bias=False, init=False)
     inputs["delta"] = inputs["delta"].abs() * 0.2
     assert_close_to_reference(inputs, 1e-4, delta_softplus=False, chunk_size=8)
 
 
 def test_output_without_final_state_and_empty_sequence():
-    inputs = make_inputs(L=0, groups=1, nstate=4)
+    inputs = sample_inputs(L=0, groups=1, nstate=4)
     y, final = run_scan(selective_scan_chunked, inputs)
     assert y.shape == (2, 60, 0)
     torch.testing.assert_close(final, inputs["initial_state"])
@@ -180,7 +167,7 @@ def test_output_without_final_state_and_empty_sequence():
 
 
 def test_auto_backend_on_cpu_is_chunked(monkeypatch):
-    inputs = make_inputs(L=20, groups=2, nstate=4, dtype=torch.float64)
+    inputs = sample_inputs(L=20, groups=2, nstate=4, dtype=torch.float64)
     args = [inputs[k] for k in ("u", "delta", "A", "B", "C")]
     y_auto = selective_scan(*args, D=inputs["D"], z=inputs["z"], backend="auto")
     y_ref = selective_scan(*args, D=inputs["D"], z=inputs["z"], backend="reference")
@@ -192,13 +179,15 @@ def test_auto_backend_on_cpu_is_chunked(monkeypatch):
 # --- gradcheck in float64 through the public function ------------------------------------------
 
 @pytest.mark.parametrize("backend", ["chunked", "reference"])
-@pytest.mark.parametrize("reverse,packed", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("reverse,packed", [pytest.param(False, False, id="forward"),
+                                            pytest.param(True, False, id="reverse"),
+                                            pytest.param(False, True, id="packed")])
 def test_gradcheck_public(backend, reverse, packed):
     if packed:
-        inputs = make_inputs(batch=1, dim=4, L=6, groups=2, nstate=3, nseq=3, dtype=torch.float64)
+        inputs = sample_inputs(batch=1, dim=4, L=6, groups=2, nstate=3, nseq=3, dtype=torch.float64)
         kw = {"cu_seqlens": torch.tensor([0, 2, 2, 6])}
     else:
-        inputs = make_inputs(batch=2, dim=4, L=5, groups=2, nstate=3, dtype=torch.float64)
+        inputs = sample_inputs(batch=2, dim=4, L=5, groups=2, nstate=3, dtype=torch.float64)
         kw = {}
     leaves = leaf_copy(inputs)
     names = [k for k in NAMES if leaves[k] is not None]
@@ -213,7 +202,7 @@ def test_gradcheck_public(backend, reverse, packed):
 
 
 def test_gradcheck_chunked_across_chunk_boundaries():
-    inputs = leaf_copy(make_inputs(batch=1, dim=4, L=9, groups=2, nstate=2, dtype=torch.float64))
+    inputs = leaf_copy(sample_inputs(batch=1, dim=4, L=9, groups=2, nstate=2, dtype=torch.float64))
     names = list(NAMES)
 
     def fn(*tensors):
@@ -230,10 +219,10 @@ def test_long_sequence_is_finite_and_accurate(decay):
     """L=65536: strong decay (dt·A down to about -9 per step) and almost none (A = -1e-5)."""
     L = 65536
     if decay == "strong":
-        inputs = make_inputs(batch=1, dim=4, L=L, nstate=4, decay=(1.0, 6.0), gate=False)
+        inputs = sample_inputs(batch=1, dim=4, L=L, nstate=4, decay=(1.0, 6.0), gate=False)
         inputs["delta"] = inputs["delta"] + 2.0
     else:
-        inputs = make_inputs(batch=1, dim=4, L=L, nstate=4, decay=(1e-6, 1e-5), gate=False)
+        inputs = sample_inputs(batch=1, dim=4, L=L, nstate=4, decay=(1e-6, 1e-5), gate=False)
         inputs["delta"] = inputs["delta"] - 3.0
     f32 = leaf_copy(inputs)
     f64 = leaf_copy(inputs, torch.float64)
@@ -264,21 +253,28 @@ def _args(batch=1, dim=6, L=8, groups=2, nstate=3):
 @pytest.mark.parametrize(
     "change,error,match",
     [
-        ({"u": torch.randn(6, 8)}, ValueError, r"u must be \[B, D, L\].*\[6, 8\]"),
-        ({"A": torch.randn(5, 3)}, ValueError, r"A must be \[D, N\] with D=6.*\[5, 3\]"),
-        ({"B": torch.randn(1, 2, 3)}, ValueError, r"B must be \[B, G, N, L\]"),
-        ({"B": torch.randn(1, 4, 3, 8), "C": torch.randn(1, 4, 3, 8)}, ValueError, r"G=4 .* D=6"),
-        ({"delta": torch.randn(1, 6, 7)}, ValueError, r"delta has shape \[1, 6, 7\]; expected \[B, D, L\]"),
-        ({"C": torch.randn(1, 2, 3, 9)}, ValueError, r"C has shape \[1, 2, 3, 9\]"),
-        ({"D": torch.randn(5)}, ValueError, r"D has shape \[5\]; expected \[D\] = \[6\]"),
-        ({"z": torch.randn(2, 6, 8)}, ValueError, r"z has shape"),
-        ({"delta_bias": torch.randn(6, 1)}, ValueError, r"delta_bias has shape"),
-        ({"initial_state": torch.randn(1, 3, 6)}, ValueError, r"initial_state has shape \[1, 3, 6\].*\[1, 6, 3\]"),
-        ({"delta": torch.ones(1, 6, 8, dtype=torch.int64)}, TypeError, r"delta has dtype torch.int64"),
-        ({"D": [1.0] * 6}, TypeError, r"D must be a torch.Tensor"),
-        ({"delta": None}, TypeError, r"delta must be a torch.Tensor of shape \[B, D, L\]"),
-        ({"C": None}, TypeError, r"C must be a torch.Tensor of shape \[B, G, N, L\]"),
-        ({"backend": "cuda"}, ValueError, r"selective_scan backend must be one of .*; got 'cuda'"),
+        pytest.param({"u": torch.randn(6, 8)}, ValueError, r"u must be \[B, D, L\].*\[6, 8\]", id="u_2d"),
+        pytest.param({"A": torch.randn(5, 3)}, ValueError, r"A must be \[D, N\] with D=6.*\[5, 3\]", id="A_rows"),
+        pytest.param({"B": torch.randn(1, 2, 3)}, ValueError, r"B must be \[B, G, N, L\]", id="B_3d"),
+        pytest.param({"B": torch.randn(1, 4, 3, 8), "C": torch.randn(1, 4, 3, 8)}, ValueError, r"G=4 .* D=6",
+                     id="groups_do_not_divide"),
+        pytest.param({"delta": torch.randn(1, 6, 7)}, ValueError, r"delta has shape \[1, 6, 7\]; expected \[B, D, L\]",
+                     id="delta_length"),
+        pytest.param({"C": torch.randn(1, 2, 3, 9)}, ValueError, r"C has shape \[1, 2, 3, 9\]", id="C_length"),
+        pytest.param({"D": torch.randn(5)}, ValueError, r"D has shape \[5\]; expected \[D\] = \[6\]", id="D_length"),
+        pytest.param({"z": torch.randn(2, 6, 8)}, ValueError, r"z has shape", id="z_batch"),
+        pytest.param({"delta_bias": torch.randn(6, 1)}, ValueError, r"delta_bias has shape", id="delta_bias_2d"),
+        pytest.param({"initial_state": torch.randn(1, 3, 6)}, ValueError,
+                     r"initial_state has shape \[1, 3, 6\].*\[1, 6, 3\]",
+                     id="initial_state_shape"),
+        pytest.param({"delta": torch.ones(1, 6, 8, dtype=torch.int64)}, TypeError, r"delta has dtype torch.int64",
+                     id="delta_int"),
+        pytest.param({"D": [1.0] * 6}, TypeError, r"D must be a torch.Tensor", id="D_list"),
+        pytest.param({"delta": None}, TypeError, r"delta must be a torch.Tensor of shape \[B, D, L\]",
+                     id="delta_missing"),
+        pytest.param({"C": None}, TypeError, r"C must be a torch.Tensor of shape \[B, G, N, L\]", id="C_missing"),
+        pytest.param({"backend": "cuda"}, ValueError, r"selective_scan backend must be one of .*; got 'cuda'",
+                     id="backend_unknown"),
     ],
 )
 def test_bad_inputs_raise(change, error, match):
@@ -300,13 +296,16 @@ def test_non_finite_inputs_raise_when_checked(name):
 @pytest.mark.parametrize(
     "cu,kw,error,match",
     [
-        (torch.tensor([[0, 8]]), {}, ValueError, r"cu_seqlens must be a 1-D"),
-        (torch.tensor([0]), {}, ValueError, r"cu_seqlens must be a 1-D"),
-        (torch.tensor([0.0, 8.0]), {}, TypeError, r"cu_seqlens has dtype torch.float32"),
-        (torch.tensor([0, 5, 3, 8]), {}, ValueError, r"without decreasing; got \[0, 5, 3, 8\]"),
-        (torch.tensor([0, 5, 7]), {}, ValueError, r"from 0 to L=8"),
-        (torch.tensor([1, 8]), {}, ValueError, r"from 0 to L=8"),
-        (torch.tensor([0, 4, 8]), {"initial_state": torch.randn(1, 6, 3)}, ValueError, r"\[S, D, N\].*\[2, 6, 3\]"),
+        pytest.param(torch.tensor([[0, 8]]), {}, ValueError, r"cu_seqlens must be a 1-D", id="two_dims"),
+        pytest.param(torch.tensor([0]), {}, ValueError, r"cu_seqlens must be a 1-D", id="one_bound"),
+        pytest.param(torch.tensor([0.0, 8.0]), {}, TypeError, r"cu_seqlens has dtype torch.float32", id="float"),
+        pytest.param(torch.tensor([0, 5, 3, 8]), {}, ValueError, r"without decreasing; got \[0, 5, 3, 8\]",
+                     id="decreasing"),
+        pytest.param(torch.tensor([0, 5, 7]), {}, ValueError, r"from 0 to L=8", id="short_of_L"),
+        pytest.param(torch.tensor([1, 8]), {}, ValueError, r"from 0 to L=8", id="not_from_0"),
+        pytest.param(torch.tensor([0, 4, 8]), {"initial_state": torch.randn(1, 6, 3)}, ValueError,
+                     r"\[S, D, N\].*\[2, 6, 3\]",
+                     id="initial_state_per_sequence"),
     ],
 )
 def test_bad_cu_seqlens_raise(cu, kw, error, match):
@@ -334,7 +333,7 @@ def test_default_chunk_size_bounds():
 def test_intra_op_thread_count_is_restored():
     """The chunked path caps PyTorch's threads for its small ops and must hand them back."""
     before = torch.get_num_threads()
-    inputs = leaf_copy(make_inputs(L=40, groups=2, nstate=4))
+    inputs = leaf_copy(sample_inputs(L=40, groups=2, nstate=4))
     y, final = run_scan(selective_scan_chunked, inputs, chunk_size=8)
     assert torch.get_num_threads() == before
     (y.sum() + final.sum()).backward()

@@ -7,7 +7,7 @@
   upgrade that changes the layout fails here, not silently in dB/dC on a GPU.
 - With ``ASM_CVT`` every 2-byte input is converted to float32 by the PTX cvt right after its
   load, and no layout conversion moves 16-bit values (Triton 3.6 otherwise shuffles packed bf16
-  pairs and runs the elementwise math on replicated copies: docs/benchmarks.md, session 6).
+  pairs and runs the elementwise math on replicated copies: docs/kernels.md, "2-byte inputs").
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import math
 import re
 
 import pytest
-
-triton = pytest.importorskip("triton")
+import triton  # a core dependency on Linux; the CPU compile needs no GPU
 
 
 def _compile(kernel: str, dtype: str = "bf16", **consts) -> dict:
     """The asm dict (ttgir, ptx, ...) of one scan kernel compiled for sm_90, 2-byte inputs of
-    ``dtype``, N = 16 and the constexprs given (the rest default to the issue's case)."""
+    ``dtype``, N = 16 and the constexprs given (the rest default to the bf16 N = 16 case)."""
     import triton.language as tl
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -55,7 +54,9 @@ def _lane_bases(layout: str, shape: list[int]) -> list[list[int]]:
     if "#ttg.linear" in layout:
         lanes = re.search(r"lane = \[(.*?)\]\s*,\s*warp", layout).group(1)
         return [[int(v) for v in b.split(",")] for b in re.findall(r"\[([-\d,\s]+)\]", lanes)]
-    field = lambda key: [int(v) for v in re.search(key + r" = \[([\d,\s]+)\]", layout).group(1).split(",")]
+    def field(key: str) -> list[int]:
+        return [int(v) for v in re.search(key + r" = \[([\d,\s]+)\]", layout).group(1).split(",")]
+
     per_thread, threads, order = field("sizePerThread"), field("threadsPerWarp"), field("order")
     bases = []
     for dim in order:  # fastest dimension first
@@ -65,7 +66,9 @@ def _lane_bases(layout: str, shape: list[int]) -> list[list[int]]:
     return bases
 
 
-@pytest.mark.parametrize("BD,T,NP,levels", [(8, 4, 16, 3), (4, 4, 16, 2), (4, 4, 8, 2)])
+@pytest.mark.parametrize("BD,T,NP,levels", [pytest.param(8, 4, 16, 3, id="BD8_N16"),
+                                             pytest.param(4, 4, 16, 2, id="BD4_N16"),
+                                             pytest.param(4, 4, 8, 2, id="BD4_N8")])
 def test_shuffles_move_along_the_channel_axis(BD, T, NP, levels):
     ttgir = _compile("_scan_bwd_kernel", BD=BD, T=T, NP=NP, LANE_RS=levels)["ttgir"]
     layouts = dict(re.findall(r"^#(\w+) = (#ttg\.\w+<\{.*\}>)", ttgir, flags=re.M))
@@ -84,11 +87,13 @@ def test_shuffles_move_along_the_channel_axis(BD, T, NP, levels):
 
 
 @pytest.mark.parametrize("kernel,BD,T,dtype,loads,extra", [
-    ("_scan_fwd_kernel", 16, 8, "bf16", 5, {}),  # u, delta, B, C, z
-    ("_scan_fwd_kernel", 16, 8, "fp16", 5, {}),
-    ("_scan_bwd_kernel", 8, 4, "bf16", 9, {}),  # pass 1: u, delta, B; pass 2: those, C, z and dout
+    pytest.param("_scan_fwd_kernel", 16, 8, "bf16", 5, {}, id="fwd_bf16"),  # u, delta, B, C, z
+    pytest.param("_scan_fwd_kernel", 16, 8, "fp16", 5, {}, id="fwd_fp16"),
+    # pass 1: u, delta, B; pass 2: those, C, z and dout
+    pytest.param("_scan_bwd_kernel", 8, 4, "bf16", 9, {}, id="bwd_bf16"),
     # N = 64's backward: pass 2 over two blocks of states, each loading its own B and C.
-    ("_scan_bwd_kernel", 4, 8, "bf16", 11, dict(NP=64, NSPLIT=2, PREFETCH=False)),
+    pytest.param("_scan_bwd_kernel", 4, 8, "bf16", 11, dict(NP=64, NSPLIT=2, PREFETCH=False),
+                 id="bwd_bf16_N64_two_blocks"),
 ])
 def test_two_byte_inputs_are_converted_right_after_their_loads(kernel, BD, T, dtype, loads, extra):
     asm = _compile(kernel, dtype, BD=BD, T=T, ASM_CVT=True, **extra)

@@ -1,13 +1,13 @@
 """Triton selective scan against the reference: outputs, final state and every gradient.
 
 CPU: the kernels run under ``TRITON_INTERPRET=1`` in one subprocess (the variable must be set
-before the kernels are decorated, and other test files in the same session may already have
-imported them for real), at tiny shapes covering L in {1, 63, 130}, D=12, G in {1, 2},
+before the kernels are decorated, and other test files in the same pytest process may already
+have imported them for real), at tiny shapes covering L in {1, 63, 130}, D=12, G in {1, 2},
 N in {4, 16}, reverse, cu_seqlens (with an empty sequence) and initial states, in float32,
 bfloat16, float16 and float64, plus a run with NaN-filled output buffers. Small tiles and segments make
 every case cross several chunks and segments.
 
-GPU (``-m gpu``): odd shapes against the float64 reference, the issue's full shapes against the
+GPU (``-m gpu``): odd shapes against the float64 reference, the GPU table's full shapes against the
 chunked path in float32 and bf16, and NaN-poisoned buffers.
 """
 
@@ -17,51 +17,74 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 
 import pytest
 import torch
 
-# (name, batch, L, G, N, dtype, reverse, varlen, init, full_features, poison)
+from ssmkit.ops.selective_scan import selective_scan
+from ssmkit.ops.selective_scan.samples import call_scan, sample_inputs
+
+
+@dataclass(frozen=True)
+class InterpCase:
+    """One interpreter case: shapes, dtype, scan options and the tile knobs it runs under.
+
+    ``full`` adds D, z and delta_bias; ``varlen`` packs sequences (with an empty one) into a batch
+    of one; ``poison`` fills every buffer the kernels allocate with NaN, so an element they fail
+    to write shows up as a NaN in the result."""
+
+    name: str
+    batch: int
+    L: int
+    G: int
+    N: int
+    dtype: str = "float32"
+    reverse: bool = False
+    varlen: bool = False
+    init: bool = True
+    full: bool = True
+    poison: bool = False
+    knobs: dict = field(default_factory=dict)
+
+
 INTERP_CASES = [
-    ("L63_G1_N4_fwd", 2, 63, 1, 4, "float32", False, False, True, True, False),
-    ("L63_G2_N16_rev", 1, 63, 2, 16, "float32", True, False, True, True, False),
-    # "_split": the backward split into parts (phases A/B hand each part the gradient of the state
+    InterpCase("L63_G1_N4_fwd", batch=2, L=63, G=1, N=4),
+    InterpCase("L63_G2_N16_rev", batch=1, L=63, G=2, N=16, reverse=True),
+    # parts=3: the backward split into parts (phases A/B hand each part the gradient of the state
     # leaving it); L=130 with 32-step segments gives 3 parts, one of them empty for the short sequences.
-    ("L130_G2_N4_varlen_split_poison", 1, 130, 2, 4, "float32", False, True, True, True, True),
-    ("L130_G1_N16_varlen_rev_bf16_split", 1, 130, 1, 16, "bfloat16", True, True, False, True, False),
-    ("L1_G2_N16", 2, 1, 2, 16, "float32", False, False, True, True, False),
-    ("L63_G1_N4_fp16", 1, 63, 1, 4, "float16", False, False, True, True, False),
-    ("L63_G2_N4_bare_rev_f64", 2, 63, 2, 4, "float64", True, False, True, False, False),
-    # Without the register prefetch (the backward's path from N = 64 on).
-    ("L130_G2_N16_varlen_rev_nopf", 1, 130, 2, 16, "float32", True, True, True, True, False),
-    # "_nsplit": the backward's pass 2 over two blocks of states (the N = 64 layout), here with
+    InterpCase("L130_G2_N4_varlen_split_poison", batch=1, L=130, G=2, N=4, varlen=True, poison=True,
+               knobs={"parts": 3}),
+    InterpCase("L130_G1_N16_varlen_rev_bf16_split", batch=1, L=130, G=1, N=16, dtype="bfloat16", reverse=True,
+               varlen=True, init=False, knobs={"parts": 3}),
+    InterpCase("L1_G2_N16", batch=2, L=1, G=2, N=16),
+    InterpCase("L63_G1_N4_fp16", batch=1, L=63, G=1, N=4, dtype="float16"),
+    InterpCase("L63_G2_N4_bare_rev_f64", batch=2, L=63, G=2, N=4, dtype="float64", reverse=True, full=False),
+    # pf=0: without the register prefetch (the backward's path from N = 64 on).
+    InterpCase("L130_G2_N16_varlen_rev_nopf", batch=1, L=130, G=2, N=16, reverse=True, varlen=True,
+               knobs={"pf": 0}),
+    # nsplit_bwd=2: the backward's pass 2 over two blocks of states (the N = 64 layout), here with
     # N = 5 (block 1 is 1 valid state of 4) and N = 16, poisoned buffers and packed sequences.
-    ("L63_G2_N5_rev_nsplit", 1, 63, 2, 5, "float32", True, False, True, True, False),
-    ("L130_G1_N16_varlen_bf16_nsplit_poison", 1, 130, 1, 16, "bfloat16", False, True, True, True, True),
+    InterpCase("L63_G2_N5_rev_nsplit", batch=1, L=63, G=2, N=5, reverse=True, knobs={"nsplit_bwd": 2}),
+    InterpCase("L130_G1_N16_varlen_bf16_nsplit_poison", batch=1, L=130, G=1, N=16, dtype="bfloat16", varlen=True,
+               poison=True, knobs={"nsplit_bwd": 2}),
 ]
+# Every case resets these knobs first, so one case's knobs never leak into the next.
+CASE_KNOB_DEFAULTS = {"pf": 1, "parts": 1, "nsplit_bwd": 1}
 TOL = {"float32": 1e-4, "bfloat16": 1e-2, "float16": 1e-2, "float64": 1e-10}
 
 
 def make_case(batch, L, G, N, dtype, varlen, init, full, device="cpu", dim=12, seed=0):
     """Random inputs (and cu_seqlens) for one case; A, D, delta_bias, initial_state stay float32."""
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s, sc=1.0, sh=0.0: torch.randn(*s, generator=g) * sc + sh  # noqa: E731
     cu = None
     nseq = batch
     if varlen:
         batch = 1
-        cu = torch.tensor([0, L // 3, L // 3, L - 5, L] if L > 10 else [0, L], dtype=torch.int64)
+        cu = torch.tensor([0, L // 3, L // 3, L - 5, L] if L > 10 else [0, L], dtype=torch.int64, device=device)
         nseq = cu.numel() - 1
-    ins = dict(u=r(batch, dim, L), delta=r(batch, dim, L, sc=0.5, sh=-1.0), A=-torch.exp(r(dim, N) * 0.5),
-               B=r(batch, G, N, L), C=r(batch, G, N, L), D=r(dim) if full else None,
-               z=r(batch, dim, L) if full else None, delta_bias=r(dim, sc=0.1) if full else None,
-               initial_state=r(nseq, dim, N) if init else None)
-    wide = {"A", "D", "delta_bias", "initial_state"}
-    for k, v in ins.items():
-        if v is not None:
-            keep = torch.float32 if k in wide and dtype != torch.float64 else dtype
-            ins[k] = v.to(device=device, dtype=keep)
-    return ins, (cu.to(device) if cu is not None else None)
+    ins = sample_inputs(batch, dim, L, N, groups=G, dtype=dtype, device=device, skip=full, gate=full, bias=full,
+                        init=init, nseq=nseq, decay="lognormal", seed=seed)
+    return ins, cu
 
 
 def run_with_grads(fn, ins, cu, reverse, softplus, gy, gh):
@@ -101,31 +124,33 @@ def compare(ins, cu, reverse, softplus, device):
     return errs, dtypes_ok
 
 
-def _interp_worker(cases: list) -> dict:
+def _poisoned(alloc):
+    """``alloc`` (torch.empty or torch.empty_like) with floating buffers filled with NaN."""
+
+    def nan_filled(*args, **kwargs):
+        t = alloc(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    return nan_filled
+
+
+def _interp_worker(cases: list[InterpCase]) -> dict:
     """Runs inside the TRITON_INTERPRET=1 subprocess: every case, returns {name: (errs, dtypes_ok)}."""
     from ssmkit.ops.selective_scan import triton_scan
 
     # Small tiles: several chunks and segments per sequence even at L=63, and fast interpretation.
     triton_scan.set_tile_config(T_fwd=16, T_bwd=8, seg=32, spw_fwd=512, spw_bwd=512)
     out = {}
-    for name, batch, L, G, N, dtype, reverse, varlen, init, full, poison in cases:
-        triton_scan.set_tile_config(pf=0 if name.endswith("_nopf") else 1, parts=3 if "_split" in name else 1,
-                                    nsplit_bwd=2 if "_nsplit" in name else 1)
+    for case in cases:
+        triton_scan.set_tile_config(**(CASE_KNOB_DEFAULTS | case.knobs))
         torch.manual_seed(0)
-        ins, cu = make_case(batch, L, G, N, getattr(torch, dtype), varlen, init, full, seed=L + N)
+        ins, cu = make_case(case.batch, case.L, case.G, case.N, getattr(torch, case.dtype), case.varlen, case.init,
+                            case.full, seed=case.L + case.N)
         real = triton_scan._empty, triton_scan._empty_like
-        if poison:
-            def nan_empty(*a, **k):
-                t = real[0](*a, **k)
-                return t.fill_(float("nan")) if t.is_floating_point() else t
-
-            def nan_like(*a, **k):
-                t = real[1](*a, **k)
-                return t.fill_(float("nan")) if t.is_floating_point() else t
-
-            triton_scan._empty, triton_scan._empty_like = nan_empty, nan_like
+        if case.poison:
+            triton_scan._empty, triton_scan._empty_like = _poisoned(real[0]), _poisoned(real[1])
         try:
-            out[name] = compare(ins, cu, reverse, full, "cpu")
+            out[case.name] = compare(ins, cu, case.reverse, case.full, "cpu")
         finally:
             triton_scan._empty, triton_scan._empty_like = real
     out["_inference"] = _inference_vs_autograd(triton_scan)
@@ -168,13 +193,13 @@ def test_inference_calls_skip_autograd_and_match_it(interp_results):
     assert interp_results["_inference"] == {"same": True, "graph_when_needed": True, "no_graph_otherwise": True}
 
 
-@pytest.mark.parametrize("case", INTERP_CASES, ids=[c[0] for c in INTERP_CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in INTERP_CASES])
 def test_interpreter_matches_reference(interp_results, case):
-    errs, dtypes_ok = interp_results[case[0]]
-    tol = TOL[case[5]]
-    assert dtypes_ok, f"{case[0]}: output/final-state/gradient dtypes differ from the contract"
+    errs, dtypes_ok = interp_results[case.name]
+    tol = TOL[case.dtype]
+    assert dtypes_ok, f"{case.name}: output/final-state/gradient dtypes differ from the contract"
     bad = {k: v for k, v in errs.items() if not v < tol}
-    assert not bad, f"{case[0]}: relative errors above {tol}: {bad} (all: {errs})"
+    assert not bad, f"{case.name}: relative errors above {tol}: {bad} (all: {errs})"
     expected = {"y", "final_state", "du", "ddelta", "dA", "dB", "dC"}
     assert expected <= set(errs)
 
@@ -212,7 +237,7 @@ def test_lane_reduce_scatter_only_where_the_layout_allows_it():
     assert _lane_levels(_plan(16, 1536, 4096, 4), f32, cuda) == 3  # fp32 inputs, T_bwd = 4 too
     assert _lane_levels(dict(bf16_n16, T_b=8), f32, cuda) == 0  # T_bwd = 8 spills
     assert _lane_levels(_plan(64, 1536, 4096, 2), f32, cuda) == 0  # N = 64 spills
-    # ... also in its blocks of 32 states at T_bwd 4 (27 vs 16 ms in bf16, session 7).
+    # ... also in its blocks of 32 states at T_bwd 4 (27 vs 16 ms in bf16 on an H200, docs/kernels.md).
     assert _lane_levels(dict(_plan(64, 1536, 4096, 2), T_b=4, nsplit_b=2), f32, cuda) == 0
     assert _lane_levels(dict(_plan(64, 1536, 4096, 2), lane_rs=2), f32, cuda) > 0  # unless forced
     assert _lane_levels(dict(bf16_n16, BD_b=2), f32, cuda) == 1
@@ -227,8 +252,8 @@ def test_lane_reduce_scatter_only_where_the_layout_allows_it():
 
 
 def test_forward_tiles_follow_the_measured_defaults():
-    """Forward tiles (docs/benchmarks.md): below N = 64, 16 channels per program for 2-byte inputs
-    and 8 for 4-byte ones (H200, session 6); from N = 64 on, 8 channels and T = 4."""
+    """Forward tiles (docs/kernels.md, "Tile defaults"): below N = 64, 16 channels per program for
+    2-byte inputs and 8 for 4-byte ones (H200); from N = 64 on, 8 channels and T = 4."""
     from ssmkit.ops.selective_scan.triton_scan import _plan
 
     assert (_plan(16, 1536, 4096, 2)["BD_f"], _plan(16, 1536, 4096, 2)["T_f"]) == (16, 8)
@@ -238,7 +263,7 @@ def test_forward_tiles_follow_the_measured_defaults():
 
 
 def test_backward_tiles_follow_the_measured_defaults():
-    """Backward tiles (docs/benchmarks.md, session 7, H200): T_bwd 8 from N = 64 on for every dtype,
+    """Backward tiles (docs/kernels.md, "Tile defaults", H200): T_bwd 8 from N = 64 on for every dtype,
     with pass 2 over two blocks of 32 states, since a thread would hold 64 values of each tile; below
     that, T_bwd 4 and one block. The knob overrides the rule, and a block keeps at least 2 states."""
     from ssmkit.ops.selective_scan import triton_scan
@@ -301,7 +326,10 @@ def test_saved_state_bytes_are_per_segment():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("reverse,varlen", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("reverse,varlen", [pytest.param(False, False, id="forward"),
+                                            pytest.param(True, False, id="reverse"),
+                                            pytest.param(False, True, id="packed"),
+                                            pytest.param(True, True, id="packed_reverse")])
 def test_gpu_odd_shapes_match_reference(cuda_device, dtype, reverse, varlen):
     ins, cu = make_case(2, 301, 2, 16, getattr(torch, dtype), varlen, True, True, device=cuda_device, dim=40)
     errs, dtypes_ok = compare(ins, cu, reverse, True, cuda_device)
@@ -336,28 +364,30 @@ def test_gpu_unwritten_elements_are_caught(cuda_device, monkeypatch):
     from ssmkit.ops.selective_scan import triton_scan
 
     ins, cu = make_case(1, 333, 2, 16, torch.float32, True, True, True, device=cuda_device, dim=40)
-    real_empty, real_like = triton_scan._empty, triton_scan._empty_like
-    monkeypatch.setattr(triton_scan, "_empty", lambda *a, **k: real_empty(*a, **k).fill_(float("nan")))
-    monkeypatch.setattr(triton_scan, "_empty_like", lambda *a, **k: real_like(*a, **k).fill_(float("nan")))
+    monkeypatch.setattr(triton_scan, "_empty", _poisoned(triton_scan._empty))
+    monkeypatch.setattr(triton_scan, "_empty_like", _poisoned(triton_scan._empty_like))
     errs, _ = compare(ins, cu, False, True, cuda_device)
     assert all(v < 1e-4 for v in errs.values()), errs
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("shape", [(8, 1536, 4096, 16), (4, 2048, 16384, 16), (8, 1536, 4096, 64)])
-def test_gpu_issue_shapes_match_chunked(cuda_device, shape, dtype):
-    from ssmkit.bench.scan_gpu import make_inputs, run_scan
-
-    ins = make_inputs(shape, getattr(torch, dtype), cuda_device, requires_grad=True, seed=3)
-    gy = torch.randn(shape[0], shape[1], shape[2], device=cuda_device, dtype=ins["u"].dtype)
-    y = run_scan(ins, "triton")
+@pytest.mark.parametrize("shape", [pytest.param((8, 1536, 4096, 16), id="B8_D1536_L4096_N16"),
+                                   pytest.param((4, 2048, 16384, 16), id="B4_D2048_L16384_N16"),
+                                   pytest.param((8, 1536, 4096, 64), id="B8_D1536_L4096_N64")])
+def test_gpu_table_shapes_match_chunked(cuda_device, shape, dtype):
+    """The GPU table's full shapes (bench/scan_gpu.py), Triton against the chunked path in float32."""
+    batch, dim, L, N = shape
+    ins = sample_inputs(batch, dim, L, N, dtype=getattr(torch, dtype), device=cuda_device, init=False,
+                        delta_shift=-2.0, decay="lognormal", seed=3, requires_grad=True)
+    gy = torch.randn(batch, dim, L, device=cuda_device, dtype=ins["u"].dtype)
+    y = call_scan(selective_scan, ins, backend="triton")
     y.backward(gy)
-    got = {"y": y.detach()} | {k: v.grad for k, v in ins.items()}
-    ins32 = {k: v.detach().float().requires_grad_(True) for k, v in ins.items()}
-    y32 = run_scan(ins32, "chunked")
+    got = {"y": y.detach()} | {k: v.grad for k, v in ins.items() if v is not None}
+    ins32 = {k: (v.detach().float().requires_grad_(True) if v is not None else None) for k, v in ins.items()}
+    y32 = call_scan(selective_scan, ins32, backend="chunked")
     y32.backward(gy.float())
-    want = {"y": y32.detach()} | {k: v.grad for k, v in ins32.items()}
+    want = {"y": y32.detach()} | {k: v.grad for k, v in ins32.items() if v is not None}
     tol = TOL[dtype]
     errs = {k: rel(got[k], want[k]) for k in got}
     assert all(v < tol for v in errs.values()), errs

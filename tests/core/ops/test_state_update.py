@@ -6,19 +6,16 @@ import pytest
 import torch
 
 from ssmkit.ops.selective_scan import selective_scan, selective_state_update
+from ssmkit.ops.selective_scan.samples import sample_inputs
 from tests.conftest import rel_err
 
 
 def _inputs(batch, dim, L, N, groups, dtype, with_extras=True):
-    u = torch.randn(batch, dim, L).to(dtype)
-    delta = (0.5 * torch.randn(batch, dim, L) - 1.0).to(dtype)
-    A = -torch.rand(dim, N).mul(4.0).add(0.1)  # decay rates from 0.1 to 4.1
-    Bm = torch.randn(batch, groups, N, L).to(dtype)
-    Cm = torch.randn(batch, groups, N, L).to(dtype)
-    extras = {}
-    if with_extras:
-        extras = dict(D=torch.randn(dim), z=torch.randn(batch, dim, L).to(dtype), delta_bias=0.3 * torch.randn(dim))
-    return u, delta, A, Bm, Cm, extras
+    """(u, delta, A, B, C, extras) from the shared builder; decay rates from 0.1 to 4.1."""
+    ins = sample_inputs(batch, dim, L, N, groups=groups, dtype=dtype, skip=with_extras, gate=with_extras,
+                        bias=with_extras, init=False, decay=(0.1, 4.1), bias_scale=0.3)
+    extras = {k: ins[k] for k in ("D", "z", "delta_bias") if ins[k] is not None}
+    return ins["u"], ins["delta"], ins["A"], ins["B"], ins["C"], extras
 
 
 def _step_through(u, delta, A, Bm, Cm, extras, softplus=True, state=None):
@@ -107,20 +104,24 @@ def _good():
 
 
 @pytest.mark.parametrize("name, bad, err, match", [
-    ("state", torch.zeros(2, 6), ValueError, r"state must be \[B, D, N\]"),
-    ("state", torch.zeros(2, 6, 4, dtype=torch.bfloat16), TypeError, "state has dtype torch.bfloat16"),
-    ("x", torch.randn(2, 5), ValueError, r"x has shape \[2, 5\]; expected \[B, D\] = \[2, 6\]"),
-    ("dt", torch.randn(2, 6, 1), ValueError, r"dt has shape \[2, 6, 1\]"),
-    ("A", -torch.rand(6, 3), ValueError, r"A has shape \[6, 3\]; expected \[D, N\] = \[6, 4\]"),
-    ("B", torch.randn(2, 4, 4), ValueError, "G=4 groups, which does not divide D=6"),
-    ("B", torch.randn(2, 2, 4, 1), ValueError, r"B must be \[B, G, N\]"),
-    ("C", torch.randn(2, 2, 3), ValueError, r"C has shape \[2, 2, 3\]; expected \[B, G, N\] = \[2, 2, 4\]"),
-    ("D", torch.randn(5), ValueError, r"D has shape \[5\]; expected \[D\] = \[6\]"),
-    ("z", torch.randn(3, 6), ValueError, r"z has shape \[3, 6\]"),
-    ("dt_bias", torch.randn(6, 1), ValueError, r"dt_bias has shape \[6, 1\]"),
-    ("x", torch.ones(2, 6, dtype=torch.int64), TypeError, "x has dtype torch.int64"),
-    ("x", [[0.0] * 6] * 2, TypeError, "x must be a torch.Tensor"),
-    ("A", torch.device("meta"), None, None),
+    pytest.param("state", torch.zeros(2, 6), ValueError, r"state must be \[B, D, N\]", id="state_2d"),
+    pytest.param("state", torch.zeros(2, 6, 4, dtype=torch.bfloat16), TypeError, "state has dtype torch.bfloat16",
+                 id="state_bf16"),
+    pytest.param("x", torch.randn(2, 5), ValueError, r"x has shape \[2, 5\]; expected \[B, D\] = \[2, 6\]",
+                 id="x_shape"),
+    pytest.param("dt", torch.randn(2, 6, 1), ValueError, r"dt has shape \[2, 6, 1\]", id="dt_shape"),
+    pytest.param("A", -torch.rand(6, 3), ValueError, r"A has shape \[6, 3\]; expected \[D, N\] = \[6, 4\]",
+                 id="A_shape"),
+    pytest.param("B", torch.randn(2, 4, 4), ValueError, "G=4 groups, which does not divide D=6", id="B_groups"),
+    pytest.param("B", torch.randn(2, 2, 4, 1), ValueError, r"B must be \[B, G, N\]", id="B_4d"),
+    pytest.param("C", torch.randn(2, 2, 3), ValueError, r"C has shape \[2, 2, 3\]; expected \[B, G, N\] = \[2, 2, 4\]",
+                 id="C_shape"),
+    pytest.param("D", torch.randn(5), ValueError, r"D has shape \[5\]; expected \[D\] = \[6\]", id="D_shape"),
+    pytest.param("z", torch.randn(3, 6), ValueError, r"z has shape \[3, 6\]", id="z_shape"),
+    pytest.param("dt_bias", torch.randn(6, 1), ValueError, r"dt_bias has shape \[6, 1\]", id="dt_bias_shape"),
+    pytest.param("x", torch.ones(2, 6, dtype=torch.int64), TypeError, "x has dtype torch.int64", id="x_int"),
+    pytest.param("x", [[0.0] * 6] * 2, TypeError, "x must be a torch.Tensor", id="x_list"),
+    pytest.param("A", torch.device("meta"), None, None, id="A_other_device"),
 ])
 def test_bad_inputs_raise_clear_errors(name, bad, err, match):
     kw = _good()
