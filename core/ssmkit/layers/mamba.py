@@ -71,6 +71,23 @@ class Mamba(NoWeightDecay, nn.Module):
         dt_init_floor: lower clamp of the sampled initial dt.
         conv_bias, bias: biases of the conv and of in_proj/out_proj.
         backend: selective-scan backend, "auto" | "reference" | "chunked" | "triton".
+
+    Examples:
+        >>> import torch
+        >>> from ssmkit.layers.mamba import Mamba
+        >>> _ = torch.manual_seed(0)
+        >>> mixer = Mamba(d_model=16, d_state=8)
+        >>> x = torch.randn(2, 10, 16)
+        >>> mixer(x).shape
+        torch.Size([2, 10, 16])
+
+        Streaming, one token at a time, gives the same outputs as the whole sequence:
+
+        >>> cache = mixer.allocate_inference_cache(batch=2)
+        >>> with torch.no_grad():
+        ...     steps = torch.stack([mixer.step(x[:, t], cache) for t in range(10)], dim=1)
+        ...     torch.allclose(steps, mixer(x), atol=1e-5)
+        True
     """
 
     input_kind = "seq"

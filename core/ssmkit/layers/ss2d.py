@@ -87,6 +87,15 @@ class SS2D(NoWeightDecay, nn.Module):
         backend: selective-scan backend ("auto" | "reference" | "chunked" | "triton").
         dropout: on the output. dt_min, dt_max, dt_init_floor: the step-size initialisation.
         bias, conv_bias: biases of the in/out projections and of the conv.
+
+    Examples:
+        >>> import torch
+        >>> from ssmkit.layers.ss2d import SS2D
+        >>> _ = torch.manual_seed(0)
+        >>> SS2D(d_model=8, strategy="cross")(torch.randn(2, 8, 6, 5)).shape
+        torch.Size([2, 8, 6, 5])
+        >>> SS2D(d_model=8, strategy="tri_orient", spatial_dims=3)(torch.randn(1, 8, 3, 4, 5)).shape
+        torch.Size([1, 8, 3, 4, 5])
     """
 
     input_kind = "image2d"  # the class default; an instance built with spatial_dims=3 says "volume3d"

@@ -95,6 +95,25 @@ def selective_scan(
     Returns:
         y [B, D, L] in u's dtype, or (y, final_state) with the final state in float32
         (float64 for float64 inputs).
+
+    Examples:
+        >>> import torch
+        >>> from ssmkit.ops.selective_scan import selective_scan
+        >>> _ = torch.manual_seed(0)
+        >>> B, D, L, N = 2, 4, 16, 3
+        >>> u, delta = torch.randn(B, D, L), torch.randn(B, D, L)
+        >>> A = -torch.rand(D, N)  # negative: a decaying state
+        >>> Bm, Cm = torch.randn(B, 1, N, L), torch.randn(B, 1, N, L)
+        >>> y, h = selective_scan(u, delta, A, Bm, Cm, return_final_state=True)
+        >>> y.shape, h.shape
+        (torch.Size([2, 4, 16]), torch.Size([2, 4, 3]))
+
+        Scanning the second half from the first half's final state continues the sequence:
+
+        >>> y1, h1 = selective_scan(u[..., :8], delta[..., :8], A, Bm[..., :8], Cm[..., :8], return_final_state=True)
+        >>> y2 = selective_scan(u[..., 8:], delta[..., 8:], A, Bm[..., 8:], Cm[..., 8:], initial_state=h1)
+        >>> torch.allclose(torch.cat([y1, y2], -1), y, atol=1e-5)
+        True
     """
     validate_selective_scan(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens, check_finite)
     kwargs = dict(D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
