@@ -26,7 +26,7 @@ and adds one [T, N] partial per chunk with fp32 atomics. On CUDA that reduction 
 across the channel lanes with PTX shuffles (``LANE_RS``, :mod:`.triton_lane_sums`: each step
 halves what a lane holds, so every lane ends with distinct sums to add), where tl.sum would
 all-reduce and then move the sums through shared memory: 864 -> 799 instructions per chunk of the
-bf16 N = 16 backward loop, 4-8% faster on an H100 at T_bwd = 4 (docs/benchmarks.md, session 5).
+bf16 N = 16 backward loop, 2-8% faster on an H100 at T_bwd = 4 (docs/kernels.md).
 dA, dD and d(delta_bias) go to per-sequence partials summed on the host, with no atomics. Every
 chunk loop loads the next chunk's inputs into registers before computing the current one: a
 program is one warp and an SM holds few of them, so nothing else would hide the HBM latency (the
@@ -480,7 +480,7 @@ def _adjoint_states(dB_ptr, dC_ptr, B_raw, C_raw, h_in, carry, A2, A_nat, u, dt,
                           seqlen, N - n0, L, LANE_RS)
     else:
         # Partial sums in a [n_blocks, B, G, N, L] buffer instead of these atomics moved more
-        # bytes than the atomics cost on the H100 (docs/benchmarks.md, v4).
+        # bytes than the atomics cost on the H100 (docs/kernels.md, "Tried and not kept").
         tl.atomic_add(dB_ptr + bc_ptrs, tl.sum(g * dtu[:, None, :], axis=2), mask=bc_m, sem="relaxed")
         tl.atomic_add(dC_ptr + bc_ptrs, tl.sum(hh * dy[:, None, :], axis=2), mask=bc_m, sem="relaxed")
     # Gradient into the state entering this chunk: q at its first step in scan order. Past-the-end
