@@ -195,17 +195,21 @@ def _float64_twin(ins, h0):
 FLA_TOL = {torch.float32: 5e-3, torch.bfloat16: 3e-2}
 
 
+def _assert_fla_matches_reference(ins, h0, dtype, tol):
+    """The fla backend against the float64 reference: output, final state and every gradient."""
+    o_r, h_r, g_r = _run("reference", *_float64_twin(ins, h0))
+    o_f, h_f, g_f = _run("fla", ins, h0)
+    assert o_f.dtype == dtype and h_f.dtype == torch.float32
+    assert rel_err(o_f, o_r) < tol and rel_err(h_f, h_r) < tol
+    for name, a, e in zip(["dq", "dk", "dv", "dgk", "dh0"], g_f, g_r):
+        assert rel_err(a, e) < 4 * tol, name
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fla_matches_reference_on_gpu(cuda_device, dtype):
     ins, h0 = _inputs(2, 3, 200, 64, 32, dtype, device=cuda_device)
-    o_r, h_r, g_r = _run("reference", *_float64_twin(ins, h0))
-    o_f, h_f, g_f = _run("fla", ins, h0)
-    assert o_f.dtype == dtype and h_f.dtype == torch.float32
-    tol = FLA_TOL[dtype]
-    assert rel_err(o_f, o_r) < tol and rel_err(h_f, h_r) < tol
-    for name, a, e in zip(["dq", "dk", "dv", "dgk", "dh0"], g_f, g_r):
-        assert rel_err(a, e) < 4 * tol, name
+    _assert_fla_matches_reference(ins, h0, dtype, FLA_TOL[dtype])
 
 
 @pytest.mark.gpu
@@ -333,12 +337,6 @@ def test_fla_adapter_matches_reference_with_standin(monkeypatch, dtype):
     try:
         _fake_fla(monkeypatch, "0.6.0")
         ins, h0 = _inputs(2, 3, 21, 8, 5, dtype)
-        o_r, h_r, g_r = _run("reference", *_float64_twin(ins, h0))
-        o_f, h_f, g_f = _run("fla", ins, h0)
-        assert o_f.dtype == dtype and h_f.dtype == torch.float32
-        tol = TOL[dtype]
-        assert rel_err(o_f, o_r) < tol and rel_err(h_f, h_r) < tol
-        for name, a, e in zip(["dq", "dk", "dv", "dgk", "dh0"], g_f, g_r):
-            assert rel_err(a, e) < 4 * tol, name
+        _assert_fla_matches_reference(ins, h0, dtype, TOL[dtype])
     finally:
         gla_mod._fla_chunk_gla.cache_clear()
