@@ -27,7 +27,7 @@ KINDS = ("app", "model", "scan", "block", "dataset", "bench")
 _DISCOVER = {
     "scan": ["ssmkit.scans"],
     "block": ["ssmkit.layers"],
-    "model": ["ssmkit.layers", "ssmkit_apps"],
+    "model": ["ssmkit.layers", "ssmkit.models", "ssmkit_apps"],
     "app": ["ssmkit_apps"],
     "dataset": ["ssmkit_apps"],
     "bench": ["ssmkit.bench", "ssmkit_apps"],
