@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ssmkit.bench.table import Column, format_table
 from ssmkit.registry import register_bench
 
 
@@ -142,16 +143,18 @@ def _worker(argv: list[str]) -> int:
 # --------------------------------------------------------------------------------- driver
 
 
+_COLUMNS = [Column("processes", "nproc", "d"), Column("samples/s", "samples_per_s", ".1f"),
+            Column("efficiency", "efficiency", ".3f"), Column("step ms", "step_ms", ".2f"),
+            Column("compute ms", "compute_ms", ".2f"), Column("exposed all-reduce ms", "allreduce_ms", ".2f"),
+            Column("peak MB/process", "peak_mb", ".0f")]
+
+
 def _table(rows: list[dict]) -> str:
-    head = "| processes | samples/s | efficiency | step ms | compute ms | exposed all-reduce ms | peak MB/process |"
-    lines = [head, "|" + "---|" * 7]
+    """A Markdown table of the rows; adds each row's scaling efficiency against one process."""
     base = next((r["samples_per_s"] for r in rows if r["nproc"] == 1), None)
     for r in rows:
-        eff = r["samples_per_s"] / (r["nproc"] * base) if base else float("nan")
-        r["efficiency"] = eff
-        lines.append(f"| {r['nproc']} | {r['samples_per_s']:.1f} | {eff:.3f} | {r['step_ms']:.2f} | "
-                     f"{r['compute_ms']:.2f} | {r['allreduce_ms']:.2f} | {r['peak_mb']:.0f} |")
-    return "\n".join(lines)
+        r["efficiency"] = r["samples_per_s"] / (r["nproc"] * base) if base else float("nan")
+    return format_table(rows, _COLUMNS, markdown=True)
 
 
 @register_bench("ddp")
