@@ -198,11 +198,12 @@ class GnConv(nn.Module):
 
     def interaction(self, x: torch.Tensor) -> torch.Tensor:
         """The gated product p_n before the output projection, [B, C, *spatial]."""
-        p, q = torch.split(self.proj_in(x), (self.dims[0], sum(self.dims)), dim=1)
-        gates = torch.split(self.dwconv(q) * self.scale, self.dims, dim=1)
-        p = p * gates[0]
-        for pw, gate in zip(self.pws, gates[1:]):
-            p = pw(p) * gate
+        # Indexing instead of unpacking the splits keeps the method traceable by torch.fx.
+        pq = torch.split(self.proj_in(x), (self.dims[0], sum(self.dims)), dim=1)
+        gates = torch.split(self.dwconv(pq[1]) * self.scale, self.dims, dim=1)
+        p = pq[0] * gates[0]
+        for i, pw in enumerate(self.pws):
+            p = pw(p) * gates[i + 1]
         return p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
