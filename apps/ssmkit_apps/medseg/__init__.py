@@ -1,0 +1,1 @@
+"""3D medical segmentation: MambaClinix (HGConv + Mamba U-Net) against MONAI baselines."""

@@ -1,0 +1,113 @@
+"""CE + Dice (MONAI's DiceCELoss) + 0.8 x region-specific Tversky, with deep supervision.
+
+Region-specific Tversky: the patch is cut into a grid of regions (``regions`` per axis); in each
+region r and for each foreground class c the soft counts are pooled,
+
+    TP = sum p * g,   FP = sum p * (1 - g),   FN = sum (1 - p) * g     (p: softmax, g: one-hot)
+
+and the region's own weights are set from its errors,
+
+    alpha = 0.3 + 0.4 * FP / (FP + FN),   beta = 0.3 + 0.4 * FN / (FP + FN),
+
+so a region that over-segments penalises false positives more and one that under-segments
+penalises false negatives more. The term is the mean over batch, classes and regions of
+1 - (TP + s) / (TP + alpha * FP + beta * FN + s). The weights are computed without gradient:
+they say how to weigh the errors, and gradients flowing through them would reward moving
+errors from one kind to the other instead of removing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceCELoss
+from torch import nn
+
+
+def region_counts(probs: torch.Tensor, onehot: torch.Tensor,
+                  regions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(TP, FP, FN), each [B, K, *regions], pooled over a grid of regions.
+
+    probs, onehot: [B, K, X, Y, Z]. The volume is zero-padded to a multiple of the grid, and
+    padded voxels (p = g = 0) add nothing to any count.
+    """
+    if probs.shape != onehot.shape or probs.ndim != 5:
+        raise ValueError(f"expected probs and one-hot [B, K, X, Y, Z] of one shape; got {tuple(probs.shape)}, "
+                         f"{tuple(onehot.shape)}")
+    if len(regions) != 3 or min(regions) < 1:
+        raise ValueError(f"regions must be 3 positive counts (one per axis); got {list(regions)}")
+    size = [max(1, -(-s // n)) for s, n in zip(probs.shape[2:], regions)]  # ceil(S / n)
+    grid = [-(-s // z) for s, z in zip(probs.shape[2:], size)]
+    pad = []
+    for s, z, g in zip(reversed(probs.shape[2:]), reversed(size), reversed(grid)):
+        pad += [0, z * g - s]
+    tp, fp, fn = probs * onehot, probs * (1 - onehot), (1 - probs) * onehot
+    out = []
+    for t in (tp, fp, fn):
+        t = F.pad(t, pad)
+        b, k = t.shape[:2]
+        t = t.reshape(b, k, grid[0], size[0], grid[1], size[1], grid[2], size[2])
+        out.append(t.sum(dim=(3, 5, 7)))
+    return out[0], out[1], out[2]
+
+
+def region_tversky_loss(probs: torch.Tensor, onehot: torch.Tensor, regions: Sequence[int] = (4, 4, 4),
+                        a: float = 0.3, b: float = 0.4, include_background: bool = False,
+                        smooth: float = 1e-5) -> torch.Tensor:
+    """The region-specific Tversky term (see the module docstring). probs, onehot: [B, K, X, Y, Z]."""
+    tp, fp, fn = region_counts(probs.float(), onehot.float(), regions)
+    if not include_background:
+        tp, fp, fn = tp[:, 1:], fp[:, 1:], fn[:, 1:]
+    with torch.no_grad():
+        err = fp + fn + smooth
+        alpha, beta = a + b * fp / err, a + b * fn / err
+    tversky = (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
+    return (1.0 - tversky).mean()
+
+
+def deep_supervision_weights(n: int) -> list[float]:
+    """nnU-Net's weights for n outputs (full resolution first): 1, 1/2, 1/4, ..., normalised to sum 1."""
+    w = [0.5**i for i in range(n)]
+    return [v / sum(w) for v in w]
+
+
+class SegLoss(nn.Module):
+    """CE + Dice + ``tversky_weight`` x region Tversky, summed over deep-supervision outputs.
+
+    ``forward(logits, label)``: logits [B, K, *S] or a list of them (full resolution first, the
+    others smaller); label [B, 1, *S] integer classes. Returns (loss, {"ce_dice", "tversky"}).
+    """
+
+    def __init__(self, tversky_weight: float = 0.8, regions: Sequence[int] = (4, 4, 4)):
+        super().__init__()
+        # Batch Dice without the background (nnU-Net's choice): rare classes get a stable signal.
+        self.dice_ce = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
+        self.tversky_weight = float(tversky_weight)
+        self.regions = tuple(int(r) for r in regions)
+
+    def one(self, logits: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = logits.float()
+        if label.shape[2:] != logits.shape[2:]:
+            label = F.interpolate(label.float(), size=logits.shape[2:], mode="nearest").long()
+        dice_ce = self.dice_ce(logits, label)
+        if self.tversky_weight == 0:
+            return dice_ce, torch.zeros((), device=logits.device)
+        onehot = F.one_hot(label[:, 0].long(), logits.shape[1]).movedim(-1, 1).float()
+        return dice_ce, region_tversky_loss(torch.softmax(logits, 1), onehot, self.regions)
+
+    def forward(self, logits: torch.Tensor | list[torch.Tensor],
+                label: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        outs = logits if isinstance(logits, (list, tuple)) else [logits]
+        total = torch.zeros((), device=label.device)
+        parts = {"ce_dice": torch.zeros((), device=label.device), "tversky": torch.zeros((), device=label.device)}
+        for w, out in zip(deep_supervision_weights(len(outs)), outs):
+            dc, tv = self.one(out, label)
+            total = total + w * (dc + self.tversky_weight * tv)
+            parts["ce_dice"] = parts["ce_dice"] + w * dc.detach()
+            parts["tversky"] = parts["tversky"] + w * tv.detach()
+        return total, parts
+
+
+__all__ = ["SegLoss", "deep_supervision_weights", "region_counts", "region_tversky_loss"]
