@@ -1,0 +1,67 @@
+"""The mouth-opening measure on embedded faces with known openness, and the other metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ssmkit.errors import DataError
+from ssmkit_apps.talkinghead import face as Fc
+from ssmkit_apps.talkinghead import metrics as M
+
+
+def _clip(ident: Fc.Identity, mouth: np.ndarray, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    ctl = Fc.neutral_controls(len(mouth))
+    ctl.update(Fc.expression_signal(len(mouth), rng))  # blinks, brows and head motion as in the data
+    ctl["mouth"] = mouth.astype(np.float32)
+    ctl["jaw"] = 0.85 * ctl["mouth"]
+    ctl["lip_spread"] = rng.uniform(0, 1, len(mouth)).astype(np.float32)
+    return Fc.render_clip(ident, ctl)
+
+
+@pytest.mark.parametrize("kind,seed", [("drawn", 1), ("drawn", 2), ("drawn", 8), ("portrait", 11)])
+def test_mouth_opening_tracks_known_openness(kind, seed):
+    mouth = np.linspace(0, 1, 9)
+    measured = M.mouth_opening(_clip(Fc.make_identity(kind, seed), mouth))
+    assert M.pearson(mouth, measured) > 0.95
+    assert (np.diff(measured) > -0.6).all()  # monotone up to the noise of lip spread and head motion
+    assert measured[-1] - measured[0] > 2.5  # about the interior's height in pixels
+
+
+def test_lip_sync_separates_following_from_ignoring_the_signal():
+    ident = Fc.make_identity("drawn", 5)
+    drive = np.clip(np.sin(np.linspace(0, 6, 20)) * 0.5 + 0.5, 0, 1)
+    follows = _clip(ident, drive)
+    frozen = _clip(ident, np.full(20, 0.4))
+    shuffled = _clip(ident, np.random.default_rng(1).permutation(drive))
+    assert M.lip_sync(drive, follows) > 0.9
+    assert abs(M.lip_sync(drive, shuffled)) < 0.6
+    meter = M.LipSyncMeter()
+    meter.update(drive, follows)
+    meter.update(drive, frozen)
+    meter.update(np.full(20, 0.3), follows)  # a still driving signal is skipped
+    res = meter.compute()
+    assert res["lipsync_clips"] == 2 and 0.3 < res["lipsync"] < 0.7  # (r ~ 1 + r of a frozen mouth) / 2
+
+
+def test_psnr_ssim_flicker():
+    rng = np.random.default_rng(0)
+    gt = (rng.random((4, 16, 16, 3)) * 255).astype(np.uint8)
+    gt[:] = gt[0]  # a static clip
+    assert M.psnr(gt, gt) == float("inf") and M.ssim(gt, gt) == pytest.approx(1.0)
+    noisy = np.clip(gt.astype(int) + rng.integers(-8, 9, gt.shape), 0, 255).astype(np.uint8)
+    assert 25 < M.psnr(noisy, gt) < 40 and M.ssim(noisy, gt) < 1
+    assert M.flicker(gt, gt) == 0.0
+    assert M.flicker(noisy, gt) > 3.0  # every generated change on a static truth is flicker
+    with pytest.raises(ValueError, match="differ in shape"):
+        M.psnr(gt[:2], gt)
+
+
+def test_fid_needs_a_local_weights_file(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        M.FID(tmp_path / "missing.pth")
+    torch.save({"not": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(DataError, match="lacks"):
+        M.FID(tmp_path / "bad.pth")
