@@ -63,7 +63,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
                 a = a / max(float(a.max()), 1.0) * 255.0
                 rgb = np.repeat(a.round().astype(np.uint8)[..., None], 3, -1)
             else:
-                rgb = np.asarray(im.convert("RGB"))
+                rgb = np.array(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise DataError(f"{str(p)!r} is not a readable image ({type(err).__name__}: {err}); expected an RGB, "
                         "grayscale or RGBA picture (png, jpg, bmp, tif)") from None
@@ -180,7 +180,7 @@ class FileCracks(Dataset):
 
         img = read_rgb(self.pairs[i][0])
         if img.shape[:2] != (self.size, self.size):
-            img = np.asarray(Image.fromarray(img).resize((self.size, self.size), Image.BILINEAR))
+            img = np.array(Image.fromarray(img).resize((self.size, self.size), Image.BILINEAR))
         return img
 
     def mask(self, i: int) -> np.ndarray:
@@ -189,7 +189,7 @@ class FileCracks(Dataset):
         m, _ = binarise(read_mask_levels(self.pairs[i][1]), self.rule, str(self.pairs[i][1]))
         if m.shape != (self.size, self.size):
             small = Image.fromarray(m.astype(np.uint8) * 255).resize((self.size, self.size), Image.NEAREST)
-            m = np.asarray(small) > 127
+            m = np.array(small) > 127
         return m
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:

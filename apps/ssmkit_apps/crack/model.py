@@ -145,13 +145,14 @@ class DynamicUpsample(nn.Module):
         if scale < 1:
             raise ValueError(f"DynamicUpsample scale must be >= 1; got {scale}")
         self.scale, self.offset_range = scale, offset_range
-        self.offset = nn.Conv2d(channels, 2 * scale * scale, 1)
-        nn.init.zeros_(self.offset.weight)
-        nn.init.zeros_(self.offset.bias)
+        self.offset = nn.Conv2d(channels, 2 * scale * scale, 1) if scale > 1 else None  # x1 is the identity
+        if self.offset is not None:
+            nn.init.zeros_(self.offset.weight)
+            nn.init.zeros_(self.offset.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.scale
-        if s == 1:
+        if self.offset is None:
             return x
         b, _, h, w = x.shape
         # [B, 2, sH, sW] offsets in input-pixel units, bounded so neighbours cannot swap places.
@@ -305,40 +306,46 @@ class UNet(nn.Module):
 # ------------------------------------------------------------------------------- variants
 
 
+# Explicit signatures (no **kwargs), so create_model names the closest valid argument on a typo.
+
+
 @register_model("scsegamba_tiny")
-def scsegamba_tiny(**kw) -> SCSegamba:
+def scsegamba_tiny(*, channels: int = 32, n_layers: int = 4, d_state: int = 8, expand: float = 2.0, embed: int = 8,
+                   drop_path: float = 0.1, dropout: float = 0.1, backend: str = "auto") -> SCSegamba:
     """C=32, 4 layers, N=8 (73k parameters): the CPU budget of the demo and configs/default.yaml."""
-    return SCSegamba(**{"channels": 32, "n_layers": 4, "d_state": 8, **kw})
+    return SCSegamba(channels, n_layers, d_state, expand, embed, drop_path, dropout, backend)
 
 
 @register_model("scsegamba")
-def scsegamba(**kw) -> SCSegamba:
+def scsegamba(*, channels: int = 256, n_layers: int = 4, d_state: int = 16, expand: float = 2.0, embed: int = 8,
+              drop_path: float = 0.1, dropout: float = 0.1, backend: str = "auto") -> SCSegamba:
     """The published size: C=256, 4 layers, N=16 (2.94M parameters here; the paper reports 2.8M)."""
-    return SCSegamba(**{"channels": 256, "n_layers": 4, "d_state": 16, **kw})
+    return SCSegamba(channels, n_layers, d_state, expand, embed, drop_path, dropout, backend)
 
 
 @register_model("scsegamba_large")
-def scsegamba_large(**kw) -> SCSegamba:
+def scsegamba_large(*, channels: int = 320, n_layers: int = 8, d_state: int = 16, expand: float = 2.0, embed: int = 8,
+                    drop_path: float = 0.1, dropout: float = 0.1, backend: str = "auto") -> SCSegamba:
     """C=320, 8 layers, N=16 (8.7M parameters)."""
-    return SCSegamba(**{"channels": 320, "n_layers": 8, "d_state": 16, **kw})
+    return SCSegamba(channels, n_layers, d_state, expand, embed, drop_path, dropout, backend)
 
 
 @register_model("crack_unet_tiny")
-def crack_unet_tiny(**kw) -> UNet:
+def crack_unet_tiny(*, base: int = 5, depth: int = 4) -> UNet:
     """The U-Net baseline at base width 5 (82k parameters; scsegamba_tiny has 73k)."""
-    return UNet(**{"base": 5, **kw})
+    return UNet(base, depth)
 
 
 @register_model("crack_unet")
-def crack_unet(**kw) -> UNet:
+def crack_unet(*, base: int = 30, depth: int = 4) -> UNet:
     """The U-Net baseline at base width 30 (2.94M parameters, as scsegamba)."""
-    return UNet(**{"base": 30, **kw})
+    return UNet(base, depth)
 
 
 @register_model("crack_unet_large")
-def crack_unet_large(**kw) -> UNet:
+def crack_unet_large(*, base: int = 52, depth: int = 4) -> UNet:
     """The U-Net baseline at base width 52 (8.8M parameters; scsegamba_large has 8.7M)."""
-    return UNet(**{"base": 52, **kw})
+    return UNet(base, depth)
 
 
 VARIANTS = {"scsegamba": {"tiny": "scsegamba_tiny", "default": "scsegamba", "large": "scsegamba_large"},
