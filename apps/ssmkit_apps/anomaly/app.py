@@ -103,7 +103,7 @@ class ModelConfig:
     bidirectional: bool = False
     temperature: float = bounded(1.0, gt=0)
     forecast: bool = False  # maat: a one-step forecasting head on the Mamba path (see model.MAAT)
-    instance_norm: Literal["off", "mean", "meanstd"] = "off"  # deep models: reversible per-window normalisation
+    instance_norm: Literal["none", "mean", "meanstd"] = "none"  # deep models: reversible per-window normalisation
     n_estimators: int = bounded(100, ge=1, doc="isolation_forest")
     max_samples: int = bounded(256, ge=2, doc="isolation_forest")
     poly_degree: int = bounded(3, ge=0, le=10, doc="poly")

@@ -113,8 +113,7 @@ class WindowIsolationForest(DetectorBase):
         """[N, F] -> [N] in (0, 1]: 2 ** (-mean path length / c(max_samples))."""
         if not self.fitted:
             raise ValueError(
-                "the isolation forest is not fitted; train it first "
-                "(ssmkit anomaly train --config isolation_forest)"
+                "the isolation forest is not fitted; train it first (ssmkit anomaly train --config isolation_forest)"
             )
         # sklearn compares float32 inputs against float64 thresholds; match that cast exactly.
         x = flat.to(torch.float32).to(torch.float64)

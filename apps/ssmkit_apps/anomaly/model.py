@@ -107,7 +107,7 @@ class DetectorBase(nn.Module):
             )
 
 
-INSTANCE_NORMS = ("off", "mean", "meanstd")
+INSTANCE_NORMS = ("none", "mean", "meanstd")
 
 
 class InstanceNorm:
@@ -120,7 +120,7 @@ class InstanceNorm:
         self.mode = mode
 
     def stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.mode == "off":
+        if self.mode == "none":
             return torch.zeros_like(x[:, :1]), torch.ones_like(x[:, :1])
         mu = x.mean(1, keepdim=True).detach()
         sd = x.std(1, keepdim=True).detach().clamp_min(1e-3) if self.mode == "meanstd" else torch.ones_like(mu)
@@ -375,7 +375,7 @@ class MAAT(DetectorBase):
         forecast: give the Mamba path a causal input embedding and a head that predicts the next
             row from its state (trained with the reconstruction); the attention branch has no
             such causal state, so this is what the Mamba path adds beyond reconstruction.
-        instance_norm: "off" | "mean" | "meanstd": reversible per-window normalisation (see the
+        instance_norm: "none" | "mean" | "meanstd": reversible per-window normalisation (see the
             module docstring); reconstructions and forecasts come back in the input's scale.
         score_assoc, score_channels, score_normalize, score_smooth, score_forecast: the score
             definition, see :func:`combine_scores` (score_forecast is its forecast_weight).
@@ -401,7 +401,7 @@ class MAAT(DetectorBase):
         bidirectional: bool = False,
         temperature: float = 50.0,
         forecast: bool = False,
-        instance_norm: str = "off",
+        instance_norm: str = "none",
         score_assoc: bool = True,
         score_channels: str = "mean",
         score_normalize: bool = False,
@@ -509,7 +509,7 @@ class MambaRecon(DetectorBase):
         dropout: float = 0.0,
         backend: str = "auto",
         bidirectional: bool = False,
-        instance_norm: str = "off",
+        instance_norm: str = "none",
         score_channels: str = "mean",
         score_normalize: bool = False,
         score_smooth: int = 1,

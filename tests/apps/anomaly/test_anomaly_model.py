@@ -135,3 +135,21 @@ def test_isolation_forest_tensor_port_matches_sklearn():
     torch.testing.assert_close(fresh.score(torch.from_numpy(test)), got)
     with pytest.raises(ValueError, match="not fitted"):
         WindowIsolationForest(n_channels=3, window=5).score(torch.from_numpy(test))
+
+
+@pytest.mark.parametrize("name", ["maat", "mamba_recon"])
+def test_instance_norm_makes_scores_level_invariant(name):
+    from ssmkit.registry import create_model
+
+    torch.manual_seed(0)
+    kw = dict(n_channels=3, window=16, d_model=16, mamba_layers=1, d_state=4, score_channels="max")
+    if name == "maat":
+        kw.update(n_heads=2, n_layers=1, d_ff=16, forecast=True, score_assoc=False, score_forecast=1.0)
+    x = torch.randn(2, 16, 3)
+    shift = torch.tensor([5.0, -3.0, 40.0])  # a level the training data never reached
+    model = create_model(name, instance_norm="mean", **kw).eval()
+    torch.testing.assert_close(model.score(x + shift), model.score(x), rtol=1e-4, atol=1e-4)
+    plain = create_model(name, instance_norm="none", **kw).eval()
+    assert not torch.allclose(plain.score(x + shift), plain.score(x), rtol=1e-2)
+    with pytest.raises(ValueError, match="instance_norm='off'"):
+        create_model(name, instance_norm="off", **kw)
