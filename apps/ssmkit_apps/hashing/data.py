@@ -101,8 +101,11 @@ class PairDataset(Dataset):
     """Image-caption pairs of one split (see the module docstring for the items)."""
 
     def __init__(self, parts: list[tuple[Part, int]], tokenizer: CaptionTokenizer, image_size: int,
-                 train: bool = False, hflip: bool = False):
+                 train: bool = False, hflip: bool = False, composer: scenes.SceneComposer | None = None):
         self.parts, self.image_size, self.train, self.hflip = parts, image_size, train, hflip
+        # Embedded training scenes: a composer recomposes every item each time it is drawn (new
+        # layouts of the same training digits), so a from-scratch CNN cannot memorise backgrounds.
+        self.composer, self.tokenizer = composer, tokenizer
         self.offsets = np.cumsum([0] + [len(p) for p, _ in parts])
         self.roles = np.concatenate([np.full(len(p), r, dtype=np.int64) for p, r in parts]) if parts else np.zeros(0)
         self.labels = np.concatenate([p.labels for p, _ in parts]).astype(np.float32)
@@ -135,6 +138,12 @@ class PairDataset(Dataset):
         return mat.read_image(mat.inside_root(part.image_root, part.paths[k]), self.image_size)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
+        if self.composer is not None:
+            # The scene's seed comes from torch's RNG, which the engine checkpoints: resumes replay it.
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
+            img, labels, caption, _ = self.composer.one(rng)
+            return {"image": to_tensor(img), "tokens": torch.from_numpy(self.tokenizer.encode([caption])[0][0]),
+                    "label": torch.from_numpy(labels.astype(np.float32)), "role": int(self.roles[i]), "index": i}
         img = self.image(i)
         caps = self.tokens[i]
         c = 0
@@ -148,9 +157,11 @@ class PairDataset(Dataset):
 
 
 def split_dataset(parts: dict[str, Part], split: str, tokenizer: CaptionTokenizer, image_size: int,
-                  hflip: bool = False) -> PairDataset:
+                  hflip: bool = False, composer: scenes.SceneComposer | None = None) -> PairDataset:
+    """The dataset of ``split``; ``composer`` (embedded data) recomposes the training scenes."""
     if split == "train":
-        return PairDataset([(parts["train"], ROLES["train"])], tokenizer, image_size, train=True, hflip=hflip)
+        return PairDataset([(parts["train"], ROLES["train"])], tokenizer, image_size, train=True, hflip=hflip,
+                           composer=composer)
     if split in ("val", "test"):
         return PairDataset([(parts[f"{split}_query"], ROLES["query"]), (parts[f"{split}_db"], ROLES["db"])],
                            tokenizer, image_size)

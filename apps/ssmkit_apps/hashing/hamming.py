@@ -104,14 +104,19 @@ def _distances_into(q: np.ndarray, db: np.ndarray, start: int, stop: int, buf64:
     return d
 
 
-def topk_one(q: np.ndarray, db: np.ndarray, k: int, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
+def topk_one(q: np.ndarray, db: np.ndarray, k: int, chunk: int = CHUNK,
+             buffers: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest of packed ``db`` [N, W] to one packed query [W]: (indices [k], distances [k]),
-    nearest first, ties by lower index. ``k`` larger than N returns all N."""
+    nearest first, ties by lower index. ``k`` larger than N returns all N. ``buffers``: scratch
+    (uint64 [chunk], uint8 [chunk]) reused across queries."""
     n = db.shape[0]
     k = min(int(k), n)
     if k <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
-    buf64, buf8 = np.empty(chunk, dtype=np.uint64), np.empty(chunk, dtype=np.uint8)
+    chunk = max(1, min(chunk, n))
+    if buffers is None:
+        buffers = (np.empty(chunk, dtype=np.uint64), np.empty(chunk, dtype=np.uint8))
+    buf64, buf8 = buffers
     cand_idx: list[np.ndarray] = []
     cand_d: list[np.ndarray] = []
     held = 0
@@ -144,8 +149,10 @@ def topk(query: np.ndarray, database: np.ndarray, k: int, chunk: int = CHUNK) ->
     db = np.ascontiguousarray(db)
     idx = np.empty((q.shape[0], k), dtype=np.int64)
     dist = np.empty((q.shape[0], k), dtype=np.int32)
+    chunk = max(1, min(chunk, db.shape[0]))
+    buffers = (np.empty(chunk, dtype=np.uint64), np.empty(chunk, dtype=np.uint8))
     for i in range(q.shape[0]):
-        idx[i], dist[i] = topk_one(q[i], db, k, chunk)
+        idx[i], dist[i] = topk_one(q[i], db, k, chunk, buffers)
     return idx, dist
 
 

@@ -117,10 +117,16 @@ def pr_curve(dist: np.ndarray, rel: np.ndarray, bits: int) -> tuple[np.ndarray, 
     cum_n, cum_r = n_g.cumsum(1), r_g.cumsum(1)
     total_r = rel.sum(1, keepdims=True)
     keep = total_r[:, 0] > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        prec = np.where(cum_n > 0, cum_r / np.maximum(cum_n, 1), np.nan)
-        rec = cum_r / np.maximum(total_r, 1)
-    return np.nanmean(prec[keep], 0), rec[keep].mean(0)
+    if not keep.any():
+        return np.full(bits + 1, np.nan), np.zeros(bits + 1)
+    # Precision at radius r averages over the queries that retrieve anything within r (NaN where
+    # none does); recall averages over every query with a relevant item.
+    found = cum_n[keep] > 0
+    prec_sum = np.where(found, cum_r[keep] / np.maximum(cum_n[keep], 1), 0.0).sum(0)
+    n_found = found.sum(0)
+    prec = np.where(n_found > 0, prec_sum / np.maximum(n_found, 1), np.nan)
+    rec = (cum_r[keep] / total_r[keep]).mean(0)
+    return prec, rec
 
 
 def retrieval_metrics(q_packed: np.ndarray, db_packed: np.ndarray, q_labels: np.ndarray, db_labels: np.ndarray,

@@ -129,7 +129,7 @@ def _grid(canvas: int) -> np.ndarray:
 
 def _background(rng: np.random.Generator, canvas: int) -> np.ndarray:
     """[canvas, canvas, 3] float in [0, 1]: a two-colour gradient, noise and stroke clutter."""
-    c0, c1 = rng.uniform(0.0, 0.6, 3), rng.uniform(0.0, 0.6, 3)
+    c0, c1 = rng.uniform(0.0, 0.4, 3), rng.uniform(0.0, 0.4, 3)
     theta = rng.uniform(0, 2 * np.pi)
     yy, xx = _grid(canvas)
     t = (np.cos(theta) * xx + np.sin(theta) * yy)
@@ -137,13 +137,13 @@ def _background(rng: np.random.Generator, canvas: int) -> np.ndarray:
     bg = (c0[None, None] * (1 - t[..., None]) + c1[None, None] * t[..., None]).astype(np.float32)
     # Clutter: short bright strokes that look a little like digit parts (hard negatives for
     # an encoder that only detects "ink").
-    for _ in range(rng.integers(0, 4)):
+    for _ in range(rng.integers(0, 3)):
         x0, y0 = rng.uniform(0, canvas, 2)
         ang, length = rng.uniform(0, np.pi), rng.uniform(3, canvas / 4)
         steps = np.linspace(0, length, int(length * 2) + 2)
         xs = np.clip((x0 + np.cos(ang) * steps).astype(int), 0, canvas - 1)
         ys = np.clip((y0 + np.sin(ang) * steps).astype(int), 0, canvas - 1)
-        bg[ys, xs] = rng.uniform(0.3, 1.0, 3)
+        bg[ys, xs] = rng.uniform(0.3, 0.8, 3)
     return bg
 
 
@@ -189,42 +189,45 @@ def _caption(rng: np.random.Generator, order: list[int]) -> str:
     return templates[int(rng.integers(len(templates)))]()
 
 
-def compose_scenes(n: int, pool: np.ndarray, digits: np.ndarray, classes: np.ndarray, seed: int,
-                   canvas: int = 48, noise: float = 0.06) -> Scenes:
-    """``n`` scenes drawing source digits only from ``pool`` (indices into ``digits``/``classes``).
+class SceneComposer:
+    """Composes scenes from the source digits in ``pool`` (indices into ``digits``/``classes``).
 
     Args:
         digits: [M, 8, 8] float in [0, 1]; classes: [M] int.
-        seed: the scene stream; the same arguments give the same scenes, byte for byte.
+        seed: the data seed; it fixes the class imbalance, shared by every split.
         canvas: side in pixels (48-64 keeps 1-4 digits legible).
         noise: standard deviation of the additive Gaussian pixel noise.
     """
-    if n < 0 or canvas < 24:
-        raise ValueError(f"compose_scenes needs n >= 0 and canvas >= 24; got n={n}, canvas={canvas}")
-    by_class = [pool[classes[pool] == c] for c in range(N_CLASSES)]
-    present = np.array([len(b) > 0 for b in by_class])
-    if not present.any():
-        raise ValueError("the digit pool is empty")
-    weights = _class_weights(seed) * present
-    weights /= weights.sum()
-    rng = np.random.default_rng([seed, 15485863])
-    padded = np.pad(digits, ((0, 0), (1, 1), (1, 1)))  # zero border: samples past the edge fade out
-    class_cdf, size_cdf = np.cumsum(weights), np.cumsum(N_DIGITS_P)
-    images = np.empty((n, canvas, canvas, 3), dtype=np.uint8)
-    labels = np.zeros((n, N_CLASSES), dtype=np.uint8)
-    ids = np.full((n, 4), -1, dtype=np.int64)
-    captions: list[str] = []
-    lo, hi = max(9, canvas * 11 // 48), max(12, canvas * 22 // 48)
-    for i in range(n):
-        k = min(int(np.searchsorted(size_cdf, rng.random(), side='right')), 3) + 1
+
+    def __init__(self, pool: np.ndarray, digits: np.ndarray, classes: np.ndarray, seed: int = 0, canvas: int = 48,
+                 noise: float = 0.06):
+        if canvas < 24:
+            raise ValueError(f"the canvas must be >= 24 px; got {canvas}")
+        self.by_class = [pool[classes[pool] == c] for c in range(N_CLASSES)]
+        present = np.array([len(b) > 0 for b in self.by_class])
+        if not present.any():
+            raise ValueError("the digit pool is empty")
+        weights = _class_weights(seed) * present
+        self.class_cdf = np.cumsum(weights / weights.sum())
+        self.size_cdf = np.cumsum(N_DIGITS_P)
+        self.padded = np.pad(digits, ((0, 0), (1, 1), (1, 1)))  # zero border: samples past the edge fade out
+        self.canvas, self.noise = canvas, noise
+        self.lo, self.hi = max(10, canvas * 14 // 48), max(14, canvas * 24 // 48)
+
+    def one(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
+        """One scene: (image [canvas, canvas, 3] uint8, labels [10] uint8, caption, digit ids [4])."""
+        canvas = self.canvas
+        labels = np.zeros(N_CLASSES, dtype=np.uint8)
+        ids = np.full(4, -1, dtype=np.int64)
+        k = min(int(np.searchsorted(self.size_cdf, rng.random(), side="right")), 3) + 1
         img = _background(rng, canvas)
         boxes: list[tuple[int, int, int]] = []
         order: list[int] = []
         for j in range(k):
-            c = min(int(np.searchsorted(class_cdf, rng.random(), side='right')), N_CLASSES - 1)
-            src = int(by_class[c][rng.integers(len(by_class[c]))])
-            size = int(rng.integers(lo, hi + 1))
-            glyph = _glyph(padded[src], size, float(rng.uniform(-15, 15)))
+            c = min(int(np.searchsorted(self.class_cdf, rng.random(), side="right")), N_CLASSES - 1)
+            src = int(self.by_class[c][rng.integers(len(self.by_class[c]))])
+            size = int(rng.integers(self.lo, self.hi + 1))
+            glyph = _glyph(self.padded[src], size, float(rng.uniform(-15, 15)))
             # Rejection sampling keeps overlaps small, so every labelled digit stays visible.
             for _ in range(30):
                 y, x = (int(v) for v in rng.integers(0, canvas - size + 1, 2))
@@ -232,33 +235,58 @@ def compose_scenes(n: int, pool: np.ndarray, digits: np.ndarray, classes: np.nda
                        for by, bx, bs in boxes):
                     break
             boxes.append((y, x, size))
-            color = rng.uniform(0.55, 1.0, 3)
+            color = rng.uniform(0.7, 1.0, 3)
             color[int(rng.integers(3))] *= rng.uniform(0.2, 0.8)  # tinted ink, not always white
             alpha = np.clip(glyph * rng.uniform(0.8, 1.2), 0, 1)[..., None]
             patch = img[y:y + size, x:x + size]
             img[y:y + size, x:x + size] = patch * (1 - alpha) + color[None, None] * alpha
-            ids[i, j] = src
-            labels[i, c] = 1
+            ids[j] = src
+            labels[c] = 1
             order.append(c)
-        img += noise * rng.standard_normal(img.shape, dtype=np.float32)
-        images[i] = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
-        captions.append(_caption(rng, order))
-    return Scenes(images, labels, captions, ids)
+        img += self.noise * rng.standard_normal(img.shape, dtype=np.float32)
+        image = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+        return image, labels, _caption(rng, order), ids
+
+    def compose(self, n: int, stream: int) -> Scenes:
+        """``n`` scenes from random stream ``stream``: the same arguments give the same scenes."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0; got {n}")
+        rng = np.random.default_rng([stream, 15485863])
+        images = np.empty((n, self.canvas, self.canvas, 3), dtype=np.uint8)
+        labels = np.zeros((n, N_CLASSES), dtype=np.uint8)
+        ids = np.full((n, 4), -1, dtype=np.int64)
+        captions: list[str] = []
+        for i in range(n):
+            images[i], labels[i], caption, ids[i] = self.one(rng)
+            captions.append(caption)
+        return Scenes(images, labels, captions, ids)
+
+
+def compose_scenes(n: int, pool: np.ndarray, digits: np.ndarray, classes: np.ndarray, seed: int,
+                   canvas: int = 48, noise: float = 0.06, stream: int | None = None) -> Scenes:
+    """``n`` scenes drawing source digits only from ``pool``; ``seed`` fixes the class imbalance and
+    ``stream`` (default: ``seed``) the scenes."""
+    return SceneComposer(pool, digits, classes, seed, canvas, noise).compose(n, seed if stream is None else stream)
+
+
+def split_composer(split: str, seed: int = 0, canvas: int = 48, noise: float = 0.06) -> SceneComposer:
+    """The composer of ``split`` ("train" | "val" | "test"): its own pool of source digits."""
+    if split not in POOLS:
+        raise ValueError(f"split must be one of {list(POOLS)}; got {split!r}")
+    digits, classes = load_digit_images()
+    return SceneComposer(digit_pools(classes, seed)[split], digits, classes, seed, canvas, noise)
 
 
 def make_split_scenes(split: str, n: int, seed: int = 0, canvas: int = 48, noise: float = 0.06,
                       role: str = "scenes") -> Scenes:
     """``n`` scenes of ``split`` ("train" | "val" | "test") for ``role`` ("scenes", "query" or
     "database": separate streams, so a split's query and database scenes differ)."""
-    if split not in POOLS:
-        raise ValueError(f"split must be one of {list(POOLS)}; got {split!r}")
     roles = {"scenes": 0, "query": 1, "database": 2}
     if role not in roles:
         raise ValueError(f"role must be one of {list(roles)}; got {role!r}")
-    digits, classes = load_digit_images()
-    pool = digit_pools(classes, seed)[split]
-    return compose_scenes(n, pool, digits, classes, seed * 1000 + STREAM[split] * 10 + roles[role], canvas, noise)
+    composer = split_composer(split, seed, canvas, noise)
+    return composer.compose(n, seed * 1000 + STREAM[split] * 10 + roles[role])
 
 
-__all__ = ["CLASS_NAMES", "N_CLASSES", "POOLS", "Scenes", "compose_scenes", "digit_pools", "load_digit_images",
-           "make_split_scenes"]
+__all__ = ["CLASS_NAMES", "N_CLASSES", "POOLS", "SceneComposer", "Scenes", "compose_scenes", "digit_pools",
+           "load_digit_images", "make_split_scenes", "split_composer"]
