@@ -72,6 +72,7 @@ class CrackModel:
     drop_path: float = bounded(0.1, ge=0, lt=1)  # scsegamba
     dropout: float = bounded(0.1, ge=0, lt=1)  # scsegamba
     backend: Literal["auto", "reference", "chunked", "triton"] = "auto"  # scsegamba's selective scan
+    stem_skips: bool = True  # scsegamba: the decoder also sees the stem's stride-4/2 maps (false: as published)
 
 
 @dataclass
@@ -129,7 +130,8 @@ class CrackApp(App):
     # ------------------------------------------------------------------------- model, data
     def build_model(self) -> torch.nn.Module:
         m = self.cfg.model
-        kw = {"drop_path": m.drop_path, "dropout": m.dropout, "backend": m.backend} if m.name == "scsegamba" else {}
+        kw = ({"drop_path": m.drop_path, "dropout": m.dropout, "backend": m.backend, "stem_skips": m.stem_skips}
+              if m.name == "scsegamba" else {})
         return create_model(VARIANTS[m.name][m.size], **kw)
 
     def build_dataset(self, split: str):

@@ -61,19 +61,28 @@ def _check_image(x: torch.Tensor, owner: str) -> None:
 
 
 class PatchEmbed(nn.Module):
-    """Three stride-2 3x3 convs: [B, 3, H, W] -> [B, C, H/8, W/8] (one token per 8x8 patch)."""
+    """Three stride-2 3x3 convs: [B, 3, H, W] -> [B, C, H/8, W/8] (one token per 8x8 patch).
+
+    ``features(x)`` also returns the two intermediate maps (strides 2 and 4), which the
+    decoder's stem skips use.
+    """
 
     def __init__(self, channels: int, in_channels: int = 3):
         super().__init__()
         c1, c2 = max(channels // 8, 8), max(channels // 4, 8)
-        self.net = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 3, 2, 1, bias=False), nn.BatchNorm2d(c1), nn.GELU(),
-            nn.Conv2d(c1, c2, 3, 2, 1, bias=False), nn.BatchNorm2d(c2), nn.GELU(),
-            nn.Conv2d(c2, channels, 3, 2, 1),
-        )
+        self.widths = (c1, c2)
+        self.stage1 = nn.Sequential(nn.Conv2d(in_channels, c1, 3, 2, 1, bias=False), nn.BatchNorm2d(c1), nn.GELU())
+        self.stage2 = nn.Sequential(nn.Conv2d(c1, c2, 3, 2, 1, bias=False), nn.BatchNorm2d(c2), nn.GELU())
+        self.stage3 = nn.Conv2d(c2, channels, 3, 2, 1)
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(tokens [B, C, H/8, W/8], stride-4 map [B, c2, H/4, W/4], stride-2 map [B, c1, H/2, W/2])."""
+        f2 = self.stage1(x)
+        f4 = self.stage2(f2)
+        return self.stage3(f4), f4, f2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.features(x)[0]
 
 
 class PAF(nn.Module):
@@ -174,13 +183,24 @@ class MFS(nn.Module):
     stride 8 / 2^k, projected to ``embed`` channels and upsampled to full resolution by a
     learned :class:`DynamicUpsample` (x8, x4, x2, x1): early taps keep coarse context, late
     taps fine detail. The four are fused by a GBC and a 1x1 bottleneck into one logit map.
+
+    ``skip_channels`` (stem skips): taps 1, 2, 3 also add a 1x1 projection of a map of their own
+    stride from before the patch embedding's last conv (stride 4, stride 2, and the image itself
+    through one 3x3 conv). The published head reaches full resolution from stride-8 tokens
+    alone; the skips hand it pixel-level evidence, which a model trained for minutes needs to
+    place a one-pixel crack (``skip_channels=None`` is the published head).
     """
 
-    def __init__(self, channels: int, embed: int = 8, dropout: float = 0.1, gbc_norm: str = "batch"):
+    def __init__(self, channels: int, embed: int = 8, dropout: float = 0.1, gbc_norm: str = "batch",
+                 skip_channels: tuple[int, int, int] | None = None):
         super().__init__()
         self.squeeze = nn.ModuleList()
         self.project = nn.ModuleList()
         self.upsample = nn.ModuleList()
+        self.skips = None
+        if skip_channels is not None:
+            self.skips = nn.ModuleList([nn.Conv2d(skip_channels[0], embed, 1), nn.Conv2d(skip_channels[1], embed, 1),
+                                        nn.Conv2d(skip_channels[2], embed, 3, padding=1)])
         for k in range(4):
             c = max(channels // 2 ** (k + 1), 4)
             self.squeeze.append(nn.Sequential(BottleneckConv(channels, c, max(c // 4, 1), 1),
@@ -192,13 +212,19 @@ class MFS(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.pred = nn.Conv2d(embed, 1, 1)
 
-    def forward(self, taps: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, taps: list[torch.Tensor], skips: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """taps: four [B, C, h, w]; skips (with stem skips): maps at strides 4, 2, 1 -> [B, 1, 8h, 8w]."""
         outs = []
         for k, t in enumerate(taps):
             f = self.squeeze[k](t)
             if k:
                 f = F.interpolate(f, scale_factor=2**k, mode="bilinear", align_corners=False)
-            outs.append(self.upsample[k](self.project[k](f)))
+            f = self.project[k](f)
+            if self.skips is not None and k:
+                if skips is None:
+                    raise ValueError("this MFS head was built with stem skips; pass the stride 4, 2, 1 maps")
+                f = f + self.skips[k - 1](skips[k - 1])
+            outs.append(self.upsample[k](f))
         h = self.fuse(self.fuse_gbc(torch.cat(outs, dim=1)))
         return self.pred(self.dropout(h))
 
@@ -213,12 +239,15 @@ class SCSegamba(nn.Module):
         embed: per-tap channels of the MFS decoder.
         drop_path: stochastic-depth rate, growing linearly to this value over the layers.
         backend: selective-scan backend of the mixers ("auto" | "reference" | "chunked" | "triton").
+        stem_skips: feed the decoder the patch embedding's stride-4 and stride-2 maps and the
+            image (see :class:`MFS`); False is the published decoder.
     """
 
     size_multiple = 8  # the patch size: inputs are padded to it inside forward
 
     def __init__(self, channels: int = 256, n_layers: int = 4, d_state: int = 16, expand: float = 2.0,
-                 embed: int = 8, drop_path: float = 0.1, dropout: float = 0.1, backend: str = "auto"):
+                 embed: int = 8, drop_path: float = 0.1, dropout: float = 0.1, backend: str = "auto",
+                 stem_skips: bool = True):
         super().__init__()
         if not isinstance(n_layers, int) or n_layers < 4:
             raise ValueError(f"SCSegamba n_layers must be an int >= 4 (the decoder taps four layers); got {n_layers!r}")
@@ -229,7 +258,9 @@ class SCSegamba(nn.Module):
         rates = [drop_path * i / max(n_layers - 1, 1) for i in range(n_layers)]
         self.layers = nn.ModuleList(SAVSSLayer(channels, d_state, expand, r, backend) for r in rates)
         self.taps = [round((k + 1) * n_layers / 4) - 1 for k in range(4)]
-        self.head = MFS(channels, embed, dropout)
+        c1, c2 = self.embed.widths
+        self.stem_skips = bool(stem_skips)
+        self.head = MFS(channels, embed, dropout, skip_channels=(c2, c1, 3) if self.stem_skips else None)
         # The mask threshold chosen on the validation split (the crack app sets it); saved with
         # the weights so inference uses the threshold of the checkpoint it loads.
         self.register_buffer("threshold", torch.tensor(0.5))
@@ -241,13 +272,13 @@ class SCSegamba(nn.Module):
         """[B, 3, H, W] in [0, 1] -> logits [B, 1, H, W] (any H, W; padded to multiples of 8 inside)."""
         _check_image(x, "SCSegamba")
         x, (h, w) = pad_to_multiple((x - PIXEL_MEAN) / PIXEL_STD, self.size_multiple)
-        t = self.embed(x)
+        t, f4, f2 = self.embed.features(x)
         taps = []
         for i, layer in enumerate(self.layers):
             t = layer(t)
             if i in self.taps:
                 taps.append(t)
-        return self.head(taps)[..., :h, :w]
+        return self.head(taps, [f4, f2, x] if self.stem_skips else None)[..., :h, :w]
 
 
 class _DoubleConv(nn.Sequential):
@@ -311,23 +342,26 @@ class UNet(nn.Module):
 
 @register_model("scsegamba_tiny")
 def scsegamba_tiny(*, channels: int = 32, n_layers: int = 4, d_state: int = 8, expand: float = 2.0, embed: int = 8,
-                   drop_path: float = 0.1, dropout: float = 0.1, backend: str = "auto") -> SCSegamba:
+                   drop_path: float = 0.1, dropout: float = 0.1, backend: str = "auto",
+                   stem_skips: bool = True) -> SCSegamba:
     """C=32, 4 layers, N=8 (73k parameters): the CPU budget of the demo and configs/default.yaml."""
-    return SCSegamba(channels, n_layers, d_state, expand, embed, drop_path, dropout, backend)
+    return SCSegamba(channels, n_layers, d_state, expand, embed, drop_path, dropout, backend, stem_skips)
 
 
 @register_model("scsegamba")
 def scsegamba(*, channels: int = 256, n_layers: int = 4, d_state: int = 16, expand: float = 2.0, embed: int = 8,
-              drop_path: float = 0.1, dropout: float = 0.1, backend: str = "auto") -> SCSegamba:
+              drop_path: float = 0.1, dropout: float = 0.1, backend: str = "auto",
+              stem_skips: bool = True) -> SCSegamba:
     """The published size: C=256, 4 layers, N=16 (2.94M parameters here; the paper reports 2.8M)."""
-    return SCSegamba(channels, n_layers, d_state, expand, embed, drop_path, dropout, backend)
+    return SCSegamba(channels, n_layers, d_state, expand, embed, drop_path, dropout, backend, stem_skips)
 
 
 @register_model("scsegamba_large")
 def scsegamba_large(*, channels: int = 320, n_layers: int = 8, d_state: int = 16, expand: float = 2.0, embed: int = 8,
-                    drop_path: float = 0.1, dropout: float = 0.1, backend: str = "auto") -> SCSegamba:
+                    drop_path: float = 0.1, dropout: float = 0.1, backend: str = "auto",
+                   stem_skips: bool = True) -> SCSegamba:
     """C=320, 8 layers, N=16 (8.7M parameters)."""
-    return SCSegamba(channels, n_layers, d_state, expand, embed, drop_path, dropout, backend)
+    return SCSegamba(channels, n_layers, d_state, expand, embed, drop_path, dropout, backend, stem_skips)
 
 
 @register_model("crack_unet_tiny")

@@ -11,23 +11,14 @@ from ssmkit.engine.files import atomic_path
 from ssmkit.engine.report import pyplot
 
 
-def figure_grid(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], probs: Sequence[np.ndarray],
-                threshold: float, path: Path, title: str = "", baseline: Sequence[np.ndarray] | None = None,
-                baseline_threshold: float | None = None) -> Path:
-    """One row per image: photo | truth | predicted mask at ``threshold`` | probability map
-    (| the darkness baseline's mask, when given). images uint8 [H, W, 3]; truths, probs [H, W]."""
+def panel_grid(rows: Sequence[Sequence[np.ndarray]], heads: Sequence[str], path: Path, title: str = "") -> Path:
+    """A grid of panels, one row per image: RGB uint8 [H, W, 3] panels as photos, 2-D panels
+    (masks, probabilities) in grey from 0 to 1. ``heads`` titles the columns."""
     plt = pyplot()
-    n = len(images)
-    cols = 4 + (baseline is not None)
+    n, cols = len(rows), len(heads)
     fig, axes = plt.subplots(n, cols, figsize=(2.1 * cols, 2.1 * n + 0.4), dpi=100, squeeze=False)
-    heads = ["image", "truth", f"prediction (> {threshold:.2f})", "probability"]
-    if baseline is not None:
-        heads.append(f"darkness > {baseline_threshold:.2f}")
-    for i in range(n):
-        panels = [images[i], truths[i], probs[i] > threshold, probs[i]]
-        if baseline is not None:
-            panels.append(baseline[i] > baseline_threshold)
-        for j, panel in enumerate(panels):
+    for i, row in enumerate(rows):
+        for j, panel in enumerate(row):
             ax = axes[i, j]
             if panel.ndim == 3:
                 ax.imshow(panel)
@@ -44,6 +35,23 @@ def figure_grid(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], prob
         fig.savefig(tmp)
     plt.close(fig)
     return path
+
+
+def figure_grid(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], probs: Sequence[np.ndarray],
+                threshold: float, path: Path, title: str = "", baseline: Sequence[np.ndarray] | None = None,
+                baseline_threshold: float | None = None) -> Path:
+    """One row per image: photo | truth | predicted mask at ``threshold`` | probability map
+    (| the darkness baseline's mask, when given). images uint8 [H, W, 3]; truths, probs [H, W]."""
+    heads = ["image", "truth", f"prediction (> {threshold:.2f})", "probability"]
+    if baseline is not None:
+        heads.append(f"darkness > {baseline_threshold:.2f}")
+    rows = []
+    for i in range(len(images)):
+        row = [images[i], truths[i], probs[i] > threshold, probs[i]]
+        if baseline is not None:
+            row.append(baseline[i] > baseline_threshold)
+        rows.append(row)
+    return panel_grid(rows, heads, path, title)
 
 
 def pr_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], points: dict[str, tuple[float, float]],
@@ -72,4 +80,4 @@ def pr_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], points: dict[str, 
     return path
 
 
-__all__ = ["figure_grid", "pr_plot"]
+__all__ = ["figure_grid", "panel_grid", "pr_plot"]
