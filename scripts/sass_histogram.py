@@ -77,7 +77,7 @@ def compile_kernel(fn, dt: str, N: int, BD: int, T: int, pf: bool, warps: int = 
                   HAS_BIAS=True, SOFTPLUS=True, HAS_DLAST=False, HAS_H0=False, SAVE=bool(env_flag("SAVE", 1)),
                   STORE_LAST=False, REVERSE=bool(env_flag("REV")), VARLEN=False, PREFETCH=pf, HAS_C=True,
                   LANE_RS=env_flag("LANE_RS"), PATH=path, DOUT_SHARED=path, PATH_CL=bool(env_flag("PATH_CL")),
-                  ASM_CVT=bool(env_flag("ASM_CVT")), NSPLIT=env_flag("NSPLIT", 1))
+                  ASM_CVT=bool(env_flag("ASM_CVT")), NSPLIT=env_flag("NSPLIT", 1), STORE_Y=False, STORE_DH0=True)
     div16 = bool(env_flag("DIV16", 1))
     signature, constexprs, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):

@@ -33,7 +33,8 @@ def _compile(kernel: str, dtype: str = "bf16", **consts) -> dict:
                "y_ptr"}
     base = dict(COMPUTE=tl.float32, NP=16, KSUB=32, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True,
                 HAS_DLAST=False, HAS_H0=False, SAVE=True, STORE_LAST=False, REVERSE=False, VARLEN=False,
-                PREFETCH=True, PATH=False, DOUT_SHARED=False, PATH_CL=False, LANE_RS=0, ASM_CVT=False, NSPLIT=1)
+                PREFETCH=True, PATH=False, DOUT_SHARED=False, PATH_CL=False, LANE_RS=0, ASM_CVT=False, NSPLIT=1,
+                STORE_Y=False, STORE_DH0=True)
     base.update(consts)
     signature, constexprs, attrs = {}, {}, {}
     for i, name in enumerate(fn.arg_names):
@@ -68,7 +69,9 @@ def _lane_bases(layout: str, shape: list[int]) -> list[list[int]]:
 
 @pytest.mark.parametrize("BD,T,NP,levels", [pytest.param(8, 4, 16, 3, id="BD8_N16"),
                                              pytest.param(4, 4, 16, 2, id="BD4_N16"),
-                                             pytest.param(4, 4, 8, 2, id="BD4_N8")])
+                                             pytest.param(4, 4, 8, 2, id="BD4_N8"),
+                                             # 2 channels per program: small B·D (the occupancy rule)
+                                             pytest.param(2, 4, 16, 1, id="BD2_N16")])
 def test_shuffles_move_along_the_channel_axis(BD, T, NP, levels):
     ttgir = _compile("_scan_bwd_kernel", BD=BD, T=T, NP=NP, LANE_RS=levels)["ttgir"]
     layouts = dict(re.findall(r"^#(\w+) = (#ttg\.\w+<\{.*\}>)", ttgir, flags=re.M))

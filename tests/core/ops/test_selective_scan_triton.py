@@ -4,7 +4,9 @@ CPU: the kernels run under ``TRITON_INTERPRET=1`` in one subprocess (the variabl
 before the kernels are decorated, and other test files in the same pytest process may already
 have imported them for real), at tiny shapes covering L in {1, 63, 130}, D=12, G in {1, 2},
 N in {4, 16}, reverse, cu_seqlens (with an empty sequence) and initial states, in float32,
-bfloat16, float16 and float64, plus a run with NaN-filled output buffers. Small tiles and segments make
+bfloat16, float16 and float64, plus a run with NaN-filled output buffers and runs on the
+channel-major layout the Mamba layer passes (u, delta, z as [D, B*L] and B, C as [G*N, B*L]
+matmul outputs viewed as [B, D, L] and [B, G, N, L], read in place). Small tiles and segments make
 every case cross several chunks and segments.
 
 GPU (``-m gpu``): odd shapes against the float64 reference, the GPU table's full shapes against the
@@ -32,7 +34,8 @@ class InterpCase:
 
     ``full`` adds D, z and delta_bias; ``varlen`` packs sequences (with an empty one) into a batch
     of one; ``poison`` fills every buffer the kernels allocate with NaN, so an element they fail
-    to write shows up as a NaN in the result."""
+    to write shows up as a NaN in the result; ``channel_major`` passes the inputs in the
+    Mamba layer's layout (see :func:`channel_major`)."""
 
     name: str
     batch: int
@@ -45,6 +48,7 @@ class InterpCase:
     init: bool = True
     full: bool = True
     poison: bool = False
+    channel_major: bool = False
     knobs: dict = field(default_factory=dict)
 
 
@@ -68,6 +72,11 @@ INTERP_CASES = [
     InterpCase("L63_G2_N5_rev_nsplit", batch=1, L=63, G=2, N=5, reverse=True, knobs={"nsplit_bwd": 2}),
     InterpCase("L130_G1_N16_varlen_bf16_nsplit_poison", batch=1, L=130, G=1, N=16, dtype="bfloat16", varlen=True,
                poison=True, knobs={"nsplit_bwd": 2}),
+    # The Mamba layer's channel-major layout, read through strides: batch 3, two groups, reverse.
+    InterpCase("L63_G2_N4_channel_major_rev_poison", batch=3, L=63, G=2, N=4, reverse=True, init=False,
+               poison=True, channel_major=True),
+    InterpCase("L63_G1_N16_channel_major_bf16", batch=2, L=63, G=1, N=16, dtype="bfloat16", init=False,
+               channel_major=True),
 ]
 # Every case resets these knobs first, so one case's knobs never leak into the next.
 CASE_KNOB_DEFAULTS = {"pf": 1, "parts": 1, "nsplit_bwd": 1}
@@ -87,6 +96,18 @@ def make_case(batch, L, G, N, dtype, varlen, init, full, device="cpu", dim=12, s
     return ins, cu
 
 
+def channel_major(ins: dict) -> dict:
+    """The same values in the layout of a Mamba layer's matmul outputs: u, delta, z as [B, D, L]
+    views of [D, B*L] storage, B and C as [B, G, N, L] views of [G*N, B*L]."""
+    out = dict(ins)
+    for k in ("u", "delta", "z"):
+        if ins.get(k) is not None:
+            out[k] = ins[k].permute(1, 0, 2).contiguous().permute(1, 0, 2)
+    for k in ("B", "C"):
+        out[k] = ins[k].permute(1, 2, 0, 3).contiguous().permute(2, 0, 1, 3)
+    return out
+
+
 def run_with_grads(fn, ins, cu, reverse, softplus, gy, gh):
     """Call ``fn`` (selective_scan-like) and backprop fixed cotangents through y and the final state."""
     leaves = {k: (v.detach().clone().requires_grad_(True) if v is not None else None) for k, v in ins.items()}
@@ -104,8 +125,9 @@ def rel(a: torch.Tensor, e: torch.Tensor) -> float:
     return float((a - e).abs().max() / e.abs().max().clamp_min(1e-12)) if e.numel() else 0.0
 
 
-def compare(ins, cu, reverse, softplus, device):
-    """Errors of the Triton path against the float64 reference, plus dtype checks."""
+def compare(ins, cu, reverse, softplus, device, same_layout: bool = False):
+    """Errors of the Triton path against the float64 reference, plus dtype checks (and, with
+    ``same_layout``, that y and the gradients of u, delta, z, B and C keep their inputs' strides)."""
     from ssmkit.ops.selective_scan.reference import selective_scan_reference
     from ssmkit.ops.selective_scan.triton_scan import selective_scan_triton
 
@@ -121,6 +143,9 @@ def compare(ins, cu, reverse, softplus, device):
     want_state = torch.float64 if ins["u"].dtype == torch.float64 else torch.float32
     dtypes_ok = y.dtype == ins["u"].dtype and hT.dtype == want_state and all(
         grads[k].dtype == ins[k].dtype for k in grads)
+    if same_layout:
+        dtypes_ok = dtypes_ok and y.stride() == ins["u"].stride() and all(
+            grads[k].stride() == ins[k].stride() for k in ("u", "delta", "z", "B", "C") if k in grads)
     return errs, dtypes_ok
 
 
@@ -146,13 +171,14 @@ def _interp_worker(cases: list[InterpCase]) -> dict:
         torch.manual_seed(0)
         ins, cu = make_case(case.batch, case.L, case.G, case.N, getattr(torch, case.dtype), case.varlen, case.init,
                             case.full, seed=case.L + case.N)
-        real = triton_scan._empty, triton_scan._empty_like
+        real = triton_scan._empty, triton_scan._empty_like, triton_scan._empty_strided
         if case.poison:
-            triton_scan._empty, triton_scan._empty_like = _poisoned(real[0]), _poisoned(real[1])
+            triton_scan._empty, triton_scan._empty_like, triton_scan._empty_strided = (_poisoned(f) for f in real)
         try:
-            out[case.name] = compare(ins, cu, case.reverse, case.full, "cpu")
+            out[case.name] = compare(channel_major(ins) if case.channel_major else ins, cu, case.reverse, case.full,
+                                     "cpu", same_layout=case.channel_major)
         finally:
-            triton_scan._empty, triton_scan._empty_like = real
+            triton_scan._empty, triton_scan._empty_like, triton_scan._empty_strided = real
     out["_inference"] = _inference_vs_autograd(triton_scan)
     return out
 
@@ -314,6 +340,53 @@ def test_ptx_upcast_only_on_cuda_with_float32_math():
         triton_scan.set_tile_config()
 
 
+def test_tile_config_is_an_immutable_value():
+    """A TileConfig is frozen and hashable (plans are cached by it); replace() validates, and
+    tile_config() restores the previous value on exit, also after an error."""
+    import dataclasses
+
+    from ssmkit.ops.selective_scan.triton_scan import DEFAULT_TILES, TileConfig, current_tiles, tile_config
+
+    cfg = TileConfig(T_bwd=8)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.T_bwd = 4
+    assert cfg == TileConfig().replace(T_bwd=8) and hash(cfg) == hash(TileConfig(T_bwd=8))
+    with pytest.raises(ValueError, match="unknown tile knob 'chunk'"):
+        cfg.replace(chunk=8)
+    with pytest.raises(TypeError, match="must be an int"):
+        TileConfig(T_bwd=4.0)
+    assert current_tiles() == DEFAULT_TILES
+    with pytest.raises(RuntimeError):
+        with tile_config(T_bwd=8, occupancy=12) as inner:
+            assert current_tiles() == inner == TileConfig(T_bwd=8, occupancy=12)
+            raise RuntimeError("leave the block early")
+    assert current_tiles() == DEFAULT_TILES
+
+
+@pytest.mark.parametrize("shape,elem,want", [
+    # (B, D, L, N), input bytes, (BD_f, BD_b): reference shapes keep their measured tiles ...
+    pytest.param((8, 1536, 4096, 16), 4, (8, 8), id="B8_D1536_fp32"),
+    pytest.param((4, 2048, 16384, 16), 2, (8, 8), id="B4_D2048_bf16"),
+    pytest.param((8, 1536, 4096, 64), 2, (8, 4), id="B8_D1536_N64_bf16"),
+    # ... narrow or small batches get fewer channels per program, down to 4 (fwd) and 2 (bwd).
+    pytest.param((2, 1536, 512, 16), 2, (4, 2), id="B2_D1536_bf16"),
+    pytest.param((1, 768, 256, 16), 4, (4, 2), id="B1_D768_fp32"),
+    pytest.param((16, 768, 1024, 16), 2, (8, 8), id="B16_D768_bf16"),
+])
+def test_channels_per_program_follow_occupancy(shape, elem, want):
+    """Programs get fewer channels where B·D would leave an H200's 132 multiprocessors with fewer
+    than PROGRAMS_PER_SM one-warp programs each; the ``occupancy`` knob moves that target."""
+    from ssmkit.ops.selective_scan.triton_scan import TileConfig, _plan
+
+    batch, dim, L, N = shape
+    plan = _plan(N, dim, L, elem, None, batch * dim, 132)
+    assert (plan["BD_f"], plan["BD_b"]) == want
+    assert batch * dim // plan["BD_f"] >= 6 * 132 or plan["BD_f"] == 4
+    bare = _plan(N, dim, L, elem)  # no grid given: the tiles of the knobs alone
+    off = _plan(N, dim, L, elem, TileConfig(occupancy=1), batch * dim, 132)  # aims for 1 program per SM
+    assert plan["BD_f"] <= off["BD_f"] <= bare["BD_f"] and plan["BD_b"] <= off["BD_b"] <= bare["BD_b"]
+
+
 def test_saved_state_bytes_are_per_segment():
     from ssmkit.ops.selective_scan.triton_scan import forward_saved_bytes
 
@@ -366,6 +439,7 @@ def test_gpu_unwritten_elements_are_caught(cuda_device, monkeypatch):
     ins, cu = make_case(1, 333, 2, 16, torch.float32, True, True, True, device=cuda_device, dim=40)
     monkeypatch.setattr(triton_scan, "_empty", _poisoned(triton_scan._empty))
     monkeypatch.setattr(triton_scan, "_empty_like", _poisoned(triton_scan._empty_like))
+    monkeypatch.setattr(triton_scan, "_empty_strided", _poisoned(triton_scan._empty_strided))
     errs, _ = compare(ins, cu, False, True, cuda_device)
     assert all(v < 1e-4 for v in errs.values()), errs
 

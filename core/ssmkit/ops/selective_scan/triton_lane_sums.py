@@ -66,8 +66,9 @@ def _exchange_halves(vb, vc, bit, MASK: tl.constexpr):
 
 
 @triton.jit
-def _add_channel_sums(dB_ptr, dC_ptr, vb, vc, bc_base, t0, seqlen, N, L, LEVELS: tl.constexpr):
-    """dB[t, n] += sum_d vb[t, n, d] and dC likewise, for [T, NP, BD] tiles whose channels sit on
+def _add_channel_sums(dB_ptr, dC_ptr, vb, vc, bc_base, t0, seqlen, N, stride_n, LEVELS: tl.constexpr):
+    """dB[t, n] += sum_d vb[t, n, d] and dC likewise (``stride_n`` elements between states, time
+    contiguous), for [T, NP, BD] tiles whose channels sit on
     2**LEVELS lanes (lane bit i = channel bit i, the default layout of one warp) with t and n in
     registers. A reduce-scatter over those lanes: each step halves the values a lane holds, so
     after LEVELS steps each of the 32 lanes owns T*NP/32 of the sums of dB and as many of dC, and
@@ -94,7 +95,7 @@ def _add_channel_sums(dB_ptr, dC_ptr, vb, vc, bc_base, t0, seqlen, N, L, LEVELS:
     code += lane_off
     t = t0 + code // NP
     n = code % NP
-    offs = bc_base + n.to(tl.int64) * L + t
+    offs = bc_base + n.to(tl.int64) * stride_n + t
     ok = (t < seqlen) & (n < N)
     tl.atomic_add(dB_ptr + offs, vb, mask=ok, sem="relaxed")
     tl.atomic_add(dC_ptr + offs, vc, mask=ok, sem="relaxed")

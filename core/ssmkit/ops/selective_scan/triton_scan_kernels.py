@@ -211,11 +211,13 @@ def _load_chunk(u_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, row_offs, urow_offs, prow
 
 
 @triton.jit
-def _program_setup(A_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG,
+def _program_setup(A_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG, SXB, SXD, SBB, SBG, SBN,
                    COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, HAS_BIAS: tl.constexpr):
     # What every kernel's program needs about its BD channels (all in one B/C group) and NP
     # states: offsets, the [NP, BD] decay rates A2 (A * log2 e) and A, the step bias, and the row
-    # offsets into the [S, D, L] tensors and the [S, G, N, L] B/C.
+    # offsets into the [S, D, L] tensors (strides SXB, SXD, 1) and the [S, G, N, L] B/C (strides
+    # SBB, SBG, SBN, 1). Contiguous tensors have SXB = D*L and SXD = L; the Mamba layer passes its
+    # [D, S*L] projections as they come out of the matmuls (SXB = L, SXD = S*L), with no transpose.
     d0 = pid_d * BD
     d_offs = d0 + tl.arange(0, BD)
     n_offs = tl.arange(0, NP)
@@ -226,8 +228,8 @@ def _program_setup(A_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG,
     bias = tl.zeros([BD], dtype=COMPUTE)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + d_offs)
-    row_offs = (row.to(tl.int64) * D + d_offs) * L + start  # [BD], into u/delta/z/y
-    bc_offs = ((row.to(tl.int64) * G + d0 // DPG) * N + n_offs) * L + start  # [NP], into B/C
+    row_offs = row.to(tl.int64) * SXB + d_offs.to(tl.int64) * SXD + start  # [BD], into u/delta/z/y
+    bc_offs = row.to(tl.int64) * SBB + (d0 // DPG).to(tl.int64) * SBG + n_offs.to(tl.int64) * SBN + start  # [NP]
     return d0, d_offs, n_offs, n_ok, A2, A, bias, row_offs, bc_offs
 
 
@@ -267,7 +269,7 @@ def _path_rows(row_offs, path_ptr, row, d0, d_offs, L, D, DU, PATH: tl.constexpr
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, bias_ptr, h0_ptr,
     y_ptr, hlast_ptr, hsave_ptr, cu_ptr, path_ptr,
-    L, D, N, G, DPG, NSEG, DU,
+    L, D, N, G, DPG, NSEG, DU, SXB, SXD, SBB, SBG, SBN,
     COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, KSUB: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_H0: tl.constexpr, SAVE: tl.constexpr, STORE_LAST: tl.constexpr, REVERSE: tl.constexpr,
@@ -278,7 +280,7 @@ def _scan_fwd_kernel(
     pid_s = tl.program_id(1)
     start, seqlen, row = _seq_bounds(cu_ptr, pid_s, L, VARLEN)
     d0, d_offs, n_offs, n_ok, A2, A_nat, bias, row_offs, bc_offs = _program_setup(
-        A_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG, COMPUTE, BD, NP, HAS_BIAS)
+        A_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG, SXB, SXD, SBB, SBG, SBN, COMPUTE, BD, NP, HAS_BIAS)
     t_idx = tl.arange(0, T)
     dskip = tl.zeros([BD], dtype=COMPUTE)
     if HAS_D:
@@ -359,7 +361,7 @@ def _scan_fwd_kernel(
 @triton.jit
 def _scan_bwd_part_kernel(
     delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, cu_ptr, qloc_ptr, decay_ptr,
-    L, D, N, G, DPG, SEGS_PER_PART, SEGLEN,
+    L, D, N, G, DPG, SEGS_PER_PART, SEGLEN, SXB, SXD, SBB, SBG, SBN,
     COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr,
     HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, REVERSE: tl.constexpr,
     VARLEN: tl.constexpr,
@@ -374,7 +376,7 @@ def _scan_bwd_part_kernel(
     pid_p = tl.program_id(2)
     start, seqlen, row = _seq_bounds(cu_ptr, pid_s, L, VARLEN)
     d0, d_offs, n_offs, n_ok, A2, A_nat, bias, row_offs, bc_offs = _program_setup(
-        A_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG, COMPUTE, BD, NP, HAS_BIAS)
+        A_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG, SXB, SXD, SBB, SBG, SBN, COMPUTE, BD, NP, HAS_BIAS)
     t_idx = tl.arange(0, T)
     ksub = SEGLEN // T
     nchunks = tl.cdiv(seqlen, T)
@@ -443,7 +445,7 @@ def _state_rows(A_ptr, d_offs, n0, N, NPS: tl.constexpr):
 
 @triton.jit
 def _adjoint_states(dB_ptr, dC_ptr, B_raw, C_raw, h_in, carry, A2, A_nat, u, dt, dtu, dy, t_idx, t_ok,
-                    bc_ptrs, bc_m, bc_offs0, n0, k, seqlen, N, L,
+                    bc_ptrs, bc_m, bc_offs0, n0, k, seqlen, N, SBN,
                     T: tl.constexpr, REVERSE: tl.constexpr, HAS_Z: tl.constexpr, LANE_RS: tl.constexpr,
                     COMPUTE: tl.constexpr, ASM_CVT: tl.constexpr):
     """Pass 2 of the backward for one chunk and one block of states ([NP', BD] tiles, the states
@@ -476,8 +478,8 @@ def _adjoint_states(dB_ptr, dC_ptr, B_raw, C_raw, h_in, carry, A2, A_nat, u, dt,
     dA = tl.sum(gah * dt[:, None, :], axis=0)
     # dB, dC: reduce this program's channels (all in one group), then one atomic per (t, n).
     if LANE_RS > 0:
-        _add_channel_sums(dB_ptr, dC_ptr, g * dtu[:, None, :], hh * dy[:, None, :], bc_offs0 + n0 * L, k * T,
-                          seqlen, N - n0, L, LANE_RS)
+        _add_channel_sums(dB_ptr, dC_ptr, g * dtu[:, None, :], hh * dy[:, None, :], bc_offs0 + n0 * SBN, k * T,
+                          seqlen, N - n0, SBN, LANE_RS)
     else:
         # Partial sums in a [n_blocks, B, G, N, L] buffer instead of these atomics moved more
         # bytes than the atomics cost on the H100 (docs/kernels.md, "Tried and not kept").
@@ -494,13 +496,14 @@ def _adjoint_states(dB_ptr, dC_ptr, B_raw, C_raw, h_in, carry, A2, A_nat, u, dt,
 def _scan_bwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, Dskip_ptr, z_ptr, bias_ptr, hsave_ptr, dout_ptr,
     dlast_ptr, cu_ptr, scratch_ptr, path_ptr,
-    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr,
-    L, D, N, G, DPG, NSEG, SEGS_PER_PART, DU,
+    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, dh0_ptr, y_ptr,
+    L, D, N, G, DPG, NSEG, SEGS_PER_PART, DU, SXB, SXD, SBB, SBG, SBN, SPART,
     COMPUTE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, KSUB: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, REVERSE: tl.constexpr, VARLEN: tl.constexpr,
     PREFETCH: tl.constexpr, PATH: tl.constexpr, DOUT_SHARED: tl.constexpr, PATH_CL: tl.constexpr,
     LANE_RS: tl.constexpr = 0, ASM_CVT: tl.constexpr = False, NSPLIT: tl.constexpr = 1,
+    STORE_Y: tl.constexpr = False, STORE_DH0: tl.constexpr = True,
 ):
     pid_d = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -509,7 +512,7 @@ def _scan_bwd_kernel(
     pid_p = tl.program_id(2)
     start, seqlen, row = _seq_bounds(cu_ptr, pid_s, L, VARLEN)
     d0, d_offs, n_offs, n_ok, A2, A_nat, bias, row_offs, bc_offs = _program_setup(
-        A_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG, COMPUTE, BD, NP, HAS_BIAS)
+        A_ptr, bias_ptr, pid_d, row, start, L, D, N, G, DPG, SXB, SXD, SBB, SBG, SBN, COMPUTE, BD, NP, HAS_BIAS)
     t_idx = tl.arange(0, T)
     dskip = tl.zeros([BD], dtype=COMPUTE)
     if HAS_D:
@@ -559,10 +562,10 @@ def _scan_bwd_kernel(
     scr_offs = (prog * KSUB * NP + n_offs[:, None]) * BD + tl.arange(0, BD)[None, :]
     first_f: tl.constexpr = T - 1 if REVERSE else 0
     last_f: tl.constexpr = 0 if REVERSE else T - 1
-    bc_offs0 = ((row.to(tl.int64) * G + d0 // DPG) * N) * L + start  # B/C row of state 0
-    bcb_offs0 = bc_offs0 + n_offs0.to(tl.int64) * L  # [NPS], B/C rows of each state block
+    bc_offs0 = row.to(tl.int64) * SBB + (d0 // DPG).to(tl.int64) * SBG + start  # B/C row of state 0
+    bcb_offs0 = bc_offs0 + n_offs0.to(tl.int64) * SBN  # [NPS], B/C rows of each state block
     if NSPLIT == 2:
-        bcb_offs1 = bc_offs0 + n_offs1.to(tl.int64) * L
+        bcb_offs1 = bc_offs0 + n_offs1.to(tl.int64) * SBN
     scr_offs0 = (prog * KSUB * NP + n_offs0[:, None]) * BD + tl.arange(0, BD)[None, :]
 
     nchunks = tl.cdiv(seqlen, T)
@@ -674,12 +677,13 @@ def _scan_bwd_kernel(
             bc_m0 = t_ok[:, None] & n_ok0[None, :]
             y, sum_gB, gahA, dA_k, carry0 = _adjoint_states(
                 dB_ptr, dC_ptr, B_raw, C_raw, h_in, carry0, A2_0, A_nat0, u, dt, dtu, dy, t_idx, t_ok, bc_ptrs0,
-                bc_m0, bc_offs0, 0, k, seqlen, N, L, T, REVERSE, HAS_Z, LANE_RS, COMPUTE, ASM_CVT)
+                bc_m0, bc_offs0, 0, k, seqlen, N, SBN, T, REVERSE, HAS_Z, LANE_RS, COMPUTE, ASM_CVT)
             dA0 += dA_k
             if NSPLIT == 2:
                 y1, sum_gB1, gahA1, dA_k1, carry1 = _adjoint_states(
                     dB_ptr, dC_ptr, B_raw1, C_raw1, h_in1, carry1, A2_1, A_nat1, u, dt, dtu, dy, t_idx, t_ok,
-                    bc_ptrs1, bc_m1, bc_offs0, NPS, k, seqlen, N, L, T, REVERSE, HAS_Z, LANE_RS, COMPUTE, ASM_CVT)
+                    bc_ptrs1, bc_m1, bc_offs0, NPS, k, seqlen, N, SBN, T, REVERSE, HAS_Z, LANE_RS, COMPUTE,
+                    ASM_CVT)
                 y += y1
                 sum_gB += sum_gB1
                 gahA += gahA1
@@ -689,6 +693,10 @@ def _scan_bwd_kernel(
                     y += dskip[None, :] * u
                 dz = dout * y * sz * (1.0 + zt * (1.0 - sz))
                 tl.store(dz_ptr + x_offs, dz.to(dz_ptr.dtype.element_ty), mask=t_ok[:, None])
+                if STORE_Y:
+                    # The gated output again, for a caller that did not keep it (the Mamba layer's
+                    # out_proj weight gradient): one store instead of a saved [S, D, L] activation.
+                    tl.store(y_ptr + x_offs, (y * zt * sz).to(y_ptr.dtype.element_ty), mask=t_ok[:, None])
 
             ddt = u * sum_gB + gahA
             du = dt * sum_gB
@@ -716,12 +724,17 @@ def _scan_bwd_kernel(
         holds_start = pid_p == tl.maximum(nseg - 1, 0) // SEGS_PER_PART
     else:
         holds_start = pid_p == 0
-    tl.store(dh0_ptr + st_offs0, carry0, mask=n_ok0[:, None] & holds_start)
-    tl.store(dA_ptr + pst_offs0, dA0, mask=n_ok0[:, None])
+    # dA, dD and d(delta_bias) of this (part, sequence): rows of SPART values per channel in one
+    # [P*S, D, SPART] partials buffer (dA at 0..N-1; the host passes dD and dbias pointers offset
+    # into the same rows), summed over P*S by one host call.
+    s_offs = (ps * D + d_offs).to(tl.int64) * SPART
+    if STORE_DH0:
+        tl.store(dh0_ptr + st_offs0, carry0, mask=n_ok0[:, None] & holds_start)
+    tl.store(dA_ptr + s_offs[None, :] + n_offs0[:, None], dA0, mask=n_ok0[:, None])
     if NSPLIT == 2:
-        tl.store(dh0_ptr + st_offs1, carry1, mask=n_ok1[:, None] & holds_start)
-        tl.store(dA_ptr + pst_offs1, dA1, mask=n_ok1[:, None])
-    s_offs = ps * D + d_offs
+        if STORE_DH0:
+            tl.store(dh0_ptr + st_offs1, carry1, mask=n_ok1[:, None] & holds_start)
+        tl.store(dA_ptr + s_offs[None, :] + n_offs1[:, None], dA1, mask=n_ok1[:, None])
     if HAS_D:
         tl.store(dD_ptr + s_offs, dD_acc)
     if HAS_BIAS:
