@@ -25,7 +25,7 @@ from torch import nn
 from ssmkit._checks import positive_int
 from ssmkit.layers.norm import RMSNorm
 from ssmkit.layers.weight_decay import NoWeightDecay
-from ssmkit.ops.selective_scan import BACKENDS, selective_scan, selective_state_update
+from ssmkit.ops.selective_scan import BACKENDS, resolve_backend, selective_scan, selective_state_update
 from ssmkit.registry import register_block
 
 
@@ -71,6 +71,12 @@ class Mamba(NoWeightDecay, nn.Module):
         dt_init_floor: lower clamp of the sampled initial dt.
         conv_bias, bias: biases of the conv and of in_proj/out_proj.
         backend: selective-scan backend, "auto" | "reference" | "chunked" | "triton".
+        fused: where the scan backend is "triton" (on CUDA by default), run a forward with
+            neither cache, initial_state, return_final_state nor cu_seqlens as one fused
+            Function (:mod:`ssmkit.ops.selective_scan.triton_mamba_inner`): channel-major
+            projections read in place by a Triton conv+SiLU and the scan, no transposes, and the
+            conv output, delta and gated output recomputed in the backward instead of kept.
+            False keeps the step-by-step path (same results within rounding).
 
     Examples:
         >>> import torch
@@ -95,7 +101,7 @@ class Mamba(NoWeightDecay, nn.Module):
     def __init__(self, d_model: int = 16, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dt_rank: int | str = "auto", ngroups: int = 1, dt_min: float = 1e-3, dt_max: float = 0.1,
                  dt_init: str = "random", dt_scale: float = 1.0, dt_init_floor: float = 1e-4,
-                 conv_bias: bool = True, bias: bool = False, backend: str = "auto",
+                 conv_bias: bool = True, bias: bool = False, backend: str = "auto", fused: bool = True,
                  device: torch.device | None = None, dtype: torch.dtype | None = None):
         super().__init__()
         self.d_model = positive_int(d_model, "d_model", "Mamba")
@@ -116,6 +122,7 @@ class Mamba(NoWeightDecay, nn.Module):
         if backend not in BACKENDS:
             raise ValueError(f"Mamba backend must be one of {list(BACKENDS)}; got {backend!r}")
         self.backend = backend
+        self.fused = bool(fused)
         kw = dict(device=device, dtype=dtype)
 
         self.in_proj = nn.Linear(self.d_model, 2 * self.d_inner, bias=bias, **kw)
@@ -261,6 +268,21 @@ class Mamba(NoWeightDecay, nn.Module):
             cache.seqlen_offset += L
         return y, final
 
+    def _runs_fused(self, x: torch.Tensor, cu_seqlens, initial_state, return_final_state, cache) -> bool:
+        """Whether :meth:`forward` takes the fused Triton path (see ``fused`` in the class docstring)."""
+        if not self.fused or cache is not None or initial_state is not None or return_final_state:
+            return False
+        return cu_seqlens is None and x.shape[1] > 0 and resolve_backend(self.backend, x.device) == "triton"
+
+    def _forward_fused(self, x: torch.Tensor, reverse: bool) -> torch.Tensor:
+        from ssmkit.ops.selective_scan.triton_mamba_inner import mamba_inner_triton
+
+        pdtype = self._param_dtype(x)
+        return mamba_inner_triton(x, self.in_proj.weight, self.in_proj.bias, self.conv1d.weight[:, 0],
+                                  self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
+                                  self.dt_proj.bias.to(pdtype), -torch.exp(self.A_log.to(pdtype)),
+                                  self.D.to(pdtype), self.out_proj.weight, self.out_proj.bias, self.ngroups, reverse)
+
     def _check_input(self, hidden_states: object) -> None:
         if not isinstance(hidden_states, torch.Tensor) or hidden_states.dim() != 3 \
                 or hidden_states.shape[-1] != self.d_model:
@@ -289,6 +311,8 @@ class Mamba(NoWeightDecay, nn.Module):
                 raise ValueError("cache continues one left-to-right stream; it cannot be combined with "
                                  "reverse=True, cu_seqlens or initial_state")
             self._check_cache(cache, hidden_states.shape[0])
+        if self._runs_fused(hidden_states, cu_seqlens, initial_state, return_final_state, cache):
+            return self._forward_fused(hidden_states, reverse)
         xz = self.in_proj(hidden_states).transpose(1, 2)  # [B, 2*d_inner, L]
         y, final = self._mix(xz, reverse, cu_seqlens, initial_state, return_final_state, cache)
         out = self.out_proj(y.transpose(1, 2))

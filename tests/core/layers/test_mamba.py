@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -269,6 +273,89 @@ def test_mamba_on_gpu_matches_cpu_reference(cuda_device):
     cache = gpu.allocate_inference_cache(2)
     steps = torch.stack([gpu.step(xg[:, t].detach(), cache) for t in range(37)], dim=1)
     assert rel_err(steps.cpu(), y_ref) < 1e-4
+
+
+# ----------------------------------------------------------------- the fused Triton path
+_FUSED_CASE = dict(d_model=8, d_state=4, d_conv=3, ngroups=2, bias=True)
+
+
+def _fused_vs_reference(device: str, dtype: torch.dtype, reverse: bool, L: int = 13, **kw) -> dict:
+    """Relative errors of the fused path (backend triton) against the reference layer with the same
+    weights: output, input gradient and every parameter gradient (float64 reference on the CPU)."""
+    torch.manual_seed(3)
+    fused = Mamba(backend="triton", **(kw or _FUSED_CASE)).to(device=device, dtype=dtype)
+    ref = Mamba(backend=REF, **(kw or _FUSED_CASE)).double()
+    ref.load_state_dict(fused.state_dict())
+    x = torch.randn(2, L, fused.d_model, dtype=torch.float64)
+    xf = x.to(device=device, dtype=dtype).requires_grad_()
+    x.requires_grad_()
+    assert fused._runs_fused(xf, None, None, False, None)
+    y, y_ref = fused(xf, reverse=reverse), ref(x, reverse=reverse)
+    gy = torch.randn_like(y_ref)
+    grads = torch.autograd.grad(y, [xf, *fused.parameters()], gy.to(device=device, dtype=dtype))
+    grads_ref = torch.autograd.grad(y_ref, [x, *ref.parameters()], gy)
+    names = ["x"] + [n for n, _ in fused.named_parameters()]
+    errs = {"y": rel_err(y.cpu(), y_ref)}
+    errs.update({"d" + n: rel_err(a.cpu(), e) for n, a, e in zip(names, grads, grads_ref)})
+    return errs
+
+
+def test_fused_path_matches_reference_under_the_interpreter():
+    """The fused path (Triton conv+SiLU, channel-major scan, recomputed conv output and gated output
+    in the backward) against the reference layer, run by the Triton interpreter in a subprocess
+    (the variable must be set before the kernels are decorated): reverse, two groups, biases."""
+    code = ("import json, torch; from tests.core.layers.test_mamba import _fused_vs_reference; "
+            "print(json.dumps(_fused_vs_reference('cpu', torch.float32, True)))")
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    errs = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(errs) == 1 + 1 + len(list(Mamba(**_FUSED_CASE).parameters()))
+    bad = {k: v for k, v in errs.items() if not v < 1e-5}
+    assert not bad, f"fused path differs from the reference layer: {bad}"
+
+
+def test_cpu_layer_keeps_the_step_by_step_path():
+    """On the CPU (backend auto: chunked) and wherever cache, initial_state, final state or packed
+    sequences are asked for, the layer runs the unfused path; fused=False forces it."""
+    m = Mamba(d_model=8, d_state=4)
+    x = torch.randn(2, 5, 8)
+    assert not m._runs_fused(x, None, None, False, None)
+    gpu_like = Mamba(d_model=8, d_state=4, backend="reference")
+    assert not gpu_like._runs_fused(x, None, None, False, None)
+    off = Mamba(d_model=8, d_state=4, fused=False)
+    assert not off._runs_fused(x, None, None, False, None)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tol", [pytest.param(torch.float32, 1e-4, id="fp32"),
+                                       pytest.param(torch.bfloat16, 5e-2, id="bf16")])
+@pytest.mark.parametrize("reverse", [False, True], ids=["causal", "reverse"])
+def test_gpu_fused_path_matches_reference(cuda_device, dtype, tol, reverse):
+    errs = _fused_vs_reference(cuda_device, dtype, reverse, L=301, d_model=48, d_state=16, ngroups=2, bias=True)
+    bad = {k: v for k, v in errs.items() if not v < tol}
+    assert not bad, f"errors above {tol}: {bad}"
+
+
+@pytest.mark.gpu
+def test_gpu_fused_path_equals_unfused_under_autocast(cuda_device):
+    """Under bf16 autocast with float32 weights the fused path casts like the matmuls would and
+    matches the step-by-step path; its gradients reach the float32 parameters."""
+    torch.manual_seed(4)
+    fused = Mamba(d_model=64, d_state=16).to(cuda_device)
+    plain = Mamba(d_model=64, d_state=16, fused=False).to(cuda_device)
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randn(4, 257, 64, device=cuda_device)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y, y_plain = fused(x), plain(x)
+    assert y.dtype == y_plain.dtype == torch.bfloat16
+    assert rel_err(y, y_plain) < 3e-2
+    y.float().square().mean().backward()
+    y_plain.float().square().mean().backward()
+    for (name, p), (_, q) in zip(fused.named_parameters(), plain.named_parameters()):
+        assert p.grad is not None and p.grad.dtype == torch.float32, name
+        assert rel_err(p.grad, q.grad) < 5e-2, name
 
 
 # ------------------------------------------------------------------------------------- init
