@@ -10,8 +10,8 @@ outputs.
 
 Times are medians, wall-clock by default; on a shared machine ``--clock cpu`` with
 OMP_NUM_THREADS=1 measures the work instead of the wait. The header prints the load average.
-``--gpu`` runs :func:`ssmkit.bench.scan_gpu.gpu_table`: Triton and chunked side by side at the
-three shapes mamba-ssm's CUDA kernel is quoted at (docs/benchmarks.md).
+``--gpu`` runs :func:`ssmkit.bench.scan_gpu.gpu_table`: the Triton scan at three reference shapes
+(or ``--sweep``), with ``--vs mamba-ssm`` beside mamba-ssm's CUDA scan in the same run.
 """
 
 from __future__ import annotations
@@ -132,24 +132,26 @@ def cpu_table(args) -> list[dict]:
 
 
 def gpu_table(args) -> list[dict]:
-    """Triton vs chunked on the GPU (``ssmkit.bench.scan_gpu`` owns the details)."""
+    """The Triton scan on the GPU, optionally beside mamba-ssm (``ssmkit.bench.scan_gpu`` owns the details)."""
     from ssmkit.bench.scan_gpu import gpu_table as triton_gpu_table
 
     extra = ["--shapes", "0"] if args.quick else []
     extra += ["--device-only"] if args.device_only else []
     extra += ["--json", args.json] if args.json else []
+    extra += ["--vs", args.vs] + (["--peer-dir", args.peer_dir] if args.peer_dir else [])
+    extra += ["--sweep"] if args.sweep else []
     return triton_gpu_table(extra)
 
 
 @register_bench("scan")
 def run(argv: list[str]) -> int:
-    """Selective scan: reference, chunked and step loop side by side (CPU); Triton vs chunked (--gpu)."""
+    """Selective scan: reference, chunked and step loop side by side (CPU); Triton, vs mamba-ssm (--gpu)."""
     p = argparse.ArgumentParser(prog="ssmkit bench scan",
                                 description="selective scan: reference vs chunked vs step loop (CPU), "
-                                            "triton vs chunked (GPU)")
+                                            "triton, beside mamba-ssm with --vs (GPU)")
     p.add_argument("--cpu", action="store_true", help="CPU table (the default when neither flag is given)")
     p.add_argument("--gpu", action="store_true",
-                   help="GPU table: triton and chunked at the three shapes of mamba-ssm's quoted times")
+                   help="GPU table: the triton scan at three reference shapes, with floors")
     p.add_argument("--quick", action="store_true", help="L in {512, 2048}, N=16, 3 reps, no reference backward")
     p.add_argument("--reps", type=int, default=5, help="timed runs per cell (median); default 5")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
@@ -159,6 +161,13 @@ def run(argv: list[str]) -> int:
     p.add_argument("--device-only", action="store_true",
                    help="GPU table: time only the kernels, with the host work hidden behind a spin kernel")
     p.add_argument("--json", default=None, help="GPU table: also write its rows to this JSON file")
+    p.add_argument("--vs", choices=("none", "mamba-ssm"), default="none",
+                   help="GPU table: time mamba-ssm's CUDA scan beside ours in the same run (installed mamba_ssm, "
+                        "or --peer-dir)")
+    p.add_argument("--peer-dir", default=None,
+                   help="GPU table: folder with mamba-ssm's build_and_load.py (default: $SSMKIT_PEER_DIR)")
+    p.add_argument("--sweep", action="store_true",
+                   help="GPU table: the full sweep of shapes, dtypes and modes instead of the three reference shapes")
     args = p.parse_args(argv)
     if args.reps < 1:
         p.error(f"--reps must be at least 1; got {args.reps}")
