@@ -166,12 +166,17 @@ def render(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def publish_plots(results: dict, root: Path, dest: Path) -> list[Path]:
-    """Copy the per-series PNGs into ``dest`` (docs/results/anomaly)."""
+PUBLISHED = ("maat", "anomaly_transformer", "mamba_recon", "rolling_median", "matrix_profile")
+
+
+def publish_plots(results: dict, root: Path, dest: Path, models: tuple[str, ...] = PUBLISHED) -> list[Path]:
+    """Copy the per-series PNGs of ``models`` into ``dest`` (docs/results/anomaly)."""
     dest.mkdir(parents=True, exist_ok=True)
     out = []
     for rel in results["plots"]:
         src = root / rel
+        if not any(src.parent.parent.name.endswith(f"-{m}") for m in models):
+            continue
         target = dest / f"{src.parent.parent.name}.png"
         shutil.copyfile(src, target)
         out.append(target)
