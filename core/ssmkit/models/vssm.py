@@ -65,7 +65,9 @@ class VSSStage(nn.Module):
         x = self.downsample(x).permute(0, 2, 3, 1)  # [B, H, W, C] for the blocks
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                # Reentrant: the chunked CPU scan reads ctx.saved_tensors more than once in its
+                # backward, which the non-reentrant checkpoint refuses.
+                x = checkpoint(block, x, use_reentrant=True)
             else:
                 x = block(x)
         return x.permute(0, 3, 1, 2).contiguous()
@@ -186,6 +188,9 @@ class VSSM(NoWeightDecay, nn.Module):
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.in_chans:
             got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"VSSM expects images [B, {self.in_chans}, H, W]; got {got}")
+        smallest = self.feature_info[-1]["reduction"]
+        if min(x.shape[2:]) < smallest:
+            raise ValueError(f"VSSM needs H and W of at least {smallest} (its total stride); got {list(x.shape[2:])}")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, in_chans, H, W] -> the last stage's map [B, num_features, H', W']."""
