@@ -335,6 +335,9 @@ class MedsegApp(App):
             parser.add_argument("--spacing", type=float, default=3.0, help="voxel size in mm (default 3)")
             parser.add_argument("--variants", type=int, default=3,
                                 help="extra deformed/bias-field copies of Colin27 in imagesTr (default 3)")
+            parser.add_argument("--colin", choices=["ch2bet", "ch2"], default="ch2bet",
+                                help="ch2bet: brain-extracted Colin27 (default, like the MNI152 template); "
+                                     "ch2: with scalp")
         elif command == "compare":
             parser.add_argument("--out", required=True, metavar="DIR", help="folder for comparison.md, "
                                 "comparison.json and the box plot")
@@ -374,7 +377,7 @@ class MedsegApp(App):
             from ssmkit_apps.medseg.brain_task import write_brain_task
 
             out = check_output(args.dir, overwrite=args.overwrite, is_dir=True)
-            write_brain_task(out, spacing=args.spacing, variants=args.variants, seed=self.cfg.seed)
+            write_brain_task(out, spacing=args.spacing, variants=args.variants, seed=self.cfg.seed, colin=args.colin)
             print(f"wrote the Colin27 -> MNI152 task to {out}\ntrain on it with: ssmkit medseg train "
                   f"--config {self.package_dir() / 'configs' / 'brain.yaml'} --set data.root={out}")
             return 0

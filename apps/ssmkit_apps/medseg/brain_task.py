@@ -1,8 +1,9 @@
 """The real-data task: coarse brain regions, trained on Colin27 and tested on the MNI152 template.
 
 Sources (nothing is downloaded):
-- Colin27 T1 ``ch2.nii.gz`` and the AAL atlas ``aal.nii.gz`` on the same 1 mm grid, with the region
-  names in ``aal.nii.txt`` (Debian package ``mricron-data``, /usr/share/mricron/templates/);
+- Colin27 T1 ``ch2.nii.gz`` (and its brain-extracted copy ``ch2bet.nii.gz``, the default here) and
+  the AAL atlas ``aal.nii.gz`` on the same 1 mm grid, with the region names in ``aal.nii.txt``
+  (Debian package ``mricron-data``, /usr/share/mricron/templates/);
 - the MNI152 2009c symmetric T1 template shipped inside the ``nilearn`` wheel
   (``nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz``).
 
@@ -32,7 +33,11 @@ from scipy import ndimage
 from ssmkit.errors import DataError
 
 TEMPLATES = Path("/usr/share/mricron/templates")
-COLIN, AAL, AAL_NAMES = TEMPLATES / "ch2.nii.gz", TEMPLATES / "aal.nii.gz", TEMPLATES / "aal.nii.txt"
+AAL, AAL_NAMES = TEMPLATES / "aal.nii.gz", TEMPLATES / "aal.nii.txt"
+# ch2: the Colin27 T1 with scalp and skull; ch2bet: the same volume brain-extracted. The nilearn
+# MNI152 template is brain-only, so ch2bet is the default: with ch2 the test measures mostly the
+# missing skull (and what it does to the z-score), not the anatomy.
+COLIN = {"ch2bet": TEMPLATES / "ch2bet.nii.gz", "ch2": TEMPLATES / "ch2.nii.gz"}
 MNI152_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 
 # AAL name prefixes per region; every AAL label falls in exactly one (checked by the tests).
@@ -124,8 +129,11 @@ def _deform(image: np.ndarray, label: np.ndarray, rng: np.random.Generator, spac
     return img.astype(np.float32), lab.astype(np.uint8)
 
 
-def write_brain_task(out: str | Path, spacing: float = 3.0, variants: int = 3, seed: int = 0) -> Path:
+def write_brain_task(out: str | Path, spacing: float = 3.0, variants: int = 3, seed: int = 0,
+                     colin: str = "ch2bet") -> Path:
     """Write the task in the nnU-Net layout under ``out`` (see the module docstring)."""
+    if colin not in COLIN:
+        raise DataError(f"colin must be one of {list(COLIN)}; got {colin!r}")
     import nibabel as nib
     from nibabel.processing import resample_to_output
 
@@ -151,7 +159,7 @@ def write_brain_task(out: str | Path, spacing: float = 3.0, variants: int = 3, s
         img.header.set_sform(affine, code=4)
         nib.save(img, str(path))
 
-    colin = resample_to_output(_load(COLIN), voxel_sizes=(spacing,) * 3, order=1)
+    colin = resample_to_output(_load(COLIN[colin]), voxel_sizes=(spacing,) * 3, order=1)
     colin_lab = resample_regions(regions, colin, n)
     colin_img = np.asarray(colin.dataobj, np.float32)
     save(colin_img, colin.affine, out / "imagesTr" / "colin27_0000.nii.gz", np.float32)
@@ -169,8 +177,8 @@ def write_brain_task(out: str | Path, spacing: float = 3.0, variants: int = 3, s
     names = ["colin27"] + [f"colin27v{v + 1}" for v in range(variants)]
     meta = {
         "name": "colin27_to_mni152_regions",
-        "description": f"Seven coarse AAL brain regions at {spacing:g} mm: train on Colin27 (+{variants} deformed "
-                       "copies), test on the MNI152 2009c template; see data/medseg.md",
+        "description": f"Seven coarse AAL brain regions at {spacing:g} mm: train on Colin27 ({colin}, +{variants} "
+                       "deformed copies), test on the MNI152 2009c template; see data/medseg.md",
         "reference": "Colin27 and AAL from Debian mricron-data; MNI152 2009c from the nilearn package",
         "tensorImageSize": "3D",
         "channel_names": {"0": "T1"},
@@ -191,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spacing", type=float, default=3.0, help="voxel size in mm (default 3)")
     p.add_argument("--variants", type=int, default=3, help="deformed copies of Colin27 in imagesTr (default 3)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--colin", choices=list(COLIN), default="ch2bet",
+                   help="ch2bet: brain-extracted Colin27 (default, like the MNI152 template); ch2: with scalp")
     args = p.parse_args(argv)
-    write_brain_task(args.out, args.spacing, args.variants, args.seed)
+    write_brain_task(args.out, args.spacing, args.variants, args.seed, args.colin)
     print(f"wrote {args.out}")
     return 0
 
