@@ -181,7 +181,7 @@ def _read_image(path: Path, size: int) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"))
+        arr = np.array(im.convert("RGB"))
     return crop_resize(arr[None], size)[0]
 
 

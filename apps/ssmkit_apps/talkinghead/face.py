@@ -60,9 +60,15 @@ def _ellipse(x, y, cx, cy, rx, ry) -> torch.Tensor:
     """Anti-aliased coverage in [0, 1] of an ellipse; all arguments broadcast."""
     rx = torch.as_tensor(rx, dtype=torch.float32).clamp_min(1e-3)
     ry = torch.as_tensor(ry, dtype=torch.float32).clamp_min(1e-3)
-    d = torch.sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2)
-    # Signed distance ~ (d - 1) * min radius, in 64-px units; one output pixel of soft edge.
-    return ((1 - d) * torch.minimum(rx, ry) * SUPER + 0.5).clamp(0, 1)
+    u, v = (x - cx) / rx, (y - cy) / ry
+    # Signed distance to the edge ~ f / |grad f| for f = u^2 + v^2 - 1 (in 64-px units), exact
+    # enough within a pixel of the edge, which is all the anti-aliasing needs: one output pixel
+    # of soft edge, also for thin ellipses (lip lines) whose edge a radial measure would smear.
+    grad = 2 * torch.sqrt((u / rx) ** 2 + (v / ry) ** 2).clamp_min(1e-6)
+    # An ellipse shrinking to nothing (a closing mouth) fades out instead of degenerating into
+    # an infinitely long line.
+    fade = (torch.minimum(rx, ry) / 0.2).clamp(0, 1)
+    return ((1 - u * u - v * v) / grad * SUPER + 0.5).clamp(0, 1) * fade
 
 
 def _over(img: torch.Tensor, alpha: torch.Tensor, color) -> torch.Tensor:

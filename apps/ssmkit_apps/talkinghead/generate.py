@@ -51,7 +51,7 @@ def read_reference(path: str | Path, size: int = Fc.SIZE) -> tuple[np.ndarray, l
                     bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
                     im = Image.alpha_composite(bg, im)  # transparent pixels become white
                 im = im.convert("RGB")
-            arr = np.asarray(im)
+            arr = np.array(im)
     except (UnidentifiedImageError, OSError) as err:
         raise DataError(f"reference image {str(p)!r} cannot be read ({err}); expected png or jpg") from None
     h, w = arr.shape[:2]
