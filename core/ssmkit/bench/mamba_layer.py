@@ -143,7 +143,7 @@ def gpu_table(args) -> list[dict]:
         return []
     import triton
 
-    peer, how = load_peer(args.vs, args.peer_dir)
+    peer, how = load_peer(args.vs, args.peer_dir, layer=True)
     if peer is not None and peer.Mamba is None:
         how, peer = f"{how}; its Mamba layer needs causal-conv1d, which did not load", None
     print(f"# {torch.cuda.get_device_name(device)}; torch {torch.__version__}, triton {triton.__version__}; Mamba "

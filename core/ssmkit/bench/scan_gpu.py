@@ -431,7 +431,8 @@ def _cells(args) -> list[Cell]:
 
 
 def _variants_for(cell: Cell, args) -> list[dict]:
-    return args.variants if cell.L <= args.variants_max_l else []
+    fits = cell.L <= args.variants_max_l and cell.batch * cell.dim <= args.variants_max_bd
+    return args.variants if fits else []
 
 
 def parse_args(argv: list[str] | None):
@@ -458,6 +459,8 @@ def parse_args(argv: list[str] | None):
                    help='tile-knob sets timed beside the defaults, a JSON list: \'[{"occupancy": 1}]\' '
                         "(TileConfig fields, docs/kernels.md)")
     p.add_argument("--variants-max-l", type=int, default=1 << 30, help="time --variants only on cells up to this L")
+    p.add_argument("--variants-max-bd", type=int, default=1 << 30,
+                   help="time --variants only on cells with B·D up to this")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args(argv or [])
     if args.reps < 1:

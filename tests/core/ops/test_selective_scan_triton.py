@@ -368,14 +368,16 @@ def test_tile_config_is_an_immutable_value():
     pytest.param((8, 1536, 4096, 16), 4, (8, 8), id="B8_D1536_fp32"),
     pytest.param((4, 2048, 16384, 16), 2, (8, 8), id="B4_D2048_bf16"),
     pytest.param((8, 1536, 4096, 64), 2, (8, 4), id="B8_D1536_N64_bf16"),
-    # ... narrow or small batches get fewer channels per program, down to 4 (fwd) and 2 (bwd).
-    pytest.param((2, 1536, 512, 16), 2, (4, 2), id="B2_D1536_bf16"),
+    # ... narrow or small batches get fewer channels per forward program, down to 4; the backward
+    # keeps 8 unless its grid has fewer programs than multiprocessors, then takes 2.
+    pytest.param((2, 1536, 512, 16), 2, (4, 8), id="B2_D1536_bf16"),
     pytest.param((1, 768, 256, 16), 4, (4, 2), id="B1_D768_fp32"),
     pytest.param((16, 768, 1024, 16), 2, (8, 8), id="B16_D768_bf16"),
 ])
 def test_channels_per_program_follow_occupancy(shape, elem, want):
-    """Programs get fewer channels where B·D would leave an H200's 132 multiprocessors with fewer
-    than PROGRAMS_PER_SM one-warp programs each; the ``occupancy`` knob moves that target."""
+    """Forward programs get fewer channels where B·D would leave an H200's 132 multiprocessors with
+    fewer than PROGRAMS_PER_SM one-warp programs each (the ``occupancy`` knob moves that target);
+    backward programs only where their grid would not cover the multiprocessors."""
     from ssmkit.ops.selective_scan.triton_scan import TileConfig, _plan
 
     batch, dim, L, N = shape

@@ -73,10 +73,11 @@ class TileConfig:
     Count knobs: ``parts`` splits each sequence of the backward into that many parts run by
     separate programs (0: enough for a few waves; 1: no split, the default, since the split lost
     6-15% at long sequences); ``regs_bwd`` caps the backward's registers per thread (0: the
-    automatic cap of :func:`_register_cap`; 255: none); ``occupancy`` is the number of programs
-    per multiprocessor the channel split aims for at small B·D (0: ``PROGRAMS_PER_SM``; 1: one per
-    multiprocessor, which leaves all but tiny problems alone): programs then get fewer channels (down to 4 in the forward and 2 in the backward), so
-    that short or narrow problems still put enough warps on every multiprocessor.
+    automatic cap of :func:`_register_cap`; 255: none); ``occupancy`` is the number of forward
+    programs per multiprocessor the channel split aims for at small B·D (0: ``PROGRAMS_PER_SM``;
+    1: one per multiprocessor, which leaves all but tiny problems alone): forward programs then
+    get fewer channels, down to 4. The backward keeps its tiles unless its grid would hold fewer
+    programs than there are multiprocessors; it then takes 2 channels per program.
     """
 
     spw_fwd: int = 0
@@ -122,11 +123,13 @@ DEFAULT_TILES = TileConfig()
 # mutated) by set_tile_config / tile_config, so a plan cached under one value never goes stale.
 _CURRENT_TILES: ContextVar[TileConfig] = ContextVar("ssmkit_scan_tiles", default=DEFAULT_TILES)
 
-# Programs per multiprocessor the channel split aims for (occupancy 0). The one-warp programs
-# are latency-bound: with fewer than ~6 resident per SM (1.5 per scheduler) the chunk loop's
-# loads and scans find nothing else to hide behind. At the long-sequence shapes the defaults
-# were tuned at this changes only the bf16 forward of a [8, 1536, L] problem (16 -> 8 channels
-# per program, which measured the same, docs/kernels.md).
+# Forward programs per multiprocessor the channel split aims for (occupancy 0). The one-warp
+# programs are latency-bound: with fewer than ~6 resident per SM (1.5 per scheduler) the chunk
+# loop's loads and scans find nothing else to hide behind; halving the channels per program down
+# to 4 made the forward 5-15% faster at B·D <= 6144 on an H200. The backward is different: 4
+# channels per program (N = 16) were 25-55% slower than 8 at B·D = 6144, 2 were 7-28% faster than
+# 4 at B·D = 768 (docs/kernels.md), so it only drops to 2 when its grid has fewer programs than
+# there are multiprocessors.
 PROGRAMS_PER_SM = 6
 _MIN_BD_FWD, _MIN_BD_BWD = 4, 2
 _SPLIT_WAVES = 4
@@ -242,14 +245,19 @@ def _plan_cached(N: int, dpg: int, maxlen: int, elem_size: int, cfg: TileConfig,
     warps_b = cfg.warps_bwd or warps
     target = (cfg.occupancy or PROGRAMS_PER_SM) * sms if rows and sms else 0
 
-    def channels(spw: int, warps: int, floor: int) -> int:
+    def channels(spw: int, warps: int) -> int:
         bd = max(1, (spw * warps) // NP)
         while dpg % bd:  # a program's channels must share one group (one B/C row)
             bd //= 2
-        # Fewer channels per program where the grid would leave multiprocessors short of warps.
-        while target and bd > floor and rows // bd < target:
-            bd //= 2
         return bd
+
+    BD_f = channels(cfg.spw_fwd or (512 if NP >= 64 else 128 if elem_size >= 4 else 256), warps)
+    BD_b = channels(cfg.spw_bwd or (256 if NP >= 64 else 128), warps_b)
+    # Fewer channels per program where the grid would leave multiprocessors short of warps.
+    while target and BD_f > _MIN_BD_FWD and rows // BD_f < target:
+        BD_f //= 2
+    if sms and rows and rows // BD_b < sms:
+        BD_b = min(BD_b, _MIN_BD_BWD)
 
     cap = triton.next_power_of_2(max(1, maxlen))
     T_f = cfg.T_fwd or (4 if NP >= 64 else 8)
@@ -257,10 +265,7 @@ def _plan_cached(N: int, dpg: int, maxlen: int, elem_size: int, cfg: TileConfig,
     T_f, T_b = max(2, min(T_f, cap)), max(2, min(T_b, cap))
     seg = cfg.seg or min(1024, max(64, 8 * NP))
     seg = max(T_f, T_b, min(seg, cap))
-    spw_f = cfg.spw_fwd or (512 if NP >= 64 else 128 if elem_size >= 4 else 256)
-    spw_b = cfg.spw_bwd or (256 if NP >= 64 else 128)
-    BD_b = channels(spw_b, warps_b, _MIN_BD_BWD)
-    return dict(NP=NP, BD_f=channels(spw_f, warps, _MIN_BD_FWD), BD_b=BD_b,
+    return dict(NP=NP, BD_f=BD_f, BD_b=BD_b,
                 warps=warps, warps_b=warps_b, T_f=T_f, T_b=T_b, seg=seg, pf=cfg.pf,
                 pf_b=bool(cfg.pf) and NP < 64, parts=cfg.parts, regs_bwd=cfg.regs_bwd,
                 lane_rs=cfg.lane_rs, asm_cvt=cfg.asm_cvt,
