@@ -227,7 +227,7 @@ def build_vssm(variant: str, **kwargs) -> VSSM:
 
 @register_model("ssmkit_vssm_tiny")
 def ssmkit_vssm_tiny(**kwargs) -> VSSM:
-    """VSSM tiny (about 30 M parameters at 1000 classes); ``kwargs`` override any :class:`VSSM` argument."""
+    """VSSM tiny (about 26 M parameters at 1000 classes); ``kwargs`` override any :class:`VSSM` argument."""
     return build_vssm("ssmkit_vssm_tiny", **kwargs)
 
 
