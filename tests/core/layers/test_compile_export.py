@@ -130,8 +130,8 @@ def test_core_mixer_exports_and_runs_in_onnxruntime(name, tmp_path):
 
     path = tmp_path / f"{name}.onnx"
     torch.onnx.export(ep, (x,), str(path), dynamo=True)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: x2.numpy()}
-    out = torch.from_numpy(session.run(None, feed)[0])
+    runner = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {runner.get_inputs()[0].name: x2.numpy()}
+    out = torch.from_numpy(runner.run(None, feed)[0])
     assert out.shape == ref2.shape and torch.allclose(out, ref2, rtol=1e-4, atol=1e-4), \
         f"{name}: ONNX Runtime output differs by {float((out - ref2).abs().max()):.3g}"
