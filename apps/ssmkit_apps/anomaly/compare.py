@@ -29,7 +29,7 @@ from ssmkit.engine.files import atomic_write_text
 from ssmkit_apps.anomaly.app import DEEP_MODELS, SIMPLE_MODELS, AnomalyApp
 from ssmkit_apps.anomaly.report import metrics_table
 
-MODELS = ("maat", "anomaly_transformer", "isolation_forest", *SIMPLE_MODELS)
+MODELS = ("maat", "anomaly_transformer", "mamba_recon", "isolation_forest", *SIMPLE_MODELS)
 SERIES = ("synthetic", "internal_bleeding16", "seasonal_trend")
 # Per series: overrides for every model, and extra ones for the deep models.
 SERIES_OVERRIDES: dict[str, list[str]] = {
@@ -88,6 +88,7 @@ def run_comparison(
     run_root: str | Path | None = None,
     demo: bool = False,
     reuse: bool = False,
+    gather: bool = False,
 ) -> dict:
     """Train and evaluate ``models`` on ``series``; return {series: {model: test metrics}} plus
     "seconds" and "plots". The report goes to ``out``; each run to ``<run_root>/anomaly/<id>/``
@@ -108,7 +109,9 @@ def run_comparison(
                 *(DEMO_OVERRIDES if demo and deep and s == "synthetic" else []),
                 *overrides,
             ]
-            run_dir, test, sec = _train_eval(run_root, f"{s}-{name}", config_for(name), ov, verbose, reuse)
+            if gather and not (run_root / AnomalyApp.name / f"{s}-{name}" / "eval_test.json").is_file():
+                continue  # gathering only: a run that was not made is left out of the report
+            run_dir, test, sec = _train_eval(run_root, f"{s}-{name}", config_for(name), ov, verbose, reuse or gather)
             results[s][name] = test
             if sec == sec:  # a reused run's time is in its own process's report
                 results["seconds"][f"{s}-{name}"] = round(sec, 1)
@@ -192,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demo", action="store_true", help="the quick demo settings (ssmkit anomaly demo)")
     p.add_argument("--publish", metavar="DIR", help="copy the PNGs here (e.g. docs/results/anomaly)")
     p.add_argument("--reuse", action="store_true", help="take finished runs' results (eval_test.json) as they are")
+    p.add_argument("--gather", action="store_true", help="report finished runs only; train nothing")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     models = tuple(m for m in a.models.split(",") if m)
@@ -199,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     for s in series:
         if s not in SERIES:
             p.error(f"unknown series {s!r}; expected some of {','.join(SERIES)}")
-    res = run_comparison(a.out, a.set, models, series, not a.quiet, demo=a.demo, reuse=a.reuse)
+    res = run_comparison(a.out, a.set, models, series, not a.quiet, demo=a.demo, reuse=a.reuse, gather=a.gather)
     print(render(res).split("## Wall time")[0])
     if a.publish:
         for f in publish_plots(res, Path(a.out), Path(a.publish)):
