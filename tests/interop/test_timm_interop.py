@@ -122,3 +122,14 @@ def test_timm_optimizer_leaves_ssm_parameters_undecayed(kind):
     # and the decay really is visible on the decayed ones (the check above can tell them apart)
     n = decayed[0]
     assert not torch.allclose(params[n].detach(), _adamw_first_step(before[n], grads[n], lr, 0.0), atol=1e-6)
+
+
+def test_layer_decay_groups_by_stage():
+    # timm's layer-wise LR decay reads group_matcher(): stem, one group per stage, then the head
+    model = timm.create_model("ssmkit_vssm_tiny", num_classes=3, **TINY)
+    opt = create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.5)
+    assert sorted({g["lr_scale"] for g in opt.param_groups}) == [0.5 ** k for k in range(5, -1, -1)]
+    names = {id(p): n for n, p in model.named_parameters()}
+    for g in opt.param_groups:
+        if any(names[id(p)].endswith("mixer.A_log") for p in g["params"]):
+            assert g["weight_decay"] == 0.0
