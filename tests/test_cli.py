@@ -125,7 +125,8 @@ def test_train_evaluate_infer_end_to_end(capsys, tmp_path):
     assert 0.0 <= metrics["accuracy"] <= 1.0 and "| accuracy |" in out
     run(capsys, "example", "evaluate", "--run", str(run_dir), "--split", "test")  # twice: replaced, not repeated
     report = (run_dir / "report.md").read_text()
-    assert report.count("## Evaluation on test") == 1 and report.index("## Evaluation on test") < report.index("## Config")
+    assert report.count("## Evaluation on test") == 1
+    assert report.index("## Evaluation on test") < report.index("## Config")
     signals = tmp_path / "sig.npy"
     np.save(signals, np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32))
     pred = tmp_path / "pred.csv"

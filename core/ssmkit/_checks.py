@@ -91,7 +91,8 @@ def check_shape(t: Any, expected: Sequence[int | str | None], name: str, owner: 
     shape = tuple(getattr(t, "shape", ()))
     spec = "[" + ", ".join("*" if e is None else str(e) for e in expected) + "]"
     if not hasattr(t, "shape") or len(shape) != len(expected):
-        raise ValueError(f"{_owner(owner)}{name} must be {spec}; got {shape if hasattr(t, 'shape') else type(t).__name__}")
+        got = shape if hasattr(t, "shape") else type(t).__name__
+        raise ValueError(f"{_owner(owner)}{name} must be {spec}; got {got}")
     seen: dict[str, int] = {}
     for size, want in zip(shape, expected):
         if want is None:

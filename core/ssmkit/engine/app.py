@@ -259,7 +259,8 @@ class App:
         params = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         params = [g for g in params if g["params"]]
         if t.optimizer == "sgd":
-            opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+            opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum,
+                                                         weight_decay=t.weight_decay)
         elif t.optimizer == "adam":
             opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
         else:

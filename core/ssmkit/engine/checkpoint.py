@@ -270,7 +270,8 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
             raise CheckpointError(f"checkpoint {str(p)!r}: {name} is missing")
         size = f.stat().st_size
         if size != meta["bytes"]:
-            raise CheckpointError(f"checkpoint {str(p)!r}: {name} is {size} bytes, expected {meta['bytes']} (truncated)")
+            raise CheckpointError(f"checkpoint {str(p)!r}: {name} is {size} bytes, expected {meta['bytes']} "
+                                  "(truncated)")
         if sha256_file(f) != meta["sha256"]:
             raise CheckpointError(f"checkpoint {str(p)!r}: {name} fails its SHA-256 check (corrupt)")
     return state

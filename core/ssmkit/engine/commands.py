@@ -44,7 +44,8 @@ def app_config(app_cls: type[App], config: str | Path | None = None, overrides: 
     if run_dir is not None:
         saved = run_dir / "config.yaml"
         if not saved.is_file():
-            raise ConfigError(f"run directory {str(run_dir)!r} has no config.yaml; is it a run of app {app_cls.name!r}?")
+            raise ConfigError(f"run directory {str(run_dir)!r} has no config.yaml; is it a run of app "
+                              f"{app_cls.name!r}?")
         base = read_yaml(saved)
     if config is not None:
         base = deep_merge(base, read_yaml(config))
@@ -325,7 +326,8 @@ def demo_all(apps: list[type[App]], root: str | Path = "runs/demo", verbose: boo
     rows = ["| app | test result | time | run |", "|---|---|---|---|"]
     for r in results:
         if isinstance(r, DemoResult):
-            rows.append(f"| {r.app} | {r.summary} | {r.seconds:.0f} s | [{r.run_dir.name}]({os.path.relpath(r.run_dir, root)}/report.md) |")
+            link = f"[{r.run_dir.name}]({os.path.relpath(r.run_dir, root)}/report.md)"
+            rows.append(f"| {r.app} | {r.summary} | {r.seconds:.0f} s | {link} |")
         else:
             rows.append(f"| {r[0]} | FAILED: {r[1]} | | |")
     body = ("Each app trained from scratch on its embedded data with its quick demo settings, then was "

@@ -155,7 +155,8 @@ class Trainer:
     def _dataset(self, split: str) -> Dataset:
         ds = self.app.build_dataset(split)
         if len(ds) == 0:
-            raise DataError(f"the {split!r} split of app {self.app.name!r} is empty; check the data section of the config")
+            raise DataError(f"the {split!r} split of app {self.app.name!r} is empty; check the data section "
+                            "of the config")
         return ds
 
     # ----------------------------------------------------------------------------- loop
@@ -315,7 +316,7 @@ class Trainer:
         app = self.app
         logger.write_csv()
         plots = plot_curves(logger.records(), self.run_dir / "plots")
-        head = [f"- app: `{app.name}`, steps: {step}, wall time this session: {seconds:.1f} s",
+        head = [f"- app: `{app.name}`, steps: {step}, wall time of this run: {seconds:.1f} s",
                 f"- device: {self.device}, processes: {self.dist.world_size}, autocast: {self.amp or 'off'}"]
         m = val.get(app.primary_metric)
         if m is not None:

@@ -20,7 +20,7 @@ Two implementations of the core compute the same function:
   exact merge by inverse permutations. With ``backend="triton"`` the Triton selective scan
   instead reads the map through the path index inside its kernels (its ``path_index`` mode: no
   permuted copies of the map are written or kept for the backward; each path's output lands
-  at its raster positions and the K are summed). Not yet timed on a GPU (docs/benchmarks.md).
+  at its raster positions and the K are summed). GPU timings: docs/benchmarks.md, "SS2D scan core".
 - ``impl="materialized"``: the VMamba pipeline, the reference the fused core is tested and
   benchmarked against: ``strategy.scan`` writes K copies, projections run on the copies, one
   scan call, ``strategy.merge``.

@@ -35,7 +35,8 @@ def test_run_directory_and_learning(tmp_path):
     vals = [r["mse"] for r in recs if r["split"] == "val"]
     assert len(vals) == 3 and vals[-1] < vals[0]  # it learns
     assert val["mse"] == vals[-1]
-    assert [r["step"] for r in recs if r["split"] == "train"] == sorted(r["step"] for r in recs if r["split"] == "train")
+    train_steps = [r["step"] for r in recs if r["split"] == "train"]
+    assert train_steps == sorted(train_steps)
     report = (run / "report.md").read_text()
     assert "validation mse" in report and "plots/loss.png" in report
     assert len(list((run / "checkpoints").glob("step_*"))) == 2  # keep_checkpoints=2

@@ -1,4 +1,4 @@
-"""Gated blocks, part B: GBC, HGConv, GatedFusion, GambaCell and GambaBlock.
+"""Gated convolution and fusion blocks: GBC, HGConv, GatedFusion, GambaCell and GambaBlock.
 
 Beyond shapes and gradients, the tests pin down what makes each block what it is: the gating
 of GBC and HGConv is a product (zero the gate and the interaction vanishes; scale it and the

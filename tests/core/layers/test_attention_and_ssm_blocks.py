@@ -1,4 +1,4 @@
-"""Gated blocks, part A: GatedAttention, GLA, Mega, S4D, LRU and BiGS.
+"""Attention-like and SSM blocks: GatedAttention, GLA, Mega, S4D, LRU and BiGS.
 
 Each fast path inside a layer is checked against its reference (outputs and gradients, odd
 sizes, float32 and bf16), and each block must learn a tiny task that a linear layer in its place
