@@ -31,8 +31,9 @@ import torch
 from torch import nn
 
 from ssmkit.engine.app import App, EvalContext, ExtraCommand
+from ssmkit.engine.commands import result_tag
 from ssmkit.engine.config import AppConfig, bounded
-from ssmkit.engine.files import check_output
+from ssmkit.engine.files import atomic_write_text, check_output
 from ssmkit.errors import DataError
 from ssmkit.registry import create_model, register_app, select_kwargs
 from ssmkit_apps.medseg import metrics as M
@@ -287,10 +288,12 @@ class MedsegApp(App):
                 names.append(item["case"])
         self._rows, self._cases = rows, names
         if ctx.split == "test" and ctx.run_dir is not None:
-            M.write_case_csv(ctx.run_dir / f"per_case_{ctx.split}.csv", names, rows, plan.class_names)
-            M.boxplot({self.cfg.model.name: self._series(rows)}, ctx.plots_dir / f"boxplot_{ctx.split}.png",
-                      title=f"{self.cfg.model.name}, {ctx.split} split ({len(rows)} cases)")
-            (ctx.run_dir / f"table_{ctx.split}.md").write_text(M.table(rows, plan.class_names) + "\n")
+            # Named like the engine's eval_<tag>.json: results on other data never overwrite these.
+            tag = result_tag(self, ctx.split, ctx.run_dir)
+            M.write_case_csv(ctx.run_dir / f"per_case_{tag}.csv", names, rows, plan.class_names)
+            M.boxplot({self.cfg.model.name: self._series(rows)}, ctx.plots_dir / f"boxplot_{tag}.png",
+                      title=f"{self.cfg.model.name}, {tag} split ({len(rows)} cases)")
+            atomic_write_text(ctx.run_dir / f"table_{tag}.md", M.table(rows, plan.class_names) + "\n")
         return M.summarize(rows, plan.class_names)
 
     def _series(self, rows: list[dict[str, np.ndarray]]) -> dict[str, dict[str, list[float]]]:

@@ -49,9 +49,11 @@ def test_phantom_is_deterministic_and_holds_every_class():
         counts = np.bincount(lab.ravel(), minlength=len(CLASSES))
         assert (counts > 0).all(), f"seed {seed}: class counts {counts}"
         assert counts[5] < counts[1] / 10  # the lesion is the rare class
-        # organ_a and organ_b overlap in intensity: their means lie within one spread of each other
+        # organ_a and organ_b overlap in intensity: many organ_b voxels lie inside organ_a's 5-95% range
         a, b = img[lab == 1].astype(float), img[lab == 2].astype(float)
-        assert abs(a.mean() - b.mean()) < max(a.std(), b.std()) + abs(HU["organ_b"] - HU["organ_a"])
+        lo, hi = np.percentile(a, [5, 95])
+        assert ((b >= lo) & (b <= hi)).mean() > 0.3
+        assert abs(HU["organ_b"] - HU["organ_a"]) < 10
     # organ_a and organ_b touch: some organ_a voxel has an organ_b neighbour
     from scipy import ndimage
 

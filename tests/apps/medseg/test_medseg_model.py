@@ -84,7 +84,7 @@ def test_registered_models_share_the_interface(name):
     if name != "medseg_swinunetr":
         kw.update(strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]], features=8)
     else:
-        kw.update(swin_features=12)
+        kw.update(swin_features=12, swin_depths=(1, 1, 1, 1))
     net = create_model(name, **kw).eval()
     # SwinUNETR's bottleneck (1/32) needs more than one voxel for its instance norm
     size = (64, 32, 32) if name == "medseg_swinunetr" else (16, 16, 16)
