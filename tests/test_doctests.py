@@ -25,6 +25,11 @@ MODULES = [
     "ssmkit.layers.mamba",
     "ssmkit.layers.ss2d",
     "ssmkit.bench.table",
+    "ssmkit.ops",
+    "ssmkit.ops.causal_conv1d",
+    "ssmkit.scans",
+    "ssmkit.engine.inputs",
+    "ssmkit.engine.fit",
 ]
 
 

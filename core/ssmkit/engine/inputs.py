@@ -50,6 +50,19 @@ def finite_values(values: np.ndarray, source: str, policy: NanPolicy = "reject",
         policy: "reject" or "interpolate" (along axis 0, per column).
         columns: names of the trailing columns, for messages.
         row_offset: added to row numbers in messages (a header line, a stream position).
+
+    >>> import warnings
+    >>> x = np.array([[1.0, 10.0], [np.nan, 20.0], [3.0, 1e308]])
+    >>> finite_values(x, "a.csv", "reject", columns=["a", "b"])
+    Traceback (most recent call last):
+    ...
+    ssmkit.errors.NonFiniteError: a.csv: 2 non-finite value(s) (NaN, inf, or too large for float32) at row 1 column a, row 2 column b; fix them or use nan_policy=interpolate
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     finite_values(x, "a.csv", "interpolate")
+    array([[ 1., 10.],
+           [ 2., 20.],
+           [ 3., 20.]], dtype=float32)
     """
     if policy not in NAN_POLICIES:
         raise ValueError(f"nan_policy must be one of {list(NAN_POLICIES)}; got {policy!r}")
