@@ -56,7 +56,7 @@ def finite_values(values: np.ndarray, source: str, policy: NanPolicy = "reject",
     >>> finite_values(x, "a.csv", "reject", columns=["a", "b"])
     Traceback (most recent call last):
     ...
-    ssmkit.errors.NonFiniteError: a.csv: 2 non-finite value(s) (NaN, inf, or too large for float32) at row 1 column a, row 2 column b; fix them or use nan_policy=interpolate
+    ssmkit.errors.NonFiniteError: a.csv: 2 non-finite value(s) ... at row 1 column a, row 2 column b; ...
     >>> with warnings.catch_warnings():
     ...     warnings.simplefilter("ignore")
     ...     finite_values(x, "a.csv", "interpolate")
