@@ -36,7 +36,7 @@ from ssmkit_apps.hashing.losses import dcmh_loss, prompthash_loss
 from ssmkit_apps.hashing.metrics import retrieval_metrics
 from ssmkit_apps.hashing.text import CaptionTokenizer
 
-DIGIT_DEFAULTS = {"n_train": 4000, "n_query": 500}
+DIGIT_DEFAULTS = {"n_train": 3000, "n_query": 500}
 
 
 @dataclass
@@ -52,7 +52,7 @@ class DataConfig:
     basename_only: bool = False  # keep only file names of index.mat paths (absolute author paths)
     protocol: Literal["disjoint", "standard"] = "disjoint"
     seed: int = 0  # fixes the scenes and every split
-    n_train: int = bounded(0, ge=0, doc="0: the source's default (digits 4000; .mat presets)")
+    n_train: int = bounded(0, ge=0, doc="0: the source's default (digits 3000 per epoch; .mat presets)")
     n_query: int = bounded(0, ge=0, doc="test queries; 0: the source's default (digits 500; .mat presets)")
     n_val: int = bounded(200, ge=1)  # validation queries
     n_val_db: int = bounded(1000, ge=1)  # validation database
@@ -84,6 +84,8 @@ class ModelConfig:
     n_heads: int = bounded(4, ge=1)
     d_state: int = bounded(16, ge=1)
     mlp_layers: int = bounded(2, ge=0)
+    expand: int = bounded(1, ge=1)  # prompthash: the fusion's Mamba expansion
+    pool_tokens: bool = True  # prompthash: feature = mean of fused prompts + mean of fused content tokens
     text_hidden: int = bounded(512, ge=8)  # dcmh: bag-of-words MLP width
     dropout: float = bounded(0.0, ge=0, lt=1)
     image_encoder: Literal["cnn", "timm"] = "cnn"
@@ -224,7 +226,8 @@ class HashingApp(App):
                    "max_len": self.tokenizer.max_len, "image_size": d.image_size, "image_encoder_kind": m.image_encoder,
                    "timm_name": m.timm_name, "image_weights": m.image_weights, "d_state": m.d_state,
                    "mlp_layers": m.mlp_layers, "text_hidden": m.text_hidden, "dropout": m.dropout,
-                   "n_classes": self.n_classes, "backend": m.backend}
+                   "n_classes": self.n_classes, "expand": m.expand, "pool_tokens": m.pool_tokens,
+                   "backend": m.backend}
         if m.name == "prompthash_tiny":  # the tiny variant fixes its own widths
             options = {k: options[k] for k in ("vocab_size", "max_len", "image_size", "bits", "n_classes", "backend")}
         try:

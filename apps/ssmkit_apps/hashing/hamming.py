@@ -7,9 +7,11 @@ their XOR, summed over words; ``numpy.bitwise_count`` (NumPy >= 2.0) does the po
 byte-table fallback for older NumPy.
 
 :func:`topk` is exact: it returns the k nearest codes, ties broken by the lower database index,
-the same answer as a full stable sort, without sorting the database. It scans the database in
-cache-sized chunks and keeps only candidates at or below the running k-th smallest distance
-(an upper bound of the final one, so nothing that belongs in the result is ever dropped).
+the same answer as a full stable sort, without sorting the database. Per query it computes all
+distances chunk by chunk (XOR temporaries stay in cache) into one uint8 array, takes the minimum
+of each block of 1024 codes, and keeps only the codes at or below the k-th smallest block
+minimum (an upper bound of the k-th smallest distance, so nothing that belongs in the result is
+dropped); a stable sort of those few candidates gives the answer.
 """
 
 from __future__ import annotations
@@ -88,57 +90,76 @@ def _check_pair(query: np.ndarray, database: np.ndarray) -> tuple[np.ndarray, np
     return q, db
 
 
-def _distances_into(q: np.ndarray, db: np.ndarray, start: int, stop: int, buf64: np.ndarray,
-                    buf8: np.ndarray) -> np.ndarray:
-    n = stop - start
-    if db.shape[1] == 1:  # the common case (<= 64 bits): one XOR, one popcount, no temporaries
-        np.bitwise_xor(db[start:stop, 0], q[0], out=buf64[:n])
-        if hasattr(np, "bitwise_count"):
-            return np.bitwise_count(buf64[:n], out=buf8[:n])
-        buf8[:n] = popcount(buf64[:n])
-        return buf8[:n]
-    d = np.zeros(n, dtype=np.int32)
-    for w in range(db.shape[1]):
-        np.bitwise_xor(db[start:stop, w], q[w], out=buf64[:n])
-        d += popcount(buf64[:n])
+BLOCK = 1024  # codes per block of the block-minimum prefilter
+
+
+def _scratch(n: int, words: int, chunk: int) -> dict[str, np.ndarray]:
+    return {"d": np.empty(n, dtype=np.uint8 if words * 64 <= 255 else np.uint16),
+            "x": np.empty(chunk, dtype=np.uint64)}
+
+
+def _distances(q: np.ndarray, db: np.ndarray, chunk: int, scratch: dict[str, np.ndarray]) -> np.ndarray:
+    """Distances [N] of one packed query [W] to every code, computed chunk by chunk so the XOR
+    temporaries stay in cache; the result is one small-integer array."""
+    n, words = db.shape
+    d, x = scratch["d"], scratch["x"]
+    direct = words == 1 and d.dtype == np.uint8 and hasattr(np, "bitwise_count")
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        m = stop - start
+        if direct:  # the common case (<= 64 bits): one XOR, one popcount written in place
+            np.bitwise_xor(db[start:stop, 0], q[0], out=x[:m])
+            np.bitwise_count(x[:m], out=d[start:stop])
+            continue
+        acc = np.zeros(m, dtype=d.dtype)
+        for w in range(words):
+            np.bitwise_xor(db[start:stop, w], q[w], out=x[:m])
+            acc += popcount(x[:m])
+        d[start:stop] = acc
     return d
 
 
+def _select(d: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k smallest of d [N] (ties by lower index) without sorting d.
+
+    Every block of BLOCK codes holds at least one code at its minimum, so the k-th smallest block
+    minimum U bounds the k-th smallest distance from above: the answer lies among the codes at
+    distance <= U, and only blocks whose minimum is <= U can hold one."""
+    n = d.shape[0]
+    full = n // BLOCK
+    tail = d[full * BLOCK:]
+    if full + (tail.size > 0) >= k:
+        blocks = d[: full * BLOCK].reshape(full, BLOCK)
+        mins = blocks.min(1)
+        if tail.size:  # the short last block counts like any other: it holds its minimum too
+            mins = np.append(mins, tail.min())
+        bound = np.partition(mins, k - 1)[k - 1]
+        sel = np.flatnonzero(mins[:full] <= bound)
+        rows, cols = np.nonzero(blocks[sel] <= bound)
+        cand = sel[rows] * BLOCK + cols
+        if tail.size:
+            cand = np.concatenate([cand, np.flatnonzero(tail <= bound) + full * BLOCK])
+    else:
+        bound = np.partition(d, k - 1)[k - 1]
+        cand = np.flatnonzero(d <= bound)
+    dist = d[cand].astype(np.int32)
+    order = np.argsort(dist, kind="stable")[:k]  # candidates are in index order: ties by index
+    return cand[order].astype(np.int64), dist[order]
+
+
 def topk_one(q: np.ndarray, db: np.ndarray, k: int, chunk: int = CHUNK,
-             buffers: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+             scratch: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest of packed ``db`` [N, W] to one packed query [W]: (indices [k], distances [k]),
-    nearest first, ties by lower index. ``k`` larger than N returns all N. ``buffers``: scratch
-    (uint64 [chunk], uint8 [chunk]) reused across queries."""
+    nearest first, ties by lower index. ``k`` larger than N returns all N. ``scratch``: buffers
+    from a previous call, reused across queries."""
     n = db.shape[0]
     k = min(int(k), n)
     if k <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
     chunk = max(1, min(chunk, n))
-    if buffers is None:
-        buffers = (np.empty(chunk, dtype=np.uint64), np.empty(chunk, dtype=np.uint8))
-    buf64, buf8 = buffers
-    cand_idx: list[np.ndarray] = []
-    cand_d: list[np.ndarray] = []
-    held = 0
-    bound = 64 * db.shape[1]  # the running k-th smallest distance seen (an upper bound)
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        d = _distances_into(q, db, start, stop, buf64, buf8)
-        keep = np.flatnonzero(d <= bound)
-        if keep.size == 0:
-            continue
-        cand_idx.append(keep + start)
-        cand_d.append(d[keep].astype(np.int32))
-        held += keep.size
-        if held >= k:
-            # Tighten the bound; keep only candidates at or below it (ties kept for exactness).
-            idx, dist = np.concatenate(cand_idx), np.concatenate(cand_d)
-            bound = int(np.partition(dist, k - 1)[k - 1])
-            sel = dist <= bound
-            cand_idx, cand_d, held = [idx[sel]], [dist[sel]], int(sel.sum())
-    idx, dist = np.concatenate(cand_idx), np.concatenate(cand_d)
-    order = np.argsort(dist, kind="stable")[:k]  # candidates are in index order: stable = ties by index
-    return idx[order], dist[order]
+    if scratch is None:
+        scratch = _scratch(n, db.shape[1], chunk)
+    return _select(_distances(q, db, chunk, scratch), k)
 
 
 def topk(query: np.ndarray, database: np.ndarray, k: int, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
@@ -150,9 +171,9 @@ def topk(query: np.ndarray, database: np.ndarray, k: int, chunk: int = CHUNK) ->
     idx = np.empty((q.shape[0], k), dtype=np.int64)
     dist = np.empty((q.shape[0], k), dtype=np.int32)
     chunk = max(1, min(chunk, db.shape[0]))
-    buffers = (np.empty(chunk, dtype=np.uint64), np.empty(chunk, dtype=np.uint8))
+    scratch = _scratch(db.shape[0], db.shape[1], chunk)
     for i in range(q.shape[0]):
-        idx[i], dist[i] = topk_one(q[i], db, k, chunk, buffers)
+        idx[i], dist[i] = topk_one(q[i], db, k, chunk, scratch)
     return idx, dist
 
 

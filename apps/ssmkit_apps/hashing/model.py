@@ -94,17 +94,17 @@ class PromptHash(nn.Module):
                  d_model: int = 128, n_prompts: int = 8, text_layers: int = 2, n_heads: int = 4, max_len: int = 24,
                  image_size: int = 48, image_encoder_kind: str = "cnn", timm_name: str = "vit_tiny_patch16_224",
                  image_weights: str = "", d_state: int = 16, mlp_layers: int = 2, dropout: float = 0.0,
-                 n_classes: int = 0, backend: str = "auto"):
+                 n_classes: int = 0, pool_tokens: bool = True, expand: int = 2, backend: str = "auto"):
         super().__init__()
         self.bits = _check_bits(bits, aux_bits)
-        self.n_classes = n_classes
+        self.n_classes, self.pool_tokens = n_classes, pool_tokens
         self.aux_bits = aux_bits
         self.image = image_encoder(image_encoder_kind, d_model, image_size, timm_name, image_weights)
         self.text = TextEncoder(vocab_size, d_model, text_layers, n_heads, max_len, n_ctx=n_prompts, dropout=dropout)
         self.prompts = nn.Parameter(torch.randn(n_prompts, d_model) * 0.02)
         self.label_embed = nn.Parameter(torch.randn(n_classes, d_model) * 0.02) if n_classes else None
-        self.fusion = GatedFusion(d_model, d_state=d_state, n_heads=n_heads, dropout=dropout, pairing="concat",
-                                  backend=backend)
+        self.fusion = GatedFusion(d_model, d_state=d_state, expand=expand, n_heads=n_heads, dropout=dropout,
+                                  pairing="concat", backend=backend)
         self.norm = nn.LayerNorm(d_model)
         self.trunk = ResidualMLP(d_model, mlp_layers, dropout=dropout)
         all_bits = (*self.bits, aux_bits) if aux_bits else self.bits
@@ -120,8 +120,15 @@ class PromptHash(nn.Module):
             tokens = tokens * valid.unsqueeze(-1).to(tokens.dtype)
         prompts = self.prompts.unsqueeze(0).expand(tokens.shape[0], -1, -1).to(tokens.dtype)
         # Prompts after the content: the forward scan carries the content into them.
-        _, p_out = self.fusion(tokens, prompts)
-        z = self.trunk(self.norm(p_out.mean(1)))
+        x_out, p_out = self.fusion(tokens, prompts)
+        g = p_out.mean(1)
+        if self.pool_tokens:  # plus the fused content tokens' mean: a short path from the encoder
+            if valid is None:
+                g = g + x_out.mean(1)
+            else:
+                w = valid.unsqueeze(-1).to(x_out.dtype)
+                g = g + (x_out * w).sum(1) / w.sum(1).clamp_min(1.0)
+        z = self.trunk(self.norm(g))
         return z, p_out
 
     def _codes(self, z: torch.Tensor) -> dict[int, torch.Tensor]:

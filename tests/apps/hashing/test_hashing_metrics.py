@@ -93,12 +93,15 @@ def test_packed_hamming_matches_the_naive_definition(bits):
     assert int(pack_codes(np.eye(bits)[-1:] * 2 - 1)[0, (bits - 1) // 64]) == 1 << ((bits - 1) % 64)
 
 
-@pytest.mark.parametrize("bits,k,chunk", [(64, 1, 64), (64, 10, 7), (16, 50, 1000), (100, 5, 16), (32, 400, 64)])
-def test_topk_equals_a_full_stable_sort(bits, k, chunk):
+@pytest.mark.parametrize("bits,k,chunk,n", [(64, 1, 64, 300), (64, 10, 7, 300), (16, 50, 1000, 300),
+                                           (100, 5, 16, 300), (32, 400, 64, 300), (64, 3, 1000, 5121),
+                                           (64, 4, 512, 4096), (130, 2, 999, 3000)])
+def test_topk_equals_a_full_stable_sort(bits, k, chunk, n):
     rng = np.random.default_rng(k)
-    # Few distinct codes -> many ties, the hard case for an exact top-k.
+    # Few distinct codes -> many ties, the hard case for an exact top-k; n > 1024 k exercises the
+    # block-minimum prefilter, 5121 its short last block.
     base = rng.standard_normal((20, bits))
-    db = base[rng.integers(0, 20, 300)] + 0.01 * rng.standard_normal((300, bits))
+    db = base[rng.integers(0, 20, n)] + 0.01 * rng.standard_normal((n, bits))
     q = rng.standard_normal((6, bits))
     idx, dist = topk(pack_codes(q), pack_codes(db), k, chunk=chunk)
     full = hamming_naive(q, db)
@@ -114,3 +117,14 @@ def test_packing_rejects_bad_input():
         hamming(np.zeros((1, 1), np.int64), np.zeros((1, 1), np.uint64))
     with pytest.raises(ValueError, match="same W"):
         hamming(pack_codes(np.ones((1, 64))), pack_codes(np.ones((1, 65))))
+
+
+def test_topk_finds_a_planted_neighbour_in_the_last_short_block():
+    rng = np.random.default_rng(0)
+    db = rng.standard_normal((5121, 64))
+    q = rng.standard_normal((1, 64))
+    db[5120] = q[0]  # distance 0, in the block of one code after 5 full blocks
+    db[7] = q[0]
+    idx, dist = topk(pack_codes(q), pack_codes(db), 3)
+    assert idx[0, :2].tolist() == [7, 5120] and dist[0, :2].tolist() == [0, 0]
+    np.testing.assert_array_equal(idx, np.argsort(hamming_naive(q, db), axis=1, kind="stable")[:, :3])
