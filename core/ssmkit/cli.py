@@ -151,7 +151,8 @@ def cmd_demo(argv: list[str]) -> int:
 
 def _common(p: argparse.ArgumentParser, config: bool = True) -> None:
     if config:
-        p.add_argument("--config", metavar="FILE", help="YAML merged over the app's configs/default.yaml")
+        p.add_argument("--config", metavar="NAME|FILE", help="a YAML file, or the name of one of the app's "
+                       "packaged configs (ssmkit APP train --help lists them), merged over its configs/default.yaml")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override one config value, e.g. --set train.lr=3e-4 (repeatable)")
 
@@ -168,7 +169,8 @@ def config_keys_help(app_cls) -> str:
 
     rows = describe_fields(app_cls.config_class)
     width = max((len(k) for k, _, _ in rows), default=0)
-    lines = ["config keys (--set KEY=VALUE; defaults before the app's configs/default.yaml):"]
+    lines = [f"packaged configs (--config NAME): {', '.join(app_cls.packaged_configs()) or '(none)'}", "",
+             "config keys (--set KEY=VALUE; defaults before the app's configs/default.yaml):"]
     lines += [f"  {k:<{width}}  {kind} (default {default})" for k, kind, default in rows]
     return "\n".join(lines)
 

@@ -7,7 +7,7 @@ app"): ``data.py`` (loaders, embedded generators, windows), ``model.py`` (the de
 sub-sequence PCA) and ``forest.py`` (IsolationForest), ``losses.py``, ``metrics.py`` (F1, AUC-PR,
 VUS as TSB-AD computes it, affiliation), ``app.py`` (the ``ssmkit anomaly`` commands),
 ``configs/``; plus ``scoring.py`` (batch and streaming scores), ``inference.py`` (``infer``),
-``cli_helpers.py`` (``--config NAME``), ``report.py`` (plots, tables), ``compare.py``
+``cli_helpers.py`` (guessed config keys), ``report.py`` (plots, tables), ``compare.py``
 (side-by-side evaluation), ``devstudy.py`` (settings chosen on development seeds) and
 ``bench.py`` (``ssmkit bench anomaly``).
 """

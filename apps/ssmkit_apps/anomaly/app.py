@@ -37,7 +37,7 @@ from ssmkit.registry import create_model, register_app, select_kwargs
 from ssmkit_apps.anomaly import data as D
 from ssmkit_apps.anomaly import detectors as _detectors  # noqa: F401  (registers the simple detectors)
 from ssmkit_apps.anomaly import metrics as M
-from ssmkit_apps.anomaly.cli_helpers import hook_arguments
+from ssmkit_apps.anomaly.cli_helpers import ALIASES
 from ssmkit_apps.anomaly.inference import infer_file, infer_stream, range_report
 from ssmkit_apps.anomaly.losses import minimax_losses
 from ssmkit_apps.anomaly.scoring import channel_error_scale, score_series, window_plan
@@ -244,6 +244,7 @@ class AnomalyApp(App):
     primary_metric = "rec_loss"
     higher_is_better = False
     demo_overrides = ["train.epochs=3"]
+    config_aliases = ALIASES
 
     def __init__(self, cfg: AnomalyConfig):
         super().__init__(cfg)
@@ -507,7 +508,6 @@ class AnomalyApp(App):
     # ---------------------------------------------------------------------- infer
     @classmethod
     def add_arguments(cls, command: str, parser: argparse.ArgumentParser) -> None:
-        hook_arguments(parser, cls.package_dir() / "configs")
         if command != "infer":
             return
         parser.add_argument("file", nargs="?", help="CSV to score (value columns; timestamp/label columns are ignored)")

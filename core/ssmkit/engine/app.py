@@ -213,6 +213,9 @@ class App:
     #: One line for ``ssmkit list`` and ``--help``; defaults to the first docstring line.
     summary: ClassVar[str] = ""
 
+    #: Keys users commonly guess, and the config key each means (``{"data.train_csv":
+    #: "data.train_file"}``): an override of such a key is refused with the real one.
+    config_aliases: ClassVar[dict[str, str]] = {}
     #: The name of the inference command (talking-head generation calls it ``generate``).
     infer_command: ClassVar[str] = "infer"
     #: Subcommands beyond train/evaluate/infer/demo, e.g. ``{"index": ExtraCommand("build an
@@ -318,6 +321,12 @@ class App:
         import sys
 
         return Path(sys.modules[cls.__module__].__file__).resolve().parent
+
+    @classmethod
+    def packaged_configs(cls) -> dict[str, Path]:
+        """``configs/*.yaml`` shipped with the app, by name (what ``--config NAME`` resolves)."""
+        folder = cls.package_dir() / "configs"
+        return {p.stem: p for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
 
     @classmethod
     def default_config_path(cls) -> Path | None:

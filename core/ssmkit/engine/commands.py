@@ -48,8 +48,26 @@ def app_config(app_cls: type[App], config: str | Path | None = None, overrides: 
                               f"{app_cls.name!r}?")
         base = read_yaml(saved)
     if config is not None:
-        base = deep_merge(base, read_yaml(config))
+        base = deep_merge(base, read_yaml(resolve_config(app_cls, config)))
+    for text in overrides or []:
+        key = str(text).split("=", 1)[0].strip()
+        if key in app_cls.config_aliases:
+            raise ConfigError(f"{key!r} is not a config key; did you mean {app_cls.config_aliases[key]!r}? "
+                              f"(ssmkit {app_cls.name} train --help lists every key)")
     return load_config(app_cls.config_class, None, overrides, base=base)
+
+
+def resolve_config(app_cls: type[App], config: str | Path) -> Path:
+    """``--config``: a YAML file, or the name of one of the app's packaged configs (from any folder)."""
+    p = Path(config).expanduser()
+    if p.is_file():
+        return p
+    packaged = app_cls.packaged_configs()
+    stem = p.name[:-5] if p.name.endswith(".yaml") else p.name
+    if p.parent in (Path("."), Path("configs")) and stem in packaged:
+        return packaged[stem]
+    raise ConfigError(f"config file {str(config)!r} does not exist; give a YAML file or the name of a packaged "
+                      f"config of app {app_cls.name!r}: {', '.join(packaged) or '(none)'}")
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -144,8 +162,6 @@ def train(app_cls: type[App], config: str | Path | None = None, overrides: list[
             made = [p for p in (root, root / app_cls.name) if not p.exists()]
             run_dir = new_run_dir(cfg, app_cls.name, dist, overwrite=overwrite)
             made = [*made, run_dir]
-        if verbose and dist.is_main:
-            print(f"run directory: {run_dir}", flush=True)
         app = app_cls(cfg)
         try:
             metrics = Trainer(app, run_dir, dist, verbose=verbose).fit(resume=resume is not None)

@@ -79,7 +79,8 @@ def run_evaluation(app: App, model: torch.nn.Module, ds: Dataset, ctx: EvalConte
             metrics = app.evaluate(model, loader, ctx)
     finally:
         model.train(was_training)
-    return {k: float(v) for k, v in metrics.items()}
+    # Counts and positions stay ints (an index in a file's timestamps is not 4198.0).
+    return {k: v if isinstance(v, int) and not isinstance(v, bool) else float(v) for k, v in metrics.items()}
 
 
 def _batch_size_of(batch: Any) -> int | None:
@@ -165,6 +166,8 @@ class Trainer:
         seed_everything(cfg.seed, t.deterministic)
         model = app.build_model().to(self.device)
         train_ds, val_ds = self._dataset("train"), self._dataset("val")
+        if self.verbose:  # only once the data loaded: a run that cannot start names no folder
+            print(f"run directory: {self.run_dir}", flush=True)
         spe = len(train_ds) // t.batch_size  # optimizer steps per epoch (drop_last)
         if spe == 0:
             raise DataError(f"the training split has {len(train_ds)} samples, fewer than train.batch_size="

@@ -184,11 +184,10 @@ def test_config_names_paths_and_separate_results(run, tmp_path, capsys):
     assert (
         yaml.safe_load((tmp_path / "anomaly" / "rm" / "config.yaml").read_text())["model"]["name"] == "rolling_median"
     )
-    with pytest.raises(SystemExit) as exit_info:
-        main(["anomaly", "train", "--config", "no_such_config"])
-    assert exit_info.value.code == 2 and "rolling_median" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["anomaly", "train", "--set", "data.train_csv=x.csv"])
+    capsys.readouterr()
+    assert main(["anomaly", "train", "--config", "no_such_config"]) == 2
+    assert "rolling_median" in capsys.readouterr().err
+    assert main(["anomaly", "train", "--set", "data.train_csv=x.csv"]) == 2
     assert "did you mean 'data.train_file'" in capsys.readouterr().err
     # a TimeEval file: without a train file the message names the config keys
     s = make_seasonal_trend(300, 100, 400, seed=1, outlier_rate=0.0)
