@@ -14,6 +14,12 @@ penalises false negatives more. The term is the mean over batch, classes and reg
 1 - (TP + s) / (TP + alpha * FP + beta * FN + s). The weights are computed without gradient:
 they say how to weigh the errors, and gradients flowing through them would reward moving
 errors from one kind to the other instead of removing them.
+
+The smoothing s is one voxel (s = 1), not the usual 1e-5: most regions of a patch hold no voxel
+of a given class, and there a vanishing s makes the term 1 - s / (alpha * FP + s), which sits at 1
+with a gradient of order s / FP^2 as soon as a little probability mass is predicted. With one
+voxel of smoothing the same region costs alpha * FP / (alpha * FP + 1) and still pushes the
+stray probability down.
 """
 
 from __future__ import annotations
@@ -55,13 +61,13 @@ def region_counts(probs: torch.Tensor, onehot: torch.Tensor,
 
 def region_tversky_loss(probs: torch.Tensor, onehot: torch.Tensor, regions: Sequence[int] = (4, 4, 4),
                         a: float = 0.3, b: float = 0.4, include_background: bool = False,
-                        smooth: float = 1e-5) -> torch.Tensor:
+                        smooth: float = 1.0) -> torch.Tensor:
     """The region-specific Tversky term (see the module docstring). probs, onehot: [B, K, X, Y, Z]."""
     tp, fp, fn = region_counts(probs.float(), onehot.float(), regions)
     if not include_background:
         tp, fp, fn = tp[:, 1:], fp[:, 1:], fn[:, 1:]
     with torch.no_grad():
-        err = fp + fn + smooth
+        err = (fp + fn).clamp_min(1e-12)
         alpha, beta = a + b * fp / err, a + b * fn / err
     tversky = (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
     return (1.0 - tversky).mean()

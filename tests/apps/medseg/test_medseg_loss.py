@@ -21,10 +21,13 @@ def test_one_region_hard_counts():
     # TP = 1, FP = 1, FN = 2: alpha = 0.3 + 0.4 * 1/3, beta = 0.3 + 0.4 * 2/3
     probs, onehot = _pair([1, 1, 0, 0], [1, 0, 1, 1])
     alpha, beta = 0.3 + 0.4 / 3, 0.3 + 0.8 / 3
-    expected = 1 - 1 / (1 + alpha * 1 + beta * 2)
-    got = region_tversky_loss(probs, onehot, regions=(1, 1, 1))
-    assert got.item() == pytest.approx(expected, abs=1e-5)
-    assert expected == pytest.approx(0.61039, abs=1e-5)
+    bare = region_tversky_loss(probs, onehot, regions=(1, 1, 1), smooth=0.0)
+    assert bare.item() == pytest.approx(1 - 1 / (1 + alpha * 1 + beta * 2), abs=1e-6)
+    assert bare.item() == pytest.approx(0.61039, abs=1e-5)
+    # the default smoothing of one voxel: (TP + 1) / (TP + alpha FP + beta FN + 1)
+    smooth = region_tversky_loss(probs, onehot, regions=(1, 1, 1))
+    assert smooth.item() == pytest.approx(1 - 2 / (2 + alpha * 1 + beta * 2), abs=1e-6)
+    assert smooth.item() == pytest.approx(0.43925, abs=1e-5)
 
 
 def test_one_region_soft_counts():
@@ -33,16 +36,30 @@ def test_one_region_soft_counts():
     tp, fp, fn = region_counts(probs, onehot, (1, 1, 1))
     assert [tp[0, 1].item(), fp[0, 1].item(), fn[0, 1].item()] == pytest.approx([1.0, 0.6, 1.0])
     got = region_tversky_loss(probs, onehot, regions=(1, 1, 1))
-    assert got.item() == pytest.approx(1 - 1 / (1 + 0.45 * 0.6 + 0.55 * 1.0), abs=1e-5)  # 0.45055
+    assert got.item() == pytest.approx(1 - 2 / (2 + 0.45 * 0.6 + 0.55 * 1.0), abs=1e-6)  # 0.29078
 
 
 def test_two_regions_weigh_their_own_errors():
-    # Region A (voxels 0, 1): TP 1, FP 1, FN 0 -> alpha 0.7, beta 0.3, loss 1 - 1/1.7.
-    # Region B (voxels 2, 3): TP 0, FP 0, FN 2 -> loss ~ 1. The mean differs from pooling everything.
+    # Region A (voxels 0, 1): TP 1, FP 1, FN 0 -> alpha 0.7, beta 0.3.
+    # Region B (voxels 2, 3): TP 0, FP 0, FN 2 -> alpha 0.3, beta 0.7.
     probs, onehot = _pair([1, 1, 0, 0], [1, 0, 1, 1])
-    got = region_tversky_loss(probs, onehot, regions=(1, 1, 2))
-    assert got.item() == pytest.approx(((1 - 1 / 1.7) + 1.0) / 2, abs=1e-4)
-    assert got.item() > region_tversky_loss(probs, onehot, regions=(1, 1, 1)).item() + 0.05
+    bare = region_tversky_loss(probs, onehot, regions=(1, 1, 2), smooth=0.0)
+    assert bare.item() == pytest.approx(((1 - 1 / 1.7) + 1.0) / 2, abs=1e-6)  # 0.70588
+    # pooling everything into one region hides region B's complete miss
+    assert bare.item() > region_tversky_loss(probs, onehot, regions=(1, 1, 1), smooth=0.0).item() + 0.05
+    smooth = region_tversky_loss(probs, onehot, regions=(1, 1, 2))
+    assert smooth.item() == pytest.approx(((1 - 2 / 2.7) + (1 - 1 / 2.4)) / 2, abs=1e-6)  # 0.42130
+
+
+def test_an_empty_region_still_has_a_gradient():
+    # a region with no foreground and a little predicted mass: with one voxel of smoothing the
+    # loss is alpha FP / (alpha FP + 1), not a flat 1
+    probs, onehot = _pair([0.1, 0.1, 0.1, 0.1], [0, 0, 0, 0])
+    probs.requires_grad_(True)
+    loss = region_tversky_loss(probs, onehot, regions=(1, 1, 1))
+    assert loss.item() == pytest.approx(0.7 * 0.4 / (0.7 * 0.4 + 1), abs=1e-6)
+    (g,) = torch.autograd.grad(loss, probs)
+    assert g[0, 1].min() > 0.3  # d/dFP = 0.7 / (0.7 FP + 1)^2 = 0.43
 
 
 def test_uneven_grid_pads_without_counting_padding():
@@ -58,11 +75,10 @@ def test_uneven_grid_pads_without_counting_padding():
 
 def test_background_is_left_out_unless_asked():
     probs, onehot = _pair([1, 1, 0, 0], [1, 0, 1, 1])
-    fg = region_tversky_loss(probs, onehot, regions=(1, 1, 1))
-    both = region_tversky_loss(probs, onehot, regions=(1, 1, 1), include_background=True)
-    # background: TP = 1 (voxel 1 is... predicted fg) -> p_bg = [0,0,1,1], g_bg = [0,1,0,0]: TP 0, FP 2, FN 1
-    bg = 1 - 0 / (0 + (0.3 + 0.4 * 2 / 3) * 2 + (0.3 + 0.4 / 3) * 1)
-    assert both.item() == pytest.approx((fg.item() + bg) / 2, abs=1e-4)
+    fg = region_tversky_loss(probs, onehot, regions=(1, 1, 1), smooth=0.0)
+    both = region_tversky_loss(probs, onehot, regions=(1, 1, 1), include_background=True, smooth=0.0)
+    # background: p_bg = [0, 0, 1, 1], g_bg = [0, 1, 0, 0] -> TP 0, FP 2, FN 1 -> Tversky 0
+    assert both.item() == pytest.approx((fg.item() + 1.0) / 2, abs=1e-6)
 
 
 def test_alpha_beta_carry_no_gradient():
@@ -75,9 +91,9 @@ def test_alpha_beta_carry_no_gradient():
     # the same loss with alpha/beta frozen as constants gives the same gradient
     probs = torch.softmax(logits, 1)
     tp, fp, fn = (t[:, 1:] for t in region_counts(probs, onehot, (2, 2, 2)))
-    err = (fp + fn + 1e-5).detach()
+    err = (fp + fn).detach()
     a, b = 0.3 + 0.4 * fp.detach() / err, 0.3 + 0.4 * fn.detach() / err
-    manual = (1 - (tp + 1e-5) / (tp + a * fp + b * fn + 1e-5)).mean()
+    manual = (1 - (tp + 1) / (tp + a * fp + b * fn + 1)).mean()
     (g2,) = torch.autograd.grad(manual, logits)
     assert torch.allclose(g, g2, atol=1e-7) and g.abs().sum() > 0
 
