@@ -284,7 +284,8 @@ class HashingApp(App):
                 curves[(direction, bits)] = curve
                 maps.append(m["map"])
                 for key, v in m.items():
-                    if key != "n_queries_no_relevant":
+                    # Validation (run every epoch, each key plotted) keeps the mAP; test keeps all.
+                    if key != "n_queries_no_relevant" and (ctx.split != "val" or key == "map"):
                         out[f"{direction}_{key}_{bits}"] = v
         out["map"] = float(np.mean(maps))
         # The chance level: random codes for the same queries and database (seeded).
@@ -306,7 +307,8 @@ class HashingApp(App):
     def report(self, metrics: dict[str, float], ctx: EvalContext) -> str:
         from ssmkit_apps.hashing.report import map_table
 
-        return "Validation mAP@all (ties by database order / tie-aware):\n\n" + map_table(metrics, self.cfg.model.bits)
+        return ("Validation mAP@all (ties broken by database order; `evaluate` adds the tie-aware mAP and P@k):\n\n"
+                + map_table(metrics, self.cfg.model.bits))
 
     def demo_summary(self, metrics: dict[str, float]) -> str:
         b = max(self.cfg.model.bits)

@@ -193,8 +193,10 @@ def build_index(app: HashingApp, model, args: argparse.Namespace, ctx: EvalConte
     if not paths:
         raise DataError(f"none of the {len(files)} image files under {str(root)!r} could be read")
     packed = pack_codes(np.concatenate(codes))
+    ckpt = getattr(args, "ckpt", None)
     identity = {"name": getattr(model, "name", ""), "bits": list(model.bits), "run": str(run.resolve()),
-                "weights_sha256": weights_identity(run, getattr(args, "ckpt", None)), "image_size": size}
+                "ckpt": str(Path(ckpt).resolve()) if ckpt else "", "weights_sha256": weights_identity(run, ckpt),
+                "image_size": size}
     index = HashIndex(packed, bits, paths, image_root=str(root.resolve()), model=identity,
                       extra={"skipped": [p for p, _ in skipped]})
     save_index(index, out)
@@ -231,8 +233,10 @@ def search(app: HashingApp, args: argparse.Namespace) -> int:
     run = Path(args.run) if args.run else Path(index.model.get("run", ""))
     if not str(run) or not run.is_dir():
         raise DataError(f"index {args.index!r} names run {str(run)!r}, which is not a folder here; pass --run RUN_DIR")
-    app, model, ctx = load_app_model(type(app), run, args.ckpt, args.config, args.set)
-    _check_index_fits(index, model, run, args.ckpt, args.index)
+    # Without --run, the index's own weights (its run, and the checkpoint it was built with).
+    ckpt = args.ckpt or (None if args.run else index.model.get("ckpt") or None)
+    app, model, ctx = load_app_model(type(app), run, ckpt, args.config, args.set)
+    _check_index_fits(index, model, run, ckpt, args.index)
     out = None
     if args.out:
         inputs = [args.index, *([args.image] if args.image else [])]

@@ -125,7 +125,14 @@ def test_index_that_does_not_fit_the_model_is_refused(run, images, tmp_path, cap
         np.savez(f, codes=good.codes, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
     assert main(["hashing", "search", "--index", str(tmp_path / "v2.ssmh"), "--text", "a seven"]) == 2
     assert "version 2; this ssmkit reads version 1" in capsys.readouterr().err
-    # no images at all, and a run-less index command
+    # an index built from a chosen checkpoint is searched with that checkpoint by default
+    last = tmp_path / "last.ssmh"
+    assert main(["hashing", "index", str(images), "--run", str(run), "--ckpt", str(run / "model.safetensors"),
+                 "--out", str(last)]) == 0
+    assert load_index(last).model["ckpt"].endswith("model.safetensors")
+    assert main(["hashing", "search", "--index", str(last), "--text", "a seven", "-k", "1"]) == 0
+    capsys.readouterr()
+    # no images at all
     (tmp_path / "empty").mkdir()
     empty = ["hashing", "index", str(tmp_path / "empty"), "--run", str(run), "--out", str(tmp_path / "e.ssmh")]
     assert main(empty) == 2
