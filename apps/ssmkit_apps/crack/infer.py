@@ -128,12 +128,13 @@ def output_stem(path: Path, used: set[str]) -> str:
 
 def run_infer(model: torch.nn.Module, files: list[Path], out_dir: Path, tile: int, overlap: float,
               threshold: float, amp_dtype: torch.dtype | None = None, save_probs: bool = False,
-              log=sys.stderr) -> tuple[int, list[str]]:
+              log=None) -> tuple[int, list[str]]:
     """Predict every file; write ``<stem>_mask.png`` (0/255), ``<stem>_overlay.png`` and, with
     ``save_probs``, ``<stem>_prob.png`` into ``out_dir``. Returns (images written, skip messages)."""
     from ssmkit.engine.inputs import require_finite
     from ssmkit_apps.crack.data import read_rgb
 
+    log = sys.stderr if log is None else log  # looked up per call: the stream may have been replaced
     done, skipped, used = 0, [], set()
     for f in files:
         try:

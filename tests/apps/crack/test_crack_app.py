@@ -92,3 +92,18 @@ def test_data_section_is_checked_before_anything_runs(tmp_path):
         app_config(CrackApp, None, ["data.format=crack600"])
     with pytest.raises(ConfigError, match=r"data.image_size=8 is out of range; expected >= 16"):
         app_config(CrackApp, None, ["data.image_size=8"])
+
+
+@pytest.mark.slow
+def test_comparison_writes_its_table_and_figures(tmp_path):
+    from ssmkit_apps.crack.compare import main as compare
+
+    out = tmp_path / "cmp"
+    assert compare(["--out", str(out), "--runs", str(tmp_path / "runs"), "--quiet",
+                    *_sets(["data.image_size=32", "data.n_train=8", "data.n_val=4", "data.n_test=4",
+                            "train.batch_size=4", "train.max_steps=1"])]) == 0
+    table = (out / "compare.md").read_text()
+    assert all(f"| {m} |" in table for m in ("SCSegamba", "U-Net", "darkness baseline"))
+    assert (out / "pr_test.png").is_file() and (out / "grid_test.png").is_file()
+    results = json.loads((out / "compare.json").read_text())["results"]
+    assert set(results) == {"scsegamba", "unet", "darkness"}
