@@ -87,6 +87,7 @@ class TalkingHeadDiffusion:
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
     prediction: Literal["epsilon", "sample", "v_prediction"] = "sample"
     mouth_weight: float = bounded(3.0, ge=1, doc="loss weight of the mouth box relative to the rest")
+    t_power: float = bounded(1.0, gt=0, le=1, doc="training timesteps T u^p: 1 uniform, < 1 favours high noise")
     # training gate modes, probabilities of: both, audio only, motion only, none
     mode_probs: list[float] = field(default_factory=lambda: [0.5, 0.2, 0.2, 0.1])
 
@@ -209,7 +210,8 @@ class TalkingHeadApp(App):
         b = batch["frames"].shape[0]
         gates = Df.sample_gates(b, batch["has_motion"], tuple(self.cfg.diffusion.mode_probs))
         with ctx.autocast():
-            loss = Df.diffusion_loss(ctx.model, self.schedulers[0], batch, gates, self.loss_weights(ctx.device))
+            loss = Df.diffusion_loss(ctx.model, self.schedulers[0], batch, gates, self.loss_weights(ctx.device),
+                                     t_power=self.cfg.diffusion.t_power)
         ctx.optimize(loss)
         return {"loss": loss.detach()}
 

@@ -79,15 +79,26 @@ def sample_gates(batch: int, has_motion: torch.Tensor, probs: tuple[float, float
     return gates
 
 
+def sample_timesteps(n: int, num_train_timesteps: int, power: float = 1.0,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """[n] training timesteps ``floor(T u^power)``, u uniform: power 1 is uniform, power < 1 favours
+    high noise, where the clip must come from the conditions rather than from the noisy input."""
+    u = torch.rand(n, generator=generator, device=None if generator is None else generator.device)
+    return (u.pow(power) * num_train_timesteps).long().clamp_(0, num_train_timesteps - 1)
+
+
 def diffusion_loss(model, ddpm, batch: dict[str, torch.Tensor], gates: torch.Tensor, weights: torch.Tensor,
-                   generator: torch.Generator | None = None, timesteps: torch.Tensor | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, timesteps: torch.Tensor | None = None,
+                   t_power: float = 1.0) -> torch.Tensor:
     """Weighted MSE between the model's prediction and the scheduler's target, one timestep per clip."""
     frames, ref = batch["frames"], batch["ref"]
     b = frames.shape[0]
     x0 = frames - ref[:, None]
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    # Without a generator the noise comes from the device's global RNG (no host-to-device copy).
+    noise = torch.randn(x0.shape, device=x0.device) if generator is None else \
+        torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device)
     if timesteps is None:
-        timesteps = torch.randint(0, ddpm.config.num_train_timesteps, (b,), generator=generator, device=x0.device)
+        timesteps = sample_timesteps(b, ddpm.config.num_train_timesteps, t_power, generator).to(x0.device)
     noisy = ddpm.add_noise(x0, noise, timesteps)
     pred = model(noisy, timesteps, ref, batch["audio"], batch["motion"], gates.to(x0.device))
     target = training_target(ddpm, x0, noise, timesteps)
@@ -167,4 +178,5 @@ def fixed_noise_loss(model, ddpm, batch, gates, weights, seed: int = 0,
 
 
 __all__ = ["MODES", "MODE_GATES", "DiffusionSettings", "diffusion_loss", "fixed_noise_loss", "guided_passes",
-           "make_schedulers", "pixel_weights", "sample", "sample_gates", "to_uint8", "training_target"]
+           "make_schedulers", "pixel_weights", "sample", "sample_gates", "sample_timesteps", "to_uint8",
+           "training_target"]

@@ -106,7 +106,7 @@ def generate_command(app, model, args: argparse.Namespace, ctx: EvalContext) -> 
              "has_motion": torch.tensor([1.0 if mode != "audio" else 0.0], device=dev)}
     gen = torch.Generator().manual_seed(int(args.seed))
     with torch.no_grad():
-        clip = app.generate_batch(model, batch, mode if mode != "motion" else "motion", ctx, gen, args.steps)
+        clip = app.generate_batch(model, batch, mode, ctx, gen, args.steps)
     frames = Df.to_uint8(clip[0]).cpu().numpy()
     V.write_mp4(out, frames, speech.samples[: n * A.SAMPLES_PER_FRAME])
     print(f"wrote {out}: {n} frames at {A.FPS} fps ({n / A.FPS:.2f} s), {Fc.SIZE}x{Fc.SIZE}, mode {mode}, "

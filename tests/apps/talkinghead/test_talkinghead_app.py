@@ -89,3 +89,18 @@ def test_tiny_run_through_the_cli(tmp_path, capsys):
                  "--mode", "motion", "--out", str(tmp_path / "m.mp4")]) == 2
     assert "--mode motion needs --motion" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporaries
+
+
+def test_study_table_and_plot(tmp_path):
+    from ssmkit_apps.talkinghead.study import VARIANTS, plot_lipsync, study_table
+
+    assert list(VARIANTS) == ["full", "no_mask_drop", "audio_branch", "motion_branch"]
+    res = {"full": {"lipsync_both": 0.8, "lipsync_motion": -0.1, "psnr_both": 24.0, "ssim_both": 0.8,
+                    "flicker_both": 1.5, "loss": 0.01, "lipsync_ground_truth": 0.99},
+           "motion_branch": {"lipsync_both": float("nan"), "lipsync_motion": 0.02}}
+    table = study_table(res, {"full": 600.0})
+    lines = table.splitlines()
+    assert lines[2].startswith("| full | 0.800 | -0.100 | 24.000 |") and lines[2].endswith("| 10 min |")
+    assert "| motion_branch | n/a | 0.020 |" in lines[3]
+    plot_lipsync(tmp_path / "l.png", res)
+    assert (tmp_path / "l.png").stat().st_size > 5_000

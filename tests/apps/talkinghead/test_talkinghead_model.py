@@ -126,3 +126,11 @@ def test_sampler_runs_guided_and_is_seeded():
                       generator=torch.Generator().manual_seed(4)) for _ in range(2))
     assert a.shape == x.shape and a.abs().max() <= 1
     torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_timestep_power_favours_high_noise():
+    g = torch.Generator().manual_seed(0)
+    uniform = Df.sample_timesteps(20_000, 1000, 1.0, g).float()
+    skewed = Df.sample_timesteps(20_000, 1000, 0.5, g).float()
+    assert uniform.min() >= 0 and skewed.max() <= 999
+    assert abs(uniform.mean() - 500) < 10 and abs(skewed.mean() - 667) < 10  # E[u^0.5] = 2/3
