@@ -49,8 +49,8 @@ def predict_probs(model: nn.Module, image: torch.Tensor, plan: Plan, device: tor
 
 def list_inputs(path: str | Path, n_channels: int) -> tuple[list[Case], list[str]]:
     """(cases to predict, notes about files that were passed over). A folder contributes its
-    NIfTI files (grouped into cases by the nnU-Net ``_0000`` channel suffix); a single file
-    must be NIfTI."""
+    NIfTI files (grouped into cases by the nnU-Net ``_0000`` channel suffix when the model takes
+    several channels); a single file must be NIfTI (4D [X, Y, Z, C] for several channels)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"input {str(p)!r} does not exist; expected a .nii.gz volume or a folder of them")
@@ -58,9 +58,7 @@ def list_inputs(path: str | Path, n_channels: int) -> tuple[list[Case], list[str
     if p.is_file():
         if not is_nifti(p):
             raise DataError(f"input {str(p)!r} is not a NIfTI file; expected a .nii.gz or .nii volume")
-        if n_channels != 1:
-            raise DataError(f"the model takes {n_channels} channels; pass the folder holding the case's "
-                            f"<case>_0000 ... <case>_{n_channels - 1:04d} files, or one 4D file")
+        # With several channels a single file must be 4D [X, Y, Z, C]; the pipeline checks it.
         return [Case(case_name(p), (str(p),), None)], notes
     files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
     notes += [f"{str(f)!r}: not a NIfTI file, passed over" for f in files if not is_nifti(f)]

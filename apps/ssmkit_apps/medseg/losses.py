@@ -15,11 +15,14 @@ penalises false negatives more. The term is the mean over batch, classes and reg
 they say how to weigh the errors, and gradients flowing through them would reward moving
 errors from one kind to the other instead of removing them.
 
-The smoothing s is one voxel (s = 1), not the usual 1e-5: most regions of a patch hold no voxel
-of a given class, and there a vanishing s makes the term 1 - s / (alpha * FP + s), which sits at 1
-with a gradient of order s / FP^2 as soon as a little probability mass is predicted. With one
-voxel of smoothing the same region costs alpha * FP / (alpha * FP + 1) and still pushes the
-stray probability down.
+A (region, class) pair where neither the reference nor the prediction (its argmax) holds the
+class is a true-negative region: it counts as a perfect score (loss 0, no gradient), as Dice
+scores an empty class predicted empty. Without that rule every such pair would either sit at
+loss 1 with no gradient (a vanishing smoothing constant) or, with some smoothing, pull every
+rare class's probability down in all the regions that lack it, which stalls the small
+structures. The other pairs use a smoothing of one voxel (s = 1), so a region the model fills
+with a class that is not there still gets a usable gradient (with s = 1e-5 its term would be
+1 - s / (alpha * FP + s), flat at 1).
 """
 
 from __future__ import annotations
@@ -32,45 +35,51 @@ from monai.losses import DiceCELoss
 from torch import nn
 
 
+def region_sums(x: torch.Tensor, regions: Sequence[int]) -> torch.Tensor:
+    """Sums of x [B, K, X, Y, Z] over a grid of ``regions`` (per axis) -> [B, K, *regions].
+
+    The volume is zero-padded to a multiple of the grid, so padding adds nothing.
+    """
+    if x.ndim != 5:
+        raise ValueError(f"expected [B, K, X, Y, Z]; got {tuple(x.shape)}")
+    if len(regions) != 3 or min(regions) < 1:
+        raise ValueError(f"regions must be 3 positive counts (one per axis); got {list(regions)}")
+    size = [max(1, -(-s // n)) for s, n in zip(x.shape[2:], regions)]  # ceil(S / n)
+    grid = [-(-s // z) for s, z in zip(x.shape[2:], size)]
+    pad = []
+    for s, z, g in zip(reversed(x.shape[2:]), reversed(size), reversed(grid)):
+        pad += [0, z * g - s]
+    t = F.pad(x, pad)
+    b, k = t.shape[:2]
+    return t.reshape(b, k, grid[0], size[0], grid[1], size[1], grid[2], size[2]).sum(dim=(3, 5, 7))
+
+
 def region_counts(probs: torch.Tensor, onehot: torch.Tensor,
                   regions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(TP, FP, FN), each [B, K, *regions], pooled over a grid of regions.
-
-    probs, onehot: [B, K, X, Y, Z]. The volume is zero-padded to a multiple of the grid, and
-    padded voxels (p = g = 0) add nothing to any count.
-    """
+    """(TP, FP, FN), each [B, K, *regions], pooled over a grid of regions. probs, onehot: [B, K, X, Y, Z]."""
     if probs.shape != onehot.shape or probs.ndim != 5:
         raise ValueError(f"expected probs and one-hot [B, K, X, Y, Z] of one shape; got {tuple(probs.shape)}, "
                          f"{tuple(onehot.shape)}")
-    if len(regions) != 3 or min(regions) < 1:
-        raise ValueError(f"regions must be 3 positive counts (one per axis); got {list(regions)}")
-    size = [max(1, -(-s // n)) for s, n in zip(probs.shape[2:], regions)]  # ceil(S / n)
-    grid = [-(-s // z) for s, z in zip(probs.shape[2:], size)]
-    pad = []
-    for s, z, g in zip(reversed(probs.shape[2:]), reversed(size), reversed(grid)):
-        pad += [0, z * g - s]
-    tp, fp, fn = probs * onehot, probs * (1 - onehot), (1 - probs) * onehot
-    out = []
-    for t in (tp, fp, fn):
-        t = F.pad(t, pad)
-        b, k = t.shape[:2]
-        t = t.reshape(b, k, grid[0], size[0], grid[1], size[1], grid[2], size[2])
-        out.append(t.sum(dim=(3, 5, 7)))
-    return out[0], out[1], out[2]
+    return (region_sums(probs * onehot, regions), region_sums(probs * (1 - onehot), regions),
+            region_sums((1 - probs) * onehot, regions))
 
 
 def region_tversky_loss(probs: torch.Tensor, onehot: torch.Tensor, regions: Sequence[int] = (4, 4, 4),
                         a: float = 0.3, b: float = 0.4, include_background: bool = False,
                         smooth: float = 1.0) -> torch.Tensor:
     """The region-specific Tversky term (see the module docstring). probs, onehot: [B, K, X, Y, Z]."""
-    tp, fp, fn = region_counts(probs.float(), onehot.float(), regions)
+    probs, onehot = probs.float(), onehot.float()
+    tp, fp, fn = region_counts(probs, onehot, regions)
+    with torch.no_grad():
+        hard = F.one_hot(probs.argmax(1), probs.shape[1]).movedim(-1, 1).float()
+        active = (region_sums(onehot, regions) > 0) | (region_sums(hard, regions) > 0)
     if not include_background:
-        tp, fp, fn = tp[:, 1:], fp[:, 1:], fn[:, 1:]
+        tp, fp, fn, active = tp[:, 1:], fp[:, 1:], fn[:, 1:], active[:, 1:]
     with torch.no_grad():
         err = (fp + fn).clamp_min(1e-12)
         alpha, beta = a + b * fp / err, a + b * fn / err
     tversky = (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
-    return (1.0 - tversky).mean()
+    return ((1.0 - tversky) * active).mean()
 
 
 def deep_supervision_weights(n: int) -> list[float]:

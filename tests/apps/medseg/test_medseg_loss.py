@@ -7,7 +7,13 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
 
-from ssmkit_apps.medseg.losses import SegLoss, deep_supervision_weights, region_counts, region_tversky_loss
+from ssmkit_apps.medseg.losses import (
+    SegLoss,
+    deep_supervision_weights,
+    region_counts,
+    region_sums,
+    region_tversky_loss,
+)
 
 
 def _pair(p1: list[float], g1: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,15 +57,26 @@ def test_two_regions_weigh_their_own_errors():
     assert smooth.item() == pytest.approx(((1 - 2 / 2.7) + (1 - 1 / 2.4)) / 2, abs=1e-6)  # 0.42130
 
 
-def test_an_empty_region_still_has_a_gradient():
-    # a region with no foreground and a little predicted mass: with one voxel of smoothing the
-    # loss is alpha FP / (alpha FP + 1), not a flat 1
+def test_true_negative_regions_cost_nothing_and_false_positive_regions_still_push():
+    # neither reference nor argmax holds class 1: a true-negative region, loss 0 and no gradient
     probs, onehot = _pair([0.1, 0.1, 0.1, 0.1], [0, 0, 0, 0])
     probs.requires_grad_(True)
     loss = region_tversky_loss(probs, onehot, regions=(1, 1, 1))
-    assert loss.item() == pytest.approx(0.7 * 0.4 / (0.7 * 0.4 + 1), abs=1e-6)
+    assert loss.item() == 0.0
+    (g,) = torch.autograd.grad(loss, probs, allow_unused=True)
+    assert g is None or not g.any()
+    # the argmax predicts class 1 where it is absent: TP 0, FP 2.4, FN 0 -> alpha 0.7; with one voxel
+    # of smoothing the loss is 0.7 FP / (0.7 FP + 1) and its slope 0.7 / (0.7 FP + 1)^2, not flat
+    probs, onehot = _pair([0.6, 0.6, 0.6, 0.6], [0, 0, 0, 0])
+    probs.requires_grad_(True)
+    loss = region_tversky_loss(probs, onehot, regions=(1, 1, 1))
+    assert loss.item() == pytest.approx(0.7 * 2.4 / (0.7 * 2.4 + 1), abs=1e-6)
     (g,) = torch.autograd.grad(loss, probs)
-    assert g[0, 1].min() > 0.3  # d/dFP = 0.7 / (0.7 FP + 1)^2 = 0.43
+    assert g[0, 1].flatten().tolist() == pytest.approx([0.7 / (0.7 * 2.4 + 1) ** 2] * 4, abs=1e-6)
+    # region by region: only the region holding (or predicting) the class counts; the mean runs over all
+    probs, onehot = _pair([0.1, 0.1, 1.0, 0.0], [0, 0, 1, 1])
+    got = region_tversky_loss(probs, onehot, regions=(1, 1, 2))
+    assert got.item() == pytest.approx((0.0 + (1 - 2 / (1 + 0.7 * 1 + 1))) / 2, abs=1e-6)
 
 
 def test_uneven_grid_pads_without_counting_padding():
@@ -83,17 +100,22 @@ def test_background_is_left_out_unless_asked():
 
 def test_alpha_beta_carry_no_gradient():
     torch.manual_seed(0)
-    logits = torch.randn(1, 3, 4, 4, 4, requires_grad=True)
-    label = torch.randint(0, 3, (1, 4, 4, 4))
+    logits = (torch.randn(1, 3, 4, 4, 4) + torch.tensor([2.5, 0, 0]).view(1, 3, 1, 1, 1)).requires_grad_(True)
+    label = torch.zeros(1, 4, 4, 4, dtype=torch.long)
+    label[0, :2, :2, :2] = 1
+    label[0, 2:, 2:, :2] = 2
     onehot = F.one_hot(label, 3).movedim(-1, 1).float()
     probs = torch.softmax(logits, 1)
     (g,) = torch.autograd.grad(region_tversky_loss(probs, onehot, (2, 2, 2)), logits)
-    # the same loss with alpha/beta frozen as constants gives the same gradient
+    # the same loss with alpha/beta (and the true-negative mask) frozen as constants: same gradient
     probs = torch.softmax(logits, 1)
     tp, fp, fn = (t[:, 1:] for t in region_counts(probs, onehot, (2, 2, 2)))
     err = (fp + fn).detach()
     a, b = 0.3 + 0.4 * fp.detach() / err, 0.3 + 0.4 * fn.detach() / err
-    manual = (1 - (tp + 1) / (tp + a * fp + b * fn + 1)).mean()
+    hard = F.one_hot(probs.argmax(1), 3).movedim(-1, 1).float()
+    active = ((region_sums(onehot, (2, 2, 2)) + region_sums(hard, (2, 2, 2)))[:, 1:] > 0).float()
+    assert 0 < active.mean() < 1  # the case has true-negative regions
+    manual = ((1 - (tp + 1) / (tp + a * fp + b * fn + 1)) * active).mean()
     (g2,) = torch.autograd.grad(manual, logits)
     assert torch.allclose(g, g2, atol=1e-7) and g.abs().sum() > 0
 
