@@ -72,14 +72,31 @@ class Clip:
 
 def split_utterances(corpus: list[A.Speech], seed: int, val_fraction: float, test_fraction: float
                      ) -> dict[str, list[A.Speech]]:
-    """Whole utterances per split, by a seeded shuffle: held-out audio for validation and test."""
+    """Whole utterances per split, by a seeded shuffle: held-out audio for validation and test.
+
+    Utterances are dealt in shuffled order to test until it holds ``test_fraction`` of the
+    corpus's duration, then to validation until ``val_fraction``; the rest train. Fractions of
+    duration, not of counts: a few short utterances would otherwise make a test split of seconds.
+    """
     if len(corpus) < 3:
         raise DataError(f"the speech corpus has {len(corpus)} utterances; at least 3 are needed for train/val/test")
     order = np.random.default_rng(seed).permutation(len(corpus))
-    n_test = max(1, round(test_fraction * len(corpus)))
-    n_val = max(1, round(val_fraction * len(corpus)))
-    picked = [corpus[i] for i in order]
-    return {"test": picked[:n_test], "val": picked[n_test:n_test + n_val], "train": picked[n_test + n_val:]}
+    total = sum(u.seconds for u in corpus)
+    parts: dict[str, list[A.Speech]] = {"test": [], "val": [], "train": []}
+    have = {"test": 0.0, "val": 0.0}
+    for k, i in enumerate(order):
+        left = len(order) - k
+        u = corpus[i]
+        if have["test"] < test_fraction * total and left > 2:
+            split = "test"
+        elif have["val"] < val_fraction * total and (left > 1 or not parts["val"]):
+            split = "val"
+        else:
+            split = "train"
+        parts[split].append(u)
+        if split in have:
+            have[split] += u.seconds
+    return parts
 
 
 def generate_clips(utterances: list[A.Speech], split: str, *, clip_frames: int, hop: int, identities: int,

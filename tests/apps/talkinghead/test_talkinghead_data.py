@@ -120,6 +120,9 @@ def test_embedded_split_holds_out_utterances_and_renders_consistent_clips():
     names = {s: {u.name for u in parts[s]} for s in parts}
     assert not (names["test"] & names["train"]) and not (names["val"] & names["train"])
     assert names == {s: {u.name for u in D.split_utterances(corpus, 0, 0.15, 0.2)[s]} for s in parts}  # seeded
+    total = sum(u.seconds for u in corpus)
+    assert sum(u.seconds for u in parts["test"]) >= 0.2 * total  # fractions of the speech's duration
+    assert sum(u.seconds for u in parts["val"]) >= 0.15 * total and len(parts["train"]) >= 5
     clips = D.generate_clips(parts["test"][:1], "test", clip_frames=16, hop=16, identities=1, portrait_fraction=0.5,
                              lead_frames=1, seed=0, max_clips=2)
     assert len(clips) == 2
