@@ -71,6 +71,7 @@ class TalkingHeadModel:
     bidirectional: bool = True
     ss2d: bool = True
     n_mels: int = bounded(40, ge=8, le=128)
+    audio_margin: int = bounded(4, ge=0, le=16, doc="frames of speech context on each side of a window")
     backend: Literal["auto", "reference", "chunked", "triton"] = "auto"
 
     def validate(self) -> None:
@@ -166,7 +167,8 @@ class TalkingHeadApp(App):
             raise DataError("the audio normalisation of this run is unknown: evaluate with --run RUN_DIR (its "
                             "app_state.json holds it), not a bare --ckpt")
         crop = self.cfg.data.train_frames if split == "train" else 0
-        return D.ClipDataset(clips, self.mel, *self._stats, crop_frames=crop, lead_frames=self.cfg.data.lead_frames)
+        return D.ClipDataset(clips, self.mel, *self._stats, crop_frames=crop, lead_frames=self.cfg.data.lead_frames,
+                             audio_margin=self.cfg.model.audio_margin)
 
     def run_state(self) -> dict:
         if self._stats is None:
@@ -188,7 +190,7 @@ class TalkingHeadApp(App):
         m = self.cfg.model
         kw = dict(audio_dim=self.mel.dim, branches=tuple(m.branches), mask_drop=m.mask_drop, cond_tokens=m.cond_tokens,
                   d_state=m.d_state, expand=m.expand, bidirectional=m.bidirectional, ss2d=m.ss2d,
-                  mouth_box=Fc.MOUTH_BOX, backend=m.backend, size=Fc.SIZE)
+                  mouth_box=Fc.MOUTH_BOX, backend=m.backend, size=Fc.SIZE, audio_margin=m.audio_margin)
         if m.channels:
             kw["channels"] = tuple(m.channels)
         return create_model(m.name, **kw)

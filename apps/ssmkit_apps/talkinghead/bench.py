@@ -51,7 +51,8 @@ def bench_variant(name: str, args, device: torch.device, mask_drop: bool = True)
         else contextlib.nullcontext
     b, t, s = args.batch, args.frames, model.size
     batch = {"frames": torch.rand(b, t, 3, s, s, device=device) * 2 - 1, "ref": torch.rand(b, 3, s, s, device=device),
-             "audio": torch.randn(b, t, 160, device=device), "motion": torch.randn(b, t, 5, device=device)}
+             "audio": torch.randn(b, t + 2 * model.audio_margin, 160, device=device),
+             "motion": torch.randn(b, t, 5, device=device)}
     gates = torch.ones(b, 2, device=device)
     weights = Df.pixel_weights(s, (0.58, 0.88, 0.30, 0.70), 3.0, device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -68,7 +69,8 @@ def bench_variant(name: str, args, device: torch.device, mask_drop: bool = True)
     model.eval()
     n = args.sample_frames
     ref = torch.rand(1, 3, s, s, device=device)
-    audio, motion = torch.randn(1, n, 160, device=device), torch.randn(1, n, 5, device=device)
+    audio = torch.randn(1, n + 2 * model.audio_margin, 160, device=device)
+    motion = torch.randn(1, n, 5, device=device)
     out = {"params_m": sum(p.numel() for p in model.parameters()) / 1e6, "train_step_s": step_s,
            "train_frames_per_s": b * t / step_s}
     for label, guidance in (("sample", (1.0, 1.0)), ("sample_guided", (2.0, 1.5))):

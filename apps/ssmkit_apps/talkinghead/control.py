@@ -46,13 +46,18 @@ def region_indices(h: int, w: int, box: tuple[float, float, float, float], devic
 
 
 class ConditionEncoder(nn.Module):
-    """Per-frame signal [B, T, F] -> condition tokens [B, T, k, C] with a little temporal context."""
+    """Per-frame signal [B, T + 2 m, F] -> condition tokens [B, T, k, C] with temporal context.
 
-    def __init__(self, in_dim: int, dim: int, n_tokens: int = 2, context: int = 5):
+    ``margin`` m extra frames on each side give the frames at the edges of a clip the same
+    context as the others (the speech just before and after a window); they are consumed by
+    the convolutions and cropped away. ``context``: the first convolution's width (odd).
+    """
+
+    def __init__(self, in_dim: int, dim: int, n_tokens: int = 2, context: int = 5, margin: int = 0):
         super().__init__()
         if context % 2 == 0:
             raise ValueError(f"ConditionEncoder context must be odd (centred window); got {context}")
-        self.in_dim, self.dim, self.n_tokens = in_dim, dim, n_tokens
+        self.in_dim, self.dim, self.n_tokens, self.margin = in_dim, dim, n_tokens, int(margin)
         self.proj = nn.Linear(in_dim, dim)
         self.temporal = nn.Conv1d(dim, dim, context, padding=context // 2)
         self.temporal2 = nn.Conv1d(dim, dim, 3, padding=1)
@@ -60,12 +65,15 @@ class ConditionEncoder(nn.Module):
         self.pos = nn.Parameter(torch.randn(n_tokens, dim) * 0.02)
 
     def forward(self, signal: torch.Tensor) -> torch.Tensor:
-        if signal.dim() != 3 or signal.shape[-1] != self.in_dim:
-            raise ValueError(f"ConditionEncoder expects [B, T, {self.in_dim}]; got {list(signal.shape)}")
-        b, t, _ = signal.shape
-        h = F.gelu(self.proj(signal)).transpose(1, 2)  # [B, C, T]
+        m = self.margin
+        if signal.dim() != 3 or signal.shape[-1] != self.in_dim or signal.shape[1] <= 2 * m:
+            raise ValueError(f"ConditionEncoder expects [B, T + {2 * m}, {self.in_dim}] with T >= 1; "
+                             f"got {list(signal.shape)}")
+        b, t = signal.shape[0], signal.shape[1] - 2 * m
+        h = F.gelu(self.proj(signal)).transpose(1, 2)  # [B, C, T + 2m]
         h = F.gelu(self.temporal(h))
         h = h + F.gelu(self.temporal2(h))
+        h = h[:, :, m:m + t]
         return self.tokens(h.transpose(1, 2)).view(b, t, self.n_tokens, self.dim) + self.pos
 
 

@@ -308,20 +308,21 @@ def mouth_signal(clip: Clip, lead_frames: int = 1) -> np.ndarray:
 class ClipDataset(Dataset):
     """Model-ready clips. Items are dicts of tensors:
 
-    frames [T, 3, H, W] in [-1, 1]; ref [3, H, W]; audio [T, F] normalised log-mel; motion
+    frames [T, 3, H, W] in [-1, 1]; ref [3, H, W]; audio [T + 2 m, F] normalised log-mel with
+    ``audio_margin`` m frames of context on each side (edge frames repeated at the clip's ends); motion
     [T, 5]; has_motion (0/1); mouth [T] (the driving mouth signal, for evaluation); index.
     With ``crop_frames`` each item is a random window of that length (training), drawn from
     torch's global RNG so that resumed runs see the same windows.
     """
 
     def __init__(self, clips: list[Clip], mel: A.MelFrames, audio_mean: np.ndarray, audio_std: np.ndarray,
-                 crop_frames: int = 0, lead_frames: int = 1):
+                 crop_frames: int = 0, lead_frames: int = 1, audio_margin: int = 0):
         if not clips:
             raise DataError("no clips to build a dataset from")
-        self.clips, self.crop = clips, int(crop_frames)
+        self.clips, self.crop, self.margin = clips, int(crop_frames), int(audio_margin)
         mean = torch.as_tensor(np.asarray(audio_mean, np.float32))
         std = torch.as_tensor(np.asarray(audio_std, np.float32))
-        self.audio = [((mel(c.audio, c.n_frames) - mean) / std).float() for c in clips]
+        self.audio = [pad_context(((mel(c.audio, c.n_frames) - mean) / std).float(), self.margin) for c in clips]
         self.motion = [torch.from_numpy(np.stack([c.controls[k] for k in Fc.MOTION_COLUMNS], -1).astype(np.float32))
                        if c.controls is not None and all(k in c.controls for k in Fc.MOTION_COLUMNS)
                        else torch.zeros(c.n_frames, len(Fc.MOTION_COLUMNS)) for c in clips]
@@ -338,9 +339,16 @@ class ClipDataset(Dataset):
             t = self.crop
         frames = torch.from_numpy(c.frames[s:s + t]).permute(0, 3, 1, 2).float() / 127.5 - 1
         return {"frames": frames, "ref": torch.from_numpy(c.ref).permute(2, 0, 1).float() / 127.5 - 1,
-                "audio": self.audio[i][s:s + t], "motion": self.motion[i][s:s + t],
+                "audio": self.audio[i][s:s + t + 2 * self.margin], "motion": self.motion[i][s:s + t],
                 "has_motion": torch.tensor(float(c.controls is not None)), "mouth": self.mouth[i][s:s + t],
                 "index": torch.tensor(i)}
+
+
+def pad_context(feats: torch.Tensor, margin: int) -> torch.Tensor:
+    """[T, F] -> [T + 2 margin, F], repeating the first and last frame (the model's speech context)."""
+    if margin <= 0:
+        return feats
+    return torch.cat([feats[:1].expand(margin, -1), feats, feats[-1:].expand(margin, -1)])
 
 
 def audio_stats(clips: list[Clip], mel: A.MelFrames) -> tuple[np.ndarray, np.ndarray]:
@@ -350,5 +358,5 @@ def audio_stats(clips: list[Clip], mel: A.MelFrames) -> tuple[np.ndarray, np.nda
 
 
 __all__ = ["Clip", "ClipDataset", "LAYOUT", "SPLITS", "audio_stats", "crop_resize", "cut", "embedded_clips",
-           "folder_clips", "folder_videos", "generate_clips", "load_video", "mouth_signal", "split_utterances",
-           "write_clips"]
+           "folder_clips", "folder_videos", "generate_clips", "load_video", "mouth_signal", "pad_context",
+           "split_utterances", "write_clips"]

@@ -126,14 +126,15 @@ def guided_passes(mode: str, guidance: tuple[float, float]) -> list[tuple[tuple[
 def sample(model, ddim, ref: torch.Tensor, audio: torch.Tensor, motion: torch.Tensor, mode: str = "both",
            guidance: tuple[float, float] = (1.0, 1.0), steps: int = 25, generator: torch.Generator | None = None,
            autocast=None) -> torch.Tensor:
-    """Generate clips [B, T, 3, S, S] in [-1, 1] from ref [B, 3, S, S], audio [B, T, F], motion [B, T, 5].
+    """Generate clips [B, T, 3, S, S] in [-1, 1] from ref [B, 3, S, S], audio [B, T + 2 m, F] (with the
+    model's speech margin m), motion [B, T, 5].
 
     DDIM with ``steps`` steps (eta 0); the initial noise comes from ``generator`` (CPU), so a
     seed fixes the result on any device. ``autocast``: a context-manager factory (bf16 on GPU).
     """
     import contextlib
 
-    b, t = audio.shape[:2]
+    b, t = motion.shape[:2]
     s = ref.shape[-1]
     device = ref.device
     passes = guided_passes(mode, guidance)

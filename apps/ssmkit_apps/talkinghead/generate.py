@@ -97,7 +97,7 @@ def generate_command(app, model, args: argparse.Namespace, ctx: EvalContext) -> 
     # The model hears level-normalised speech (as in training); the mp4 keeps the speech as given.
     level = A.normalize_level(speech.samples[: n * A.SAMPLES_PER_FRAME])
     mean, std = (torch.from_numpy(v) for v in app._stats)
-    feats = ((app.mel(level, n) - mean) / std).float()
+    feats = D.pad_context(((app.mel(level, n) - mean) / std).float(), app.cfg.model.audio_margin)
     for note in notes:
         print(f"note: {note}")
     dev = ctx.device

@@ -94,13 +94,14 @@ class TalkingHeadUNet(nn.Module):
         bidirectional: bidirectional Mamba in the branches. ss2d: the VSS (SS2D) block in the middle.
         mouth_box: (y0, y1, x0, x1) fractions of the frame that hold the mouth.
         backend: selective-scan backend. size: frame size (a multiple of 8).
+        audio_margin: frames of speech context the audio features carry on each side of the clip.
     """
 
     def __init__(self, channels: tuple[int, int, int] = (16, 32, 64), audio_dim: int = 160,
                  branches: tuple[str, ...] = BRANCHES, mask_drop: bool = True, cond_tokens: int = 2,
                  d_state: int = 4, expand: int = 1, bidirectional: bool = True, ss2d: bool = True,
                  mouth_box: tuple[float, float, float, float] = (0.58, 0.88, 0.30, 0.70), backend: str = "auto",
-                 size: int = 64):
+                 size: int = 64, audio_margin: int = 4):
         super().__init__()
         if len(channels) != 3:
             raise ValueError(f"TalkingHeadUNet channels must be (C1, C2, C3); got {channels}")
@@ -108,6 +109,7 @@ class TalkingHeadUNet(nn.Module):
         if size % 8:
             raise ValueError(f"TalkingHeadUNet size must be a multiple of 8; got {size}")
         self.size, self.audio_dim, self.branch_names = size, audio_dim, tuple(branches)
+        self.audio_margin = int(audio_margin)
         emb = 4 * c1
         self.c1 = c1
         self.temb = nn.Sequential(nn.Linear(c1, emb), nn.SiLU(), nn.Linear(emb, emb))
@@ -135,26 +137,29 @@ class TalkingHeadUNet(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
         self.encoders = nn.ModuleDict()
         if "audio" in branches:
-            self.encoders["audio"] = ConditionEncoder(audio_dim, c3, cond_tokens)
+            self.encoders["audio"] = ConditionEncoder(audio_dim, c3, cond_tokens, margin=audio_margin)
         if "motion" in branches:
             self.encoders["motion"] = ConditionEncoder(MOTION_DIM, c3, cond_tokens)
 
     def example_input(self, batch: int = 2, frames: int = 4) -> tuple[torch.Tensor, ...]:
         s = self.size
         return (torch.randn(batch, frames, 3, s, s), torch.randint(0, 1000, (batch,)), torch.randn(batch, 3, s, s),
-                torch.randn(batch, frames, self.audio_dim), torch.randn(batch, frames, MOTION_DIM),
-                torch.ones(batch, len(BRANCHES)))
+                torch.randn(batch, frames + 2 * self.audio_margin, self.audio_dim),
+                torch.randn(batch, frames, MOTION_DIM), torch.ones(batch, len(BRANCHES)))
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, ref: torch.Tensor, audio: torch.Tensor,
                 motion: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        """x [B, T, 3, S, S], timesteps [B], ref [B, 3, S, S], audio [B, T, F], motion [B, T, 5],
-        gates [B, 2] (audio, motion) -> prediction [B, T, 3, S, S]."""
+        """x [B, T, 3, S, S], timesteps [B], ref [B, 3, S, S], audio [B, T + 2 m, F] (m = audio_margin
+        frames of speech context on each side), motion [B, T, 5], gates [B, 2] (audio, motion)
+        -> prediction [B, T, 3, S, S]."""
         if x.dim() != 5 or x.shape[2] != 3 or x.shape[3] != self.size or x.shape[4] != self.size:
             raise ValueError(f"expected x [B, T, 3, {self.size}, {self.size}]; got {list(x.shape)}")
         b, t, _, s, _ = x.shape
-        if ref.shape != (b, 3, s, s) or audio.shape != (b, t, self.audio_dim) or motion.shape != (b, t, MOTION_DIM):
-            raise ValueError(f"expected ref [B, 3, S, S], audio [B, T, {self.audio_dim}], motion [B, T, {MOTION_DIM}] "
-                             f"for x {list(x.shape)}; got {list(ref.shape)}, {list(audio.shape)}, {list(motion.shape)}")
+        ta = t + 2 * self.audio_margin
+        if ref.shape != (b, 3, s, s) or audio.shape != (b, ta, self.audio_dim) or motion.shape != (b, t, MOTION_DIM):
+            raise ValueError(f"expected ref [B, 3, S, S], audio [B, T + {2 * self.audio_margin}, {self.audio_dim}], "
+                             f"motion [B, T, {MOTION_DIM}] for x {list(x.shape)}; got {list(ref.shape)}, "
+                             f"{list(audio.shape)}, {list(motion.shape)}")
         if gates.shape != (b, len(BRANCHES)):
             raise ValueError(f"expected gates [B, {len(BRANCHES)}] (audio, motion); got {list(gates.shape)}")
         emb = self.temb(timestep_embedding(timesteps, self.c1)).repeat_interleave(t, dim=0)  # [B*T, E]

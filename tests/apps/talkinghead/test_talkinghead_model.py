@@ -113,7 +113,7 @@ def test_unet_shapes_gradients_and_bad_input():
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     with pytest.raises(ValueError, match=r"expected gates \[B, 2\]"):
         model(*inputs[:5], torch.ones(2, 3))
-    with pytest.raises(ValueError, match=r"audio \[B, T, 16\]"):
+    with pytest.raises(ValueError, match=r"audio \[B, T \+ 8, 16\]"):
         model(inputs[0], inputs[1], inputs[2], torch.randn(2, 4, 8), inputs[4], inputs[5])
 
 
@@ -134,3 +134,22 @@ def test_timestep_power_favours_high_noise():
     skewed = Df.sample_timesteps(20_000, 1000, 0.5, g).float()
     assert uniform.min() >= 0 and skewed.max() <= 999
     assert abs(uniform.mean() - 500) < 10 and abs(skewed.mean() - 667) < 10  # E[u^0.5] = 2/3
+
+
+def test_audio_margin_gives_context_and_is_cropped():
+    from ssmkit_apps.talkinghead.control import ConditionEncoder
+    from ssmkit_apps.talkinghead.data import pad_context
+
+    enc = ConditionEncoder(6, 8, n_tokens=2, margin=3)
+    sig = torch.randn(2, 10 + 6, 6)
+    assert enc(sig).shape == (2, 10, 2, 8)
+    # the first frame's token depends on the speech before the window (its context)...
+    changed = sig.clone()
+    changed[:, 1] += 3.0
+    assert (enc(changed)[:, 0] - enc(sig)[:, 0]).abs().max() > 1e-4
+    # ...and speech further than the receptive field (5 + 3 - 2 = 3 frames) away does not matter
+    far = sig.clone()
+    far[:, 12:] += 3.0
+    torch.testing.assert_close(enc(far)[:, :2], enc(sig)[:, :2])
+    padded = pad_context(torch.arange(3.0)[:, None], 2)
+    assert padded.flatten().tolist() == [0, 0, 0, 1, 2, 2, 2]
