@@ -33,9 +33,9 @@ class embeddings read by the same text transformer with the same context vectors
 only in training (it needs the labels): both modalities' codes are pulled towards the codes of
 the label prompts of the items they share a class with.
 
-**DCMH** (Jiang and Li, "Deep Cross-Modal Hashing", CVPR 2017), style: the same CNN, global
-average pooled, and an MLP over the bag of words, each with its own hash layers; no prompts,
-no fusion.
+**DCMH** (Jiang and Li, "Deep Cross-Modal Hashing", CVPR 2017), style: the same CNN followed,
+as CNN-F is in DCMH, by two fully connected layers over its flattened feature map, and an MLP
+over the bag of words, each modality with its own hash layers; no prompts, no fusion.
 """
 
 from __future__ import annotations
@@ -174,7 +174,8 @@ class PromptHash(nn.Module):
 
 
 class DCMH(nn.Module):
-    """DCMH-style baseline: CNN -> pooled -> MLP -> tanh codes; bag of words -> MLP -> tanh codes."""
+    """DCMH-style baseline: CNN -> fully connected layers over its feature map -> tanh codes; bag of
+    words -> MLP -> tanh codes."""
 
     name = "dcmh"
 
@@ -185,7 +186,12 @@ class DCMH(nn.Module):
         self.bits = _check_bits(bits, 0)
         self.vocab_size = vocab_size
         self.image = image_encoder(image_encoder_kind, d_model, image_size, timm_name, image_weights)
-        self.image_mlp = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Dropout(dropout))
+        with torch.no_grad():  # the token count of this encoder at this image size
+            n_tokens = self.image.eval()(torch.zeros(1, 3, image_size, image_size)).shape[1]
+        self.image.train()
+        # CNN-F's fully connected layers (fc6, fc7) over the flattened last feature map, as in DCMH
+        self.image_mlp = nn.Sequential(nn.Flatten(1), nn.Linear(n_tokens * d_model, text_hidden), nn.ReLU(),
+                                       nn.Dropout(dropout), nn.Linear(text_hidden, d_model), nn.ReLU())
         self.text_mlp = nn.Sequential(nn.Linear(vocab_size, text_hidden), nn.ReLU(), nn.Dropout(dropout),
                                       nn.Linear(text_hidden, d_model), nn.ReLU())
         self.img_heads = nn.ModuleDict({str(b): nn.Linear(d_model, b) for b in self.bits})
@@ -201,7 +207,7 @@ class DCMH(nn.Module):
         return bow
 
     def encode_image(self, images: torch.Tensor) -> dict[int, torch.Tensor]:
-        f = self.image_mlp(self.image(images).mean(1))
+        f = self.image_mlp(self.image(images))
         return {b: torch.tanh(self.img_heads[str(b)](f)) for b in self.bits}
 
     def encode_text(self, tokens: torch.Tensor) -> dict[int, torch.Tensor]:
