@@ -15,7 +15,8 @@ Layout (one folder per dataset; file names configurable)::
 Paths must stay inside the image root: an absolute path or one with a ``..`` part is refused
 (``data.basename_only=true`` keeps only each path's file name, for index files written with the
 author's absolute paths). Items with an empty caption or no label are dropped and reported (the
-MIRFlickr convention); listed images that do not exist are skipped and reported.
+MIRFlickr convention); listed images that do not exist, or whose file is not an image PIL can
+open, are skipped and reported.
 
 Split (:func:`split_indices`, fixed by the seed): a permutation of the N items; the first
 ``n_query`` are the test queries; the next ``n_train`` train the model; the next ``n_val``
@@ -204,10 +205,15 @@ def read_corpus(root: str | Path, image_root: str | Path | None = None, index_fi
     keep[empty] = False
     keep[unlabelled] = False
     missing: list[str] = []
+    unreadable: list[str] = []
     if check_images:
         for i in np.flatnonzero(keep):
-            if not (img_root / rel[i]).is_file():
+            f = img_root / rel[i]
+            if not f.is_file():
                 missing.append(rel[i])
+                keep[i] = False
+            elif not image_opens(f):
+                unreadable.append(rel[i])
                 keep[i] = False
     notes = []
     if empty:
@@ -216,11 +222,13 @@ def read_corpus(root: str | Path, image_root: str | Path | None = None, index_fi
         notes.append(f"{len(unlabelled)} without any label (items {unlabelled[:5]})")
     if missing:
         notes.append(f"{len(missing)} whose image is missing under {str(img_root)!r} (e.g. {missing[:3]})")
+    if unreadable:
+        notes.append(f"{len(unreadable)} whose image file cannot be read as an image (e.g. {unreadable[:3]})")
     if notes:
         warnings.warn(f"{base.name}: dropped " + "; ".join(notes) + f"; {int(keep.sum())} of {n} items kept",
                       stacklevel=2)
     if not keep.any():
-        raise DataError(f"{str(base)!r}: no usable item (every item lacks a caption, a label or its image). "
+        raise DataError(f"{str(base)!r}: no usable item (every item lacks a caption, a label or a readable image). "
                         f"Expected layout:\n{LAYOUT}")
     idx = np.flatnonzero(keep)
     return MatCorpus([rel[i] for i in idx], [[s for s in captions[i] if s] for i in idx],
@@ -243,6 +251,18 @@ def split_indices(n: int, seed: int, n_query: int, n_train: int, n_val: int, n_v
     return {k: np.sort(v) for k, v in out.items()}
 
 
+def image_opens(path: str | Path) -> bool:
+    """Whether PIL recognises ``path`` as an image (its header only: cheap enough to check every
+    listed file before training; a file damaged further in still fails when it is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size[0] > 0 and im.size[1] > 0
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
 def read_image(path: str | Path, size: int) -> np.ndarray:
     """An image file as RGB uint8 [size, size, 3] (resized, aspect ratio not kept: the field's
     practice); unreadable files raise DataError naming the file."""
@@ -258,5 +278,5 @@ def read_image(path: str | Path, size: int) -> np.ndarray:
         raise DataError(f"image {os.fspath(path)!r} cannot be read ({type(err).__name__}: {err})") from None
 
 
-__all__ = ["LAYOUT", "PRESETS", "MatCorpus", "inside_root", "read_corpus", "read_image", "safe_relative",
+__all__ = ["LAYOUT", "PRESETS", "MatCorpus", "image_opens", "inside_root", "read_corpus", "read_image", "safe_relative",
            "split_indices"]

@@ -139,9 +139,11 @@ def test_mat_drops_and_reports_bad_items(tmp_path):
     labels[5] = 0
     _write_fixture(tmp_path, n=6, captions=["a", "", "c", "d", "e", "f"], labels=labels)
     (tmp_path / "images" / "sub" / "im3.jpg").unlink()
-    with pytest.warns(UserWarning, match=r"1 with an empty caption.*1 without any label.*1 whose image is missing"):
+    (tmp_path / "images" / "sub" / "im4.jpg").write_bytes(b"<html>not found</html>")
+    with pytest.warns(UserWarning, match=r"1 with an empty caption.*1 without any label.*1 whose image is missing"
+                                         r".*1 whose image file cannot be read as an image \(e.g. \['sub/im4.jpg'\]"):
         c = read_corpus(tmp_path)
-    assert c.paths == ["sub/im0.jpg", "sub/im2.jpg", "sub/im4.jpg"]
+    assert c.paths == ["sub/im0.jpg", "sub/im2.jpg"]
 
 
 def test_mat_errors_name_the_file(tmp_path):
