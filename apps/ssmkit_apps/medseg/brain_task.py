@@ -159,16 +159,17 @@ def write_brain_task(out: str | Path, spacing: float = 3.0, variants: int = 3, s
         img.header.set_sform(affine, code=4)
         nib.save(img, str(path))
 
-    colin = resample_to_output(_load(COLIN[colin]), voxel_sizes=(spacing,) * 3, order=1)
-    colin_lab = resample_regions(regions, colin, n)
-    colin_img = np.asarray(colin.dataobj, np.float32)
-    save(colin_img, colin.affine, out / "imagesTr" / "colin27_0000.nii.gz", np.float32)
-    save(colin_lab, colin.affine, out / "labelsTr" / "colin27.nii.gz", np.uint8)
+    # colin_vol, not colin: the name of the source ("ch2bet") goes into dataset.json below
+    colin_vol = resample_to_output(_load(COLIN[colin]), voxel_sizes=(spacing,) * 3, order=1)
+    colin_lab = resample_regions(regions, colin_vol, n)
+    colin_img = np.asarray(colin_vol.dataobj, np.float32)
+    save(colin_img, colin_vol.affine, out / "imagesTr" / "colin27_0000.nii.gz", np.float32)
+    save(colin_lab, colin_vol.affine, out / "labelsTr" / "colin27.nii.gz", np.uint8)
     rng = np.random.default_rng(seed)
     for v in range(variants):
         img, lab = _deform(colin_img, colin_lab, rng, spacing)
-        save(img, colin.affine, out / "imagesTr" / f"colin27v{v + 1}_0000.nii.gz", np.float32)
-        save(lab, colin.affine, out / "labelsTr" / f"colin27v{v + 1}.nii.gz", np.uint8)
+        save(img, colin_vol.affine, out / "imagesTr" / f"colin27v{v + 1}_0000.nii.gz", np.float32)
+        save(lab, colin_vol.affine, out / "labelsTr" / f"colin27v{v + 1}.nii.gz", np.uint8)
 
     mni = resample_to_output(_load(mni152_path()), voxel_sizes=(spacing,) * 3, order=1)
     save(np.asarray(mni.dataobj, np.float32), mni.affine, out / "imagesTs" / "mni152_0000.nii.gz", np.float32)
