@@ -249,6 +249,10 @@ class MedsegApp(App):
             if unlabelled:
                 raise DataError(f"the test split needs labels: {unlabelled[0]!r} has no file in "
                                 f"{str(self.spec.root / 'labelsTs')!r}; use `infer` for unlabelled volumes")
+            # The plan only read the training headers; a test label off its image's grid would
+            # otherwise be resampled separately and scored against the wrong voxels.
+            for case in cases:
+                check_case_headers(case, len(self.spec.channel_names))
             return Volumes(cases, plan)
         raise DataError(f"unknown split {split!r}; expected train, val or test")
 

@@ -172,6 +172,17 @@ def test_label_with_another_shape_or_affine(root):
         check_case_headers(spec.training[1], 1)
 
 
+def test_test_split_label_off_its_image_grid_is_refused_before_scoring(root):
+    from ssmkit.engine.config import load_config
+    from ssmkit_apps.medseg.app import MedsegApp, MedsegConfig
+
+    _save(root / "labelsTs" / "phantom_003.nii.gz", np.zeros((24, 24, 15), np.uint8), phantom_affine(SHAPE, SPACING))
+    app = MedsegApp(load_config(MedsegConfig, overrides=[f"data.root={root}", "data.patch_size=[16,16,8]",
+                                                         "data.max_stages=2"]))
+    with pytest.raises(DataError, match=r"label '.*labelsTs/phantom_003.nii.gz' has shape \(24, 24, 15\)"):
+        app.build_dataset("test")
+
+
 def test_4d_image_where_3d_is_expected(root):
     img = root / "imagesTr" / "phantom_002_0000.nii.gz"
     _save(img, np.zeros((*SHAPE, 2), np.int16), phantom_affine(SHAPE, SPACING))
