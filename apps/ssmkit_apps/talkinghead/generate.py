@@ -46,7 +46,10 @@ def read_reference(path: str | Path, size: int = Fc.SIZE) -> tuple[np.ndarray, l
             im.load()
             if im.mode != "RGB":
                 notes.append(f"converted the reference from mode {im.mode} to RGB")
-                if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                if im.mode.startswith(("I", "F")):
+                    # 16-bit and float greyscale: PIL's convert() clips them at 255 (a white face).
+                    im = Image.fromarray(_grey_to_uint8(np.asarray(im)))
+                elif im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                     im = im.convert("RGBA")
                     bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
                     im = Image.alpha_composite(bg, im)  # transparent pixels become white
@@ -59,6 +62,21 @@ def read_reference(path: str | Path, size: int = Fc.SIZE) -> tuple[np.ndarray, l
         notes.append(f"centre-cropped and resized the reference from {w}x{h} to {size}x{size}")
         arr = D.crop_resize(arr[None], size)[0]
     return arr, notes
+
+
+def _grey_to_uint8(a: np.ndarray) -> np.ndarray:
+    """uint8 [H, W] from a 16/32-bit integer or float greyscale image [H, W].
+
+    Integers above 255 are read as 16-bit (0-65535), floats up to 1 as the range 0-1; anything
+    else is taken as 0-255 already.
+    """
+    is_float = np.issubdtype(a.dtype, np.floating)
+    a = np.nan_to_num(a.astype(np.float64))
+    if is_float and a.size and a.max() <= 1.0:
+        a = a * 255.0
+    elif a.size and a.max() > 255:
+        a = a / 257.0  # 65535 -> 255
+    return np.clip(a, 0, 255).round().astype(np.uint8)
 
 
 def read_motion(path: str | Path, n_frames: int, audio_path: str) -> np.ndarray:
