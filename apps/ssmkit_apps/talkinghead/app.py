@@ -109,6 +109,7 @@ class TalkingHeadEval:
     seed: int = 0
     samples: int = bounded(2, ge=0, doc="mp4 samples written by evaluate on test")
     fid_weights: str = ""  # local torchvision Inception-v3 state dict; "" = FID unavailable
+    fvd_weights: str = ""  # local TorchScript I3D (StyleGAN-V's i3d_torchscript.pt); "" = FVD unavailable
 
     def validate(self) -> None:
         bad = [m for m in self.modes if m not in Df.MODES]
@@ -260,6 +261,7 @@ class TalkingHeadApp(App):
         bs = self.cfg.train.eval_batch_size or self.cfg.train.batch_size
         loader = DataLoader(Subset(ds, idx), batch_size=bs, shuffle=False)
         fid = M.FID(e.fid_weights, ctx.device) if e.fid_weights else None
+        fvd = M.FVD(e.fvd_weights, ctx.device) if e.fvd_weights else None
         out: dict[str, float] = {}
         gt_sync = M.LipSyncMeter()
         traces: dict[str, list] = {}
@@ -279,8 +281,9 @@ class TalkingHeadApp(App):
                     fl.append(M.flicker(fake[k], real[k]))
                     if mode == e.modes[0]:
                         gt_sync.update(drive[k], real[k])
-                        if fid is not None:
-                            fid.update(fake[k], real[k])
+                        for meter in (fid, fvd):
+                            if meter is not None:
+                                meter.update(fake[k], real[k])
                     if len(traces.setdefault(mode, [])) < 3:
                         traces[mode].append((drive[k], M.mouth_opening(fake[k]), M.mouth_opening(real[k]),
                                              fake[k], real[k], int(batch["index"][k])))
@@ -293,6 +296,10 @@ class TalkingHeadApp(App):
         out["lipsync_ground_truth"] = g["lipsync"]
         if fid is not None:
             out["fid"] = fid.compute()
+        if fvd is not None:
+            out["fvd"] = fvd.compute()
+        if ctx.split == "test":
+            print(unavailable_line(e.fid_weights, e.fvd_weights), flush=True)
         if ctx.run_dir is not None and ctx.split == "test":
             from ssmkit_apps.talkinghead.report import write_eval_figures
 
@@ -303,7 +310,7 @@ class TalkingHeadApp(App):
     def report(self, metrics: dict[str, float], ctx: EvalContext) -> str:
         lines = ["Validation numbers are the denoising loss at fixed timesteps and noise (checkpoint choice). "
                  "Sampled metrics (PSNR, SSIM, lip sync, flicker) come from `evaluate --split test`.",
-                 "", unavailable_line(self.cfg.eval.fid_weights)]
+                 "", unavailable_line(self.cfg.eval.fid_weights, self.cfg.eval.fvd_weights)]
         return "\n".join(lines)
 
     def demo_summary(self, metrics: dict[str, float]) -> str:
@@ -355,11 +362,14 @@ class TalkingHeadApp(App):
         return super().run_command(command, model, args, ctx)
 
 
-def unavailable_line(fid_weights: str) -> str:
+def unavailable_line(fid_weights: str, fvd_weights: str = "") -> str:
+    """Which pretrained-network metrics this evaluation computed, and why the others are missing."""
     fid = "FID: computed with the Inception-v3 weights in eval.fid_weights." if fid_weights else \
         "FID: unavailable (needs Inception-v3 weights; set eval.fid_weights to a local torchvision state dict)."
-    return fid + " FVD and SyncNet: unavailable (their pretrained I3D and SyncNet networks cannot be fetched here " \
-                 "and are not implemented); the lip-sync correlation above is the lip-sync measure."
+    fvd = "FVD: computed with the I3D in eval.fvd_weights (test clips, one feature vector each)." if fvd_weights \
+        else "FVD: unavailable (needs I3D weights; set eval.fvd_weights to a local TorchScript i3d_torchscript.pt)."
+    return f"{fid} {fvd} SyncNet (LSE-C/LSE-D): unavailable (its pretrained network cannot be fetched here and it " \
+           "is not implemented); the lip-sync correlation above is the lip-sync measure."
 
 
 def make_demo_data(cfg: TalkingHeadConfig, out: str, overwrite: bool = False) -> int:

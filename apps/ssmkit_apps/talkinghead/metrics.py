@@ -16,8 +16,9 @@ All functions take uint8 frames [T, H, W, 3] (generated and ground truth of one 
   levels, over the pixels where the ground truth does not change (its change < 4 levels):
   changes there are flicker, not motion.
 - FID needs Inception-v3 weights, which cannot be fetched here: :class:`FID` loads torchvision's
-  Inception-v3 from a local file (``eval.fid_weights``); without one it is reported unavailable.
-  FVD (I3D) and SyncNet are not implemented; the report says so.
+  Inception-v3 from a local file (``eval.fid_weights``), and :class:`FVD` a TorchScript I3D from
+  a local file (``eval.fvd_weights``); without them they are reported unavailable. SyncNet
+  (LSE-C/LSE-D) is not implemented; the report says so and names the lip-sync correlation instead.
 """
 
 from __future__ import annotations
@@ -169,17 +170,61 @@ class FID:
         self.real.append(self.features(gt))
 
     def compute(self) -> float:
-        from scipy import linalg
-
-        a, b = np.concatenate(self.real), np.concatenate(self.fake)
-        if len(a) < 2:
-            return float("nan")
-        mu_a, mu_b = a.mean(0), b.mean(0)
-        ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-        covmean, _ = linalg.sqrtm(ca @ cb, disp=False)
-        covmean = covmean.real
-        return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * np.trace(covmean))
+        return frechet_distance(np.concatenate(self.real), np.concatenate(self.fake))
 
 
-__all__ = ["FID", "LipSyncMeter", "MEASURE_REGION", "flicker", "lip_sync", "luminance", "mouth_opening", "pearson",
-           "psnr", "ssim"]
+class FVD:
+    """Fréchet video distance of I3D features, with the I3D network loaded from a local TorchScript
+    file (``eval.fvd_weights``): the Kinetics-400 I3D exported to TorchScript by StyleGAN-V
+    (``i3d_torchscript.pt``), which matches the TF-Hub network of the original FVD. It is called
+    as StyleGAN-V calls it: float clips [B, 3, T, H, W] holding 0-255 values, with
+    ``rescale=True, resize=True, return_features=True`` (it rescales to [-1, 1] and resizes to
+    224x224 itself) -> features [B, 400]. One feature vector per clip: with fewer clips than
+    feature dimensions the covariances are rank-deficient, so compare FVDs at equal clip counts."""
+
+    def __init__(self, weights: str | Path, device: torch.device | str = "cpu"):
+        p = Path(weights)
+        if not p.is_file():
+            raise DataError(f"eval.fvd_weights {str(p)!r} does not exist; expected a TorchScript I3D "
+                            "(StyleGAN-V's i3d_torchscript.pt)")
+        try:
+            self.net = torch.jit.load(str(p), map_location="cpu").eval().to(device)
+        except Exception as err:
+            raise DataError(f"{str(p)!r} cannot be loaded as a TorchScript module ({err}); expected StyleGAN-V's "
+                            "i3d_torchscript.pt") from None
+        self.device = torch.device(device)
+        self.real: list[np.ndarray] = []
+        self.fake: list[np.ndarray] = []
+
+    @torch.no_grad()
+    def features(self, clip: np.ndarray) -> np.ndarray:
+        """[1, F] features of one uint8 clip [T, H, W, 3]."""
+        _check(clip)
+        x = torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2)[None].float().to(self.device)
+        feats = self.net(x, rescale=True, resize=True, return_features=True)
+        if feats.ndim != 2 or feats.shape[0] != 1:
+            raise DataError(f"the FVD network returned {list(feats.shape)}; expected features [1, F] per clip")
+        return feats.double().cpu().numpy()
+
+    def update(self, gen: np.ndarray, gt: np.ndarray) -> None:
+        self.fake.append(self.features(gen))
+        self.real.append(self.features(gt))
+
+    def compute(self) -> float:
+        return frechet_distance(np.concatenate(self.real), np.concatenate(self.fake))
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to features a [N, F] and b [M, F]; NaN below 2 rows."""
+    from scipy import linalg
+
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    ca, cb = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    covmean = np.asarray(linalg.sqrtm(ca @ cb)).real  # rank-deficient products give tiny imaginary parts
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * np.trace(covmean))
+
+
+__all__ = ["FID", "FVD", "LipSyncMeter", "MEASURE_REGION", "flicker", "frechet_distance", "lip_sync", "luminance",
+           "mouth_opening", "pearson", "psnr", "ssim"]

@@ -17,7 +17,7 @@ TINY = ["--set", "data.max_clips=3", "--set", "data.max_eval_clips=2", "--set", 
         "--set", "data.train_frames=4", "--set", "model.name=talkinghead_unet_tiny", "--set", "model.n_mels=16"]
 
 
-def test_tiny_run_through_the_cli(tmp_path, capsys):
+def test_tiny_run_through_the_cli(tmp_path, capsys, standin_i3d):
     assert "talkinghead" in list_apps()
     data = tmp_path / "clips"
     assert main(["talkinghead", "make-demo-data", str(data), *TINY]) == 0
@@ -43,7 +43,15 @@ def test_tiny_run_through_the_cli(tmp_path, capsys):
     assert res["lipsync_ground_truth"] > 0.8  # the measure reads the mouths of the rendered truth
     assert (run / "plots" / "frame_strip.png").stat().st_size > 5_000
     assert len(list((run / "samples").glob("test_0000_*_both.mp4"))) == 1
-    assert "FVD and SyncNet: unavailable" in (run / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert "FID: unavailable" in report and "FVD: unavailable" in report and "SyncNet (LSE-C/LSE-D): unavailable" \
+        in report and "fvd" not in res
+    # with a local (stand-in) I3D, evaluate computes FVD
+    capsys.readouterr()
+    assert main(["talkinghead", "evaluate", "--run", str(run), "--split", "test", "--set",
+                 f"eval.fvd_weights={standin_i3d}", "--set", "eval.modes=[both]", "--set", "eval.max_clips=0"]) == 0
+    res = json.loads((run / "eval_test.json").read_text())
+    assert res["fvd"] >= 0 and "FVD: computed" in capsys.readouterr().out
 
     # generate: a stereo 44.1 kHz wav, an RGBA reference, the clip's expression CSV
     speech, sr = sf.read(data / "test" / "test_0000.wav", dtype="float32")

@@ -65,3 +65,35 @@ def test_fid_needs_a_local_weights_file(tmp_path):
     torch.save({"not": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(DataError, match="lacks"):
         M.FID(tmp_path / "bad.pth")
+
+
+def test_frechet_distance_of_known_gaussians():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.0, 1.0, (4000, 1))
+    b = rng.normal(3.0, 2.0, (4000, 1))
+    # 1-D: (mu_a - mu_b)^2 + var_a + var_b - 2 sqrt(var_a var_b) = 9 + 1 + 4 - 4 = 10
+    assert M.frechet_distance(a, b) == pytest.approx(10.0, rel=0.05)
+    assert M.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert np.isnan(M.frechet_distance(a[:1], b))
+
+
+def test_fvd_loads_a_local_torchscript_i3d_and_feeds_it_0_255_clips(tmp_path, standin_i3d):
+    path = standin_i3d
+    fvd = M.FVD(path)
+    clip = np.full((6, 8, 8, 3), 200, np.uint8)
+    clip[..., 2] = 10
+    np.testing.assert_allclose(fvd.features(clip), [[200, 200, 10, 6]])  # [B, 3, T, H, W] of 0-255 values
+    rng = np.random.default_rng(0)
+    real = [(rng.random((6, 8, 8, 3)) * 255).astype(np.uint8) for _ in range(5)]
+    for r in real:
+        fvd.update(r, r)
+    assert fvd.compute() == pytest.approx(0.0, abs=1e-6)  # generated = real
+    far = M.FVD(path)
+    for r in real:
+        far.update(np.clip(r.astype(int) + 60, 0, 255).astype(np.uint8), r)
+    assert far.compute() > 1000  # brighter clips: the channel means move by ~50 levels
+    with pytest.raises(DataError, match="does not exist"):
+        M.FVD(tmp_path / "missing.pt")
+    torch.save({"not": torch.zeros(1)}, tmp_path / "state.pt")
+    with pytest.raises(DataError, match="cannot be loaded as a TorchScript module"):
+        M.FVD(tmp_path / "state.pt")
