@@ -7,6 +7,7 @@
     ssmkit hashing search --index index.ssmh --image query.png [-k 10] [--out hits.png]
     ssmkit hashing infer INPUT --run runs/hashing/ID [--out codes.csv]
     ssmkit hashing demo
+    ssmkit hashing compare [--out DIR] [--run-root DIR] [--protocols disjoint,standard] [--set train.epochs=25]
 
 Protocol: the tokenizer is built from the training captions only; the checkpoint is chosen by
 validation mAP (validation queries against a validation database, both disjoint from test);
@@ -147,6 +148,8 @@ class HashingApp(App):
     extra_commands = {
         "index": ExtraCommand("encode a folder of images into a binary search index (.ssmh)"),
         "search": ExtraCommand("rank an index's images for a text or image query", needs_model=False),
+        "compare": ExtraCommand("train PromptHash and the DCMH-style baseline on one budget and tabulate their "
+                                "test mAP, P@k and precision-recall curves", needs_model=False),
     }
 
     def __init__(self, cfg: HashingConfig):
@@ -322,6 +325,12 @@ class HashingApp(App):
     def add_arguments(cls, command: str, parser: argparse.ArgumentParser) -> None:
         from ssmkit_apps.hashing import retrieval
 
+        if command == "compare":
+            from ssmkit_apps.hashing.compare import add_arguments
+
+            add_arguments(parser)
+            parser.add_argument("--quiet", action="store_true", help="no progress output")
+            return
         retrieval.add_arguments(command, parser)
 
     def infer(self, model: nn.Module, args: argparse.Namespace, ctx: EvalContext) -> int:
@@ -337,6 +346,10 @@ class HashingApp(App):
             return retrieval.build_index(self, model, args, ctx)
         if command == "search":
             return retrieval.search(self, args)
+        if command == "compare":
+            from ssmkit_apps.hashing.compare import from_args
+
+            return from_args(args)
         return super().run_command(command, model, args, ctx)
 
 

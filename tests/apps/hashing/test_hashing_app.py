@@ -146,3 +146,21 @@ def test_bad_config_and_missing_dataset(tmp_path, capsys):
     assert main(["hashing", "train", "--set", f"run.root={tmp_path}", "--set", "data.source=mscoco",
                  "--set", f"data.root={tmp_path / 'nope'}"]) == 2
     assert "Expected layout" in capsys.readouterr().err
+
+
+def test_compare_trains_both_models_and_tabulates_them(tmp_path, capsys):
+    sets = _sets([kv for kv in TINY if not kv.startswith("model.name=")])
+    out, runs = tmp_path / "cmp", tmp_path / "runs"
+    argv = ["hashing", "compare", "--quiet", "--out", str(out), "--run-root", str(runs),
+            "--models", "prompthash_tiny,dcmh", *sets]
+    assert main(argv) == 0
+    report = (out / "report.md").read_text()
+    for row in ("| prompthash_tiny | image -> text |", "| dcmh | text -> image |"):
+        assert row in report
+    assert "prompthash_tiny above dcmh in mAP@all at every code length in both directions: " in report
+    res = json.loads((out / "results.json").read_text())
+    assert {m: str(runs / "hashing" / m) for m in ("prompthash_tiny", "dcmh")} == res["runs"]
+    assert 0.0 <= res["test"]["disjoint"]["dcmh"]["t2i_map_32"] <= 1.0
+    assert (out / "pr_disjoint.png").stat().st_size > 5000
+    assert main([*argv[:-len(sets)], "--protocols", "papers"]) == 2
+    assert "unknown protocol 'papers'" in capsys.readouterr().err
