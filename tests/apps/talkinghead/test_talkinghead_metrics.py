@@ -75,6 +75,13 @@ def test_frechet_distance_of_known_gaussians():
     assert M.frechet_distance(a, b) == pytest.approx(10.0, rel=0.05)
     assert M.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
     assert np.isnan(M.frechet_distance(a[:1], b))
+    # few vectors in many dimensions (the test clips): the exact low-rank form agrees with sqrtm
+    # where sqrtm is well conditioned, and stays >= 0 where it is not
+    x, y = rng.normal(0, 1, (40, 6)), rng.normal(0.5, 1.5, (30, 6))
+    assert M.frechet_distance(x, y, "svd") == pytest.approx(M.frechet_distance(x, y, "sqrtm"), rel=1e-6)
+    wide_a, wide_b = rng.normal(0, 1, (3, 512)), rng.normal(0, 1, (4, 512))
+    assert M.frechet_distance(wide_a, wide_a) == pytest.approx(0.0, abs=1e-6)
+    assert M.frechet_distance(wide_a, wide_b) > 0
 
 
 def test_fvd_loads_a_local_torchscript_i3d_and_feeds_it_0_255_clips(tmp_path, standin_i3d):
@@ -97,3 +104,20 @@ def test_fvd_loads_a_local_torchscript_i3d_and_feeds_it_0_255_clips(tmp_path, st
     torch.save({"not": torch.zeros(1)}, tmp_path / "state.pt")
     with pytest.raises(DataError, match="cannot be loaded as a TorchScript module"):
         M.FVD(tmp_path / "state.pt")
+
+
+@pytest.mark.slow
+def test_fid_runs_inception_from_a_local_state_dict(tmp_path):
+    from torchvision.models import inception_v3
+
+    torch.manual_seed(0)  # random weights stand in for the pretrained ones: the wiring is tested, not the values
+    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=True).state_dict(), tmp_path / "inc.pth")
+    fid = M.FID(tmp_path / "inc.pth")
+    rng = np.random.default_rng(0)
+    clip = (rng.random((2, 64, 64, 3)) * 255).astype(np.uint8)
+    assert fid.features(clip).shape == (2, 2048)  # pool features, the classifier removed
+    fid.update(clip, clip)
+    assert fid.compute() == pytest.approx(0.0, abs=1e-3)
+    other = M.FID(tmp_path / "inc.pth")
+    other.update(np.zeros_like(clip), clip)
+    assert other.compute() > fid.compute() + 1e-3
