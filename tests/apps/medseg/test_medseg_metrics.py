@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -25,7 +26,9 @@ def _maps():
 
 def test_case_metrics_dice_hd95_and_strict_readings():
     pred, gt = _maps()
-    r = M.case_metrics(pred, gt, 4, spacing=[1.0, 1.0, 2.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # an empty class is counted, not warned about per case
+        r = M.case_metrics(pred, gt, 4, spacing=[1.0, 1.0, 2.0])
     assert r["dice"][0] == pytest.approx(2 * 48 / (48 + 64))
     assert r["dice"][1] == 0.0 and math.isnan(r["dice"][2])  # c absent from the reference: skipped
     assert r["dice_strict"][2] == 0.0  # ...but predicted, so strict counts it as a miss
