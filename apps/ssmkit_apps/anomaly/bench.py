@@ -11,31 +11,18 @@ on CPU (hop = window, so the model runs once per window of rows).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numpy as np
 import torch
 
+from ssmkit.bench.measure import median_ms
 from ssmkit.registry import register_bench
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _time(fn, device, steps: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    """Median seconds of ``fn()`` over ``steps`` calls (ssmkit.bench.measure)."""
+    return median_ms(fn, device, reps=steps, warmup=warmup) / 1e3
 
 
 def _models(args, device):

@@ -16,31 +16,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from ssmkit.bench.measure import median_ms
 from ssmkit.registry import create_model, register_bench
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _median_time(fn, device: torch.device, steps: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    """Median seconds of ``fn()`` over ``steps`` calls (ssmkit.bench.measure)."""
+    return median_ms(fn, device, reps=steps, warmup=warmup) / 1e3
 
 
 class _PeakMemory:
