@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ssmkit.engine.report import pyplot, save_figure
 from ssmkit_apps.anomaly.metrics import segments
 
 TABLE_KEYS = (
@@ -37,12 +37,7 @@ def plot_series(
 ) -> Path:
     """Signal (up to ``max_channels`` channels) above the score with its threshold; true
     anomalies shaded on both panels. raw: [T, C]; scores, labels: [T]."""
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     t = np.arange(len(scores))
@@ -68,10 +63,7 @@ def plot_series(
     ax2.legend(loc="upper right", fontsize=7)
     if title:
         ax1.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def fmt(v) -> str:

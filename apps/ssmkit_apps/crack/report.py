@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssmkit.engine.files import atomic_path
-from ssmkit.engine.report import pyplot
+from ssmkit.engine.report import pyplot, save_figure
 
 
 def panel_grid(rows: Sequence[Sequence[np.ndarray]], heads: Sequence[str], path: Path, title: str = "") -> Path:
@@ -30,11 +29,7 @@ def panel_grid(rows: Sequence[Sequence[np.ndarray]], heads: Sequence[str], path:
                 ax.set_title(heads[j], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def figure_grid(images: Sequence[np.ndarray], truths: Sequence[np.ndarray], probs: Sequence[np.ndarray],
@@ -73,11 +68,7 @@ def pr_plot(curves: dict[str, tuple[np.ndarray, np.ndarray]], points: dict[str, 
     ax.legend(fontsize=8, loc="lower left")
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = ["figure_grid", "panel_grid", "pr_plot"]

@@ -103,7 +103,7 @@ class ExampleApp(App):
         rows = [head, "|---" * (len(CLASSES) + 1) + "|"]
         rows += [f"| {c} | " + " | ".join(str(int(v)) for v in cm[i]) + " |" for i, c in enumerate(CLASSES)]
         if ctx.plots_dir is not None:
-            from ssmkit.engine.report import pyplot
+            from ssmkit.engine.report import pyplot, save_figure
 
             plt = pyplot()
             fig, ax = plt.subplots(figsize=(4, 3.5), dpi=100)
@@ -115,9 +115,7 @@ class ExampleApp(App):
                     ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8)
             ax.set_xlabel("predicted")
             ax.set_ylabel("true")
-            fig.tight_layout()
-            fig.savefig(ctx.plots_dir / "confusion.png")
-            plt.close(fig)
+            save_figure(fig, ctx.plots_dir / "confusion.png")
         return "Confusion matrix on the validation split:\n\n" + "\n".join(rows)
 
     @classmethod

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ssmkit.engine.files import atomic_write_text
+from ssmkit.engine.files import atomic_path, atomic_write_text
 
 
 def pyplot():
@@ -18,6 +18,18 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path: str | Path, tight: bool = True) -> Path:
+    """Lay out (``tight_layout`` unless ``tight`` is False), write ``fig`` to ``path`` atomically
+    (a reader never sees half a PNG) and close it. Returns the path."""
+    if tight:
+        fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
+    pyplot().close(fig)
+    return path
 
 
 def plot_curves(records: list[dict[str, Any]], plots_dir: Path) -> list[Path]:
@@ -47,11 +59,7 @@ def plot_curves(records: list[dict[str, Any]], plots_dir: Path) -> list[Path]:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        out = plots_dir / f"{metric.replace('/', '_')}.png"
-        fig.savefig(out)
-        plt.close(fig)
-        written.append(out)
+        written.append(save_figure(fig, plots_dir / f"{metric.replace('/', '_')}.png"))
     return written
 
 

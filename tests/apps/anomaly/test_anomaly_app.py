@@ -15,26 +15,7 @@ from ssmkit.engine import commands
 from ssmkit.engine.app import DataError
 from ssmkit.registry import list_apps
 from ssmkit_apps.anomaly.app import AnomalyApp
-
-TINY = [
-    "data.channels=3",
-    "data.n_train=300",
-    "data.n_val=120",
-    "data.n_test=300",
-    "data.train_stride=8",
-    "model.window=16",
-    "model.d_model=16",
-    "model.n_heads=2",
-    "model.n_layers=1",
-    "model.d_ff=16",
-    "model.mamba_layers=1",
-    "model.d_state=4",
-    "train.max_steps=4",
-    "train.batch_size=8",
-    "train.log_every=2",
-    "score.hop=4",
-    "score.lag=6",
-]
+from tests.apps.anomaly.tiny_overrides import TINY
 
 
 def _infer_args(run, **kw):

@@ -14,26 +14,9 @@ from safetensors.torch import load_file, save_file
 
 from ssmkit.cli import main
 from ssmkit_apps.anomaly.data import make_seasonal_trend, make_synthetic
+from tests.apps.anomaly.tiny_overrides import TINY as TINY_TRAIN
 
-TINY = [
-    "data.channels=3",
-    "data.n_train=300",
-    "data.n_val=120",
-    "data.n_test=300",
-    "data.train_stride=8",
-    "model.window=16",
-    "model.d_model=16",
-    "model.n_heads=2",
-    "model.n_layers=1",
-    "model.d_ff=16",
-    "model.mamba_layers=1",
-    "model.d_state=4",
-    "train.max_steps=4",
-    "train.batch_size=8",
-    "score.hop=4",
-    "score.lag=6",
-    "score.plots=false",
-]
+TINY = [*TINY_TRAIN, "score.plots=false"]
 COLS = ["ch00", "ch01", "ch02"]
 
 

@@ -17,27 +17,9 @@ from ssmkit_apps.anomaly.compare import run_comparison
 from ssmkit_apps.anomaly.losses import minimax_losses
 from ssmkit_apps.anomaly.model import MAAT, anomaly_transformer, combine_scores
 from ssmkit_apps.anomaly.scoring import StreamScorer, channel_error_scale, score_series
+from tests.apps.anomaly.tiny_overrides import TINY as TINY_TRAIN
 
-TINY = [
-    "data.channels=3",
-    "data.n_train=300",
-    "data.n_val=120",
-    "data.n_test=300",
-    "data.train_stride=8",
-    "model.window=16",
-    "model.d_model=16",
-    "model.n_heads=2",
-    "model.n_layers=1",
-    "model.d_ff=16",
-    "model.mamba_layers=1",
-    "model.d_state=4",
-    "train.max_steps=4",
-    "train.batch_size=8",
-    "train.log_every=2",
-    "score.hop=4",
-    "score.lag=6",
-    "score.plots=false",
-]
+TINY = [*TINY_TRAIN, "score.plots=false"]
 
 
 def _windows():
