@@ -56,7 +56,7 @@ def add_arguments(command: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--ckpt", metavar="FILE", help="weights of that run (default: its best)")
 
 
-# ------------------------------------------------------------------------------- helpers
+# ------------------------------------------------------ run, code length, image listing, encoding
 
 
 def _require_run(args: argparse.Namespace, command: str) -> Path:
