@@ -130,17 +130,22 @@ def boxplot(series: dict[str, dict[str, dict[str, list[float]]]], path: Path, ti
     plt = pyplot()
     models = list(series)
     classes = list(next(iter(series.values()))["dice"])
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.3 * len(classes) * len(models)), 4), dpi=110)
+    fig, axes = plt.subplots(1, 2, figsize=(min(16, max(8, 1.3 * len(classes) * len(models))), 4), dpi=110)
     width = 0.8 / len(models)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric, label in ((axes[0], "dice", "Dice"), (axes[1], "hd95_mm", "HD95 (mm)")):
         for m, model in enumerate(models):
             data = [[v for v in series[model][metric][c] if math.isfinite(v)] or [float("nan")] for c in classes]
             pos = [i + (m - (len(models) - 1) / 2) * width for i in range(len(classes))]
-            bp = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True, showfliers=True)
+            bp = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True, showfliers=False,
+                            medianprops={"color": "black"})
             for box in bp["boxes"]:
                 box.set_facecolor(colors[m % len(colors)])
                 box.set_alpha(0.6)
+            # every case as a dot in the model's colour: with one or two cases a box alone is a bare line
+            for x, vals in zip(pos, data):
+                ax.scatter([x] * len(vals), vals, s=12, color=colors[m % len(colors)], edgecolors="black",
+                           linewidths=0.4, zorder=3)
             ax.plot([], [], color=colors[m % len(colors)], lw=6, alpha=0.6, label=model)
         ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
         ax.set_ylabel(label)
