@@ -102,7 +102,7 @@ def overlay_png(image: np.ndarray, seg: np.ndarray, affine: np.ndarray, path: Pa
     """Axial, coronal and sagittal slices through the prediction's centre, labels over the image."""
     import nibabel as nib
 
-    from ssmkit.engine.report import pyplot
+    from ssmkit.engine.report import pyplot, save_figure
 
     # Reorient both to RAS so every overlay reads the same way whatever the file's orientation.
     ornt = nib.orientations.io_orientation(affine)
@@ -130,10 +130,7 @@ def overlay_png(image: np.ndarray, seg: np.ndarray, affine: np.ndarray, path: Pa
         axes[0].legend(fontsize=7, loc="lower left", framealpha=0.7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def predict_case(model: nn.Module, case: Case, plan: Plan, device: torch.device, autocast: Callable,

@@ -125,7 +125,7 @@ def read_case_csv(path: Path) -> tuple[list[str], dict[str, dict[str, list[float
 
 def boxplot(series: dict[str, dict[str, dict[str, list[float]]]], path: Path, title: str = "") -> Path:
     """Per-class Dice and HD95 box plots, one box per (model, class); ``series``: {model: {metric: {class: values}}}."""
-    from ssmkit.engine.report import pyplot
+    from ssmkit.engine.report import pyplot, save_figure
 
     plt = pyplot()
     models = list(series)
@@ -155,10 +155,7 @@ def boxplot(series: dict[str, dict[str, dict[str, list[float]]]], path: Path, ti
         axes[0].legend(fontsize=8, loc="lower left")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
