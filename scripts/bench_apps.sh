@@ -47,8 +47,8 @@ args_for() {
   case "$1" in
     crack) echo "--device $device --dtype $dtype" ;;
     medseg) echo "--device $device --dtype $dtype --markdown" ;;
-    hashing) if [ "$device" = cpu ]; then echo "--threads 1"; else echo "--device $device --dtype $dtype --skip-search"; fi ;;
-    talkinghead) echo "--device $device --dtype $dtype" ;;
+    hashing) if [ "$device" = cpu ]; then echo "--threads 1"; else echo "--device $device --dtype $dtype --skip-search --batch 1024 --encoder-repeats 20"; fi ;;
+    talkinghead) echo "--device $device --dtype $dtype --reps 5" ;;
     anomaly) if [ "$device" = cpu ]; then echo ""; else echo "--gpu"; fi ;;
     *) return 1 ;;
   esac

@@ -35,6 +35,17 @@ def cuda_device():
     return torch.device("cuda")
 
 
+@pytest.fixture
+def no_tf32():
+    """fp32 convolutions and matmuls in full precision on CUDA for one test, restored after it.
+    (Plain assignment: torch.backends.cuda.matmul resolves allow_tf32 dynamically, so
+    monkeypatch.setattr cannot undo it.)"""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """max |a - e| / max(max |e|, tiny): the relative-error measure used across the op tests."""
     a, e = actual.detach().double(), expected.detach().double()

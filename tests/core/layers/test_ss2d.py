@@ -230,7 +230,7 @@ def test_layer_with_fused_triton_kernels_under_interpreter():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("strategy,dims", [("cross", 2), ("sass", 2), ("tri_orient", 3)])
-def test_fused_layer_on_gpu_reads_the_channels_last_map(cuda_device, strategy, dims, monkeypatch):
+def test_fused_layer_on_gpu_reads_the_channels_last_map(cuda_device, no_tf32, strategy, dims, monkeypatch):
     # On CUDA the fused core gets the conv output channels-last and "auto" sends it to the
     # Triton path_index mode; it must match the materialised pipeline, values and gradients.
     from ssmkit.ops.selective_scan import triton_scan
@@ -243,10 +243,8 @@ def test_fused_layer_on_gpu_reads_the_channels_last_map(cuda_device, strategy, d
         return real(u, *args, **kw)
 
     monkeypatch.setattr(triton_scan, "selective_scan_triton", spy)
-    # fp32 convolutions and matmuls in full precision: the two impls run the conv in different
-    # memory formats, whose TF32 round-offs (~3e-4) would hide a real error.
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    # no_tf32: the two impls run the conv in different memory formats, whose TF32 round-offs
+    # (~3e-4) would hide a real error.
     layer = SS2D(d_model=24, d_state=8, strategy=strategy, spatial_dims=dims, device=cuda_device)
     ref = _twin(layer, impl="materialized")
     shape = (13, 11) if dims == 2 else (5, 6, 7)

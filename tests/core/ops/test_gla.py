@@ -207,15 +207,21 @@ def _assert_fla_matches_reference(ins, h0, dtype, tol):
         assert rel_err(a, e) < 4 * tol, name
 
 
+@pytest.fixture
+def fla_installed():
+    """fla-core is the optional GPU extra (ssmkit[gpu]); its tests skip where it is not installed."""
+    pytest.importorskip("fla", reason="fla-core is not installed (pip install 'ssmkit[gpu]')")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fla_matches_reference_on_gpu(cuda_device, dtype):
+def test_fla_matches_reference_on_gpu(cuda_device, fla_installed, dtype):
     ins, h0 = _inputs(2, 3, 200, 64, 32, dtype, device=cuda_device)
     _assert_fla_matches_reference(ins, h0, dtype, FLA_TOL[dtype])
 
 
 @pytest.mark.gpu
-def test_fla_varlen_on_gpu(cuda_device):
+def test_fla_varlen_on_gpu(cuda_device, fla_installed):
     # host int32 boundaries on purpose: the adapter must hand fla int64 boundaries on q's device
     lens = [37, 1, 90, 0, 64]
     ins, _ = _inputs(1, 2, sum(lens), 32, 16, torch.float32, device=cuda_device, with_state=False)
