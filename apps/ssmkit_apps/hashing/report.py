@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssmkit.engine.files import atomic_path
-from ssmkit.engine.report import pyplot
+from ssmkit.engine.report import pyplot, save_figure
 
 
 def map_table(metrics: dict[str, float], bits: list[int] | tuple[int, ...]) -> str:
@@ -48,12 +47,7 @@ def plot_pr_curves(curves: dict[str, dict[tuple[str, int], tuple[np.ndarray, np.
     axes[1].legend(fontsize=7, loc="lower left")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    p = Path(path)
-    with atomic_path(p) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
-    return p
+    return save_figure(fig, path)
 
 
 __all__ = ["map_table", "plot_pr_curves"]

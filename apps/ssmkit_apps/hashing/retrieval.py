@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ssmkit.engine.app import EvalContext
-from ssmkit.engine.files import atomic_path, atomic_write_text, check_output, sha256_file, sidecar_path
+from ssmkit.engine.files import atomic_write_text, check_output, sha256_file, sidecar_path
 from ssmkit.errors import DataError
 from ssmkit_apps.hashing.data import to_tensor
 from ssmkit_apps.hashing.hamming import pack_codes, topk
@@ -265,7 +265,7 @@ def search(app: HashingApp, args: argparse.Namespace) -> int:
 def grid(path: Path, hits: list[tuple[int, int, str]], root: Path, query_desc: str, query_img: np.ndarray | None,
          size: int, cols: int = 6) -> Path:
     """A PNG: the query (its image, or its text) then each hit with its rank and distance."""
-    from ssmkit.engine.report import pyplot
+    from ssmkit.engine.report import pyplot, save_figure
 
     plt = pyplot()
     n = len(hits) + 1
@@ -287,11 +287,7 @@ def grid(path: Path, hits: list[tuple[int, int, str]], root: Path, query_desc: s
         except (DataError, ValueError):
             ax.text(0.5, 0.5, "unreadable", ha="center", va="center", fontsize=7)
         ax.set_title(f"#{j} d={d}\n{Path(rel).name[:18]}", fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------- infer

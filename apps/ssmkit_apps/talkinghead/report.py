@@ -6,14 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ssmkit.engine.files import atomic_path
-
 
 def frame_strip(path: str | Path, rows: dict[str, np.ndarray], ref: np.ndarray | None = None, every: int = 2,
                 max_frames: int = 12, scale: int = 2) -> Path:
     """A PNG with one labelled row per entry of ``rows`` (uint8 [T, H, W, 3] each): every
     ``every``-th frame, at most ``max_frames``; the reference frame first when given."""
-    from ssmkit.engine.report import pyplot
+    from ssmkit.engine.report import pyplot, save_figure
 
     plt = pyplot()
     names = list(rows)
@@ -39,15 +37,12 @@ def frame_strip(path: str | Path, rows: dict[str, np.ndarray], ref: np.ndarray |
             if c == (1 if ref is not None else 0):
                 ax.set_ylabel(name, fontsize=7)
     fig.subplots_adjust(left=0.04, right=0.99, top=0.9, bottom=0.02, wspace=0.04, hspace=0.08)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, tight=False)
 
 
 def lipsync_trace(path: str | Path, traces: dict[str, list], ground_truth: bool = True) -> Path:
     """The driving mouth signal against the opening measured on generated frames, per mode (first clip)."""
-    from ssmkit.engine.report import pyplot
+    from ssmkit.engine.report import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
@@ -67,11 +62,7 @@ def lipsync_trace(path: str | Path, traces: dict[str, list], ground_truth: bool 
     ax.set_ylabel("z-score")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def write_eval_figures(run_dir: Path, ds, traces: dict[str, list], n_samples: int) -> int:

@@ -82,8 +82,7 @@ def study_table(results: dict[str, dict[str, float]], seconds: dict[str, float])
 
 
 def plot_lipsync(path: Path, results: dict[str, dict[str, float]]) -> None:
-    from ssmkit.engine.files import atomic_path
-    from ssmkit.engine.report import pyplot
+    from ssmkit.engine.report import pyplot, save_figure
 
     plt = pyplot()
     names = list(results)
@@ -100,10 +99,7 @@ def plot_lipsync(path: Path, results: dict[str, dict[str, float]]) -> None:
     ax.set_ylabel("lip-sync correlation (test)")
     ax.axhline(0, color="k", lw=0.5)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 __all__ = ["VARIANTS", "plot_lipsync", "run_study", "study_table"]
