@@ -11,10 +11,10 @@ import itertools
 import pytest
 import torch
 
-from conftest import rel_err
 from ssmkit.ops.selective_scan import selective_scan, selective_scan_reference
 from ssmkit.ops.selective_scan.chunked import default_chunk_size, selective_scan_chunked
 from ssmkit.ops.selective_scan.samples import call_scan, sample_inputs
+from tests.conftest import rel_err
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 
