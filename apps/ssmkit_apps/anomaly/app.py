@@ -374,10 +374,16 @@ class AnomalyApp(App):
         with ctx.autocast():
             out = model(batch)
         series_loss, prior_loss, logs = minimax_losses(out, batch, self.cfg.score.k)
-        # Two backward passes: the series phase and the prior phase each push their own side of
-        # the discrepancy (stop-gradients inside the losses); the gradients add up before one step.
-        ctx.backward(series_loss, retain_graph=True)
-        ctx.backward(prior_loss)
+        # The series phase and the prior phase each push their own side of the discrepancy
+        # (stop-gradients inside the losses); their gradients add up before one step. Under DDP
+        # one backward of the sum: its reducer marks each parameter ready once per forward, and
+        # the series loss leaves some parameters without a gradient. One process keeps the two
+        # passes (the same gradients; this summation order is what the published runs used).
+        if core is not model:
+            ctx.backward(series_loss + prior_loss)
+        else:
+            ctx.backward(series_loss, retain_graph=True)
+            ctx.backward(prior_loss)
         ctx.step()
         return {"loss": (series_loss + prior_loss).detach(), **logs}
 

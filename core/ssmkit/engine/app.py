@@ -42,10 +42,12 @@ Hooks, in the order the engine calls them (``self.cfg`` is the loaded, typed con
 - ``configure_optimizers(model)`` -> ``{name: Optimizer}``; the default is one ``"main"``
   optimizer from ``cfg.train``. Every optimizer gets the configured LR schedule.
 - ``train_step(ctx, batch)`` -> ``{metric: float | Tensor}``. The default calls ``loss`` and
-  ``ctx.optimize(loss)``. Apps with unusual steps (minimax: two losses and two backward passes;
+  ``ctx.optimize(loss)``. Apps with unusual steps (minimax: two losses of one forward;
   diffusion: sample noise and timesteps) override ``train_step`` only, using ``ctx.model``
   (DDP-wrapped when distributed), ``ctx.backward``, ``ctx.step``, ``ctx.autocast`` and
-  ``ctx.no_sync()`` (wrap all but the last backward of a step, so DDP all-reduces once);
+  ``ctx.no_sync()`` (wrap the forward and backward of all but the last of several
+  micro-batches, so DDP all-reduces once). Under DDP a forward takes exactly one backward:
+  several losses of one forward are summed and backpropagated once;
   the loop, logging, checkpoints and resume stay the engine's. Draw randomness from torch's
   global RNG (or ``ctx.generator``): the engine checkpoints it, so resumes stay exact.
 - ``evaluate(model, loader, ctx)`` -> ``{metric: float}``, run on the validation split during
@@ -172,9 +174,10 @@ class StepContext(EvalContext):
             sched.step()
 
     def no_sync(self) -> contextlib.AbstractContextManager:
-        """Backward passes inside accumulate gradients locally without DDP's all-reduce; the next
-        backward outside syncs the accumulated sum. Use it for all but the last of several
-        backward passes in one step (minimax); without DDP it does nothing."""
+        """Forward and backward passes inside accumulate gradients locally without DDP's
+        all-reduce; the next forward and backward outside sync the accumulated sum. Use it for all
+        but the last of several micro-batches in one step. DDP decides at the forward whether a
+        backward reduces, so the forward belongs inside too; without DDP it does nothing."""
         sync_off = getattr(self.model, "no_sync", None)
         return sync_off() if callable(sync_off) else contextlib.nullcontext()
 

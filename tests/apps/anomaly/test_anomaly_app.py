@@ -136,3 +136,37 @@ def test_any_csv_source_through_the_config(tmp_path):
     test.to_csv(tmp_path / "normal.csv", index=False)
     with pytest.raises(DataError, match="normal.csv: holds the label column 'fault'"):
         load_split(app_config(AnomalyApp, None, ov).data)
+
+
+def test_minimax_step_trains_under_two_gloo_ranks_as_in_one_process(tmp_path):
+    """MAAT's two losses of one forward under DDP (2 gloo ranks, same global batch) reach the
+    weights of one process: one backward of their sum there, two passes here."""
+    import os
+    import subprocess
+
+    import torch
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sets = [a for kv in [*TINY, "score.plots=false", "train.device=cpu", f"run.root={tmp_path}"] for a in ("--set", kv)]
+    args = ["-m", "ssmkit", "anomaly", "train", "--quiet", *sets]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          *args, "--set", "run.id=two"], env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    one = subprocess.run([sys.executable, *args, "--set", "run.id=one"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
+    curves = {}
+    for run in ("one", "two"):
+        records = (json.loads(line) for line in (tmp_path / "anomaly" / run / "metrics.jsonl").read_text().splitlines())
+        curves[run] = [(r["step"], r["loss"]) for r in records if r["split"] == "train"]
+    assert [s for s, _ in curves["one"]] == [s for s, _ in curves["two"]] and curves["one"]
+    for (_, x), (_, y) in zip(curves["one"], curves["two"]):
+        assert abs(x - y) <= 1e-5 * max(1.0, abs(x)), (x, y)
+    a = load_file(str(tmp_path / "anomaly" / "one" / "model.safetensors"))
+    b = load_file(str(tmp_path / "anomaly" / "two" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        # atol: the key bias has a zero true gradient (softmax ignores a shift), so its update is
+        # rounding noise that Adam scales up to a step of about lr; everything else agrees to 1e-5.
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=2e-4)

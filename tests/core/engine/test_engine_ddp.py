@@ -87,9 +87,9 @@ def test_two_rank_run_killed_mid_epoch_resumes_exactly(tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_no_sync_accumulates_several_backward_passes_under_ddp(tmp_path):
-    # A minimax step runs two backward passes through one forward. ctx.no_sync() on the first
-    # skips one all-reduce; the accumulated gradients must still be those of the summed losses.
+def test_no_sync_accumulates_micro_batches_under_ddp(tmp_path):
+    # Two micro-batches in one step: ctx.no_sync() around the first forward and backward skips
+    # one all-reduce; the accumulated gradients must still be those of the summed losses.
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
@@ -103,14 +103,12 @@ def test_no_sync_accumulates_several_backward_passes_under_ddp(tmp_path):
         wrapped = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
         wrapped.load_state_dict(plain.state_dict())
         ddp = DistributedDataParallel(wrapped)
-        x = torch.randn(6, 4)
+        x1, x2 = torch.randn(6, 4), torch.randn(5, 4)
         ctx = StepContext(device=torch.device("cpu"), model=ddp)
-        out = ctx.model(x)
         with ctx.no_sync():
-            ctx.backward(out.pow(2).mean(), retain_graph=True)
-        ctx.backward(out.abs().mean())
-        ref = plain(x)
-        (ref.pow(2).mean() + ref.abs().mean()).backward()
+            ctx.backward(ctx.model(x1).pow(2).mean())
+        ctx.backward(ctx.model(x2).abs().mean())
+        (plain(x1).pow(2).mean() + plain(x2).abs().mean()).backward()
         for a, b in zip(plain.parameters(), wrapped.parameters()):
             torch.testing.assert_close(b.grad, a.grad)
     finally:
