@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from ssmkit.cli import main
 from ssmkit_apps.anomaly.data import make_seasonal_trend, make_synthetic
 from tests.apps.anomaly.tiny_overrides import TINY as TINY_TRAIN
+from tests.apps.anomaly.tiny_overrides import TINY_MODEL
 
 TINY = [*TINY_TRAIN, "score.plots=false"]
 COLS = ["ch00", "ch01", "ch02"]
@@ -237,12 +238,7 @@ def test_trended_clean_series_flags_at_most_two_percent(tmp_path):
         "data.n_test=1200",
         "data.train_stride=2",
         "model.window=32",
-        "model.d_model=16",
-        "model.n_heads=2",
-        "model.n_layers=1",
-        "model.d_ff=16",
-        "model.mamba_layers=1",
-        "model.d_state=4",
+        *TINY_MODEL,
         "train.max_steps=60",
         "train.batch_size=16",
         "score.hop=8",
