@@ -15,30 +15,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
-import time
 
 import torch
 
+from ssmkit.bench.measure import median_ms
 from ssmkit.registry import create_model, register_bench
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _median_time(fn, device: torch.device, reps: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    """Median seconds of ``fn()`` over ``reps`` calls (ssmkit.bench.measure)."""
+    return median_ms(fn, device, reps=reps, warmup=warmup) / 1e3
 
 
 def bench_variant(name: str, args, device: torch.device, mask_drop: bool = True) -> dict[str, float]:
